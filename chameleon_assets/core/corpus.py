@@ -1,0 +1,126 @@
+"""Tokenise a domain's documents and pack them into flat on-disk token arrays.
+
+Layout of one domain's shard folder::
+
+    train.bin   token ids of the training documents, each followed by <|endoftext|>
+    val.bin     the same for the held-out documents
+    meta.json   dtype, token/document counts, the split and the data version
+
+The split is by document (never inside one), drawn with a generator seeded by the
+project seed and the domain's name, so it does not depend on which other domains exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from chameleon_assets.core.artifacts import atomic_dir, read_json, write_json
+
+
+def domain_seed(seed: int, domain: str) -> int:
+    """A 32-bit seed derived from the project seed and a domain name (stable across runs)."""
+    return int(hashlib.sha256(f"{seed}:{domain}".encode()).hexdigest()[:8], 16)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (vocab <= 65,536), else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def split_documents(n_docs: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle document indices with ``seed`` and cut off ``round(val_fraction * n)`` for validation.
+
+    At least one document goes to each side when there are two or more documents and
+    ``val_fraction > 0``. Returns (train indices, val indices), each in shuffled order.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n_docs)
+    n_val = int(round(val_fraction * n_docs))
+    if val_fraction > 0 and n_docs >= 2:
+        n_val = min(max(n_val, 1), n_docs - 1)
+    return perm[n_val:], perm[:n_val]
+
+
+def pack(docs: list[list[int]], order: np.ndarray, eos_id: int, dtype: np.dtype) -> np.ndarray:
+    """Concatenate the documents in ``order``, each followed by ``eos_id``."""
+    total = sum(len(docs[i]) + 1 for i in order)
+    out = np.empty(total, dtype=dtype)
+    pos = 0
+    for i in order:
+        d = docs[i]
+        out[pos : pos + len(d)] = d
+        out[pos + len(d)] = eos_id
+        pos += len(d) + 1
+    return out
+
+
+@dataclass(frozen=True)
+class CorpusShards:
+    """A domain's packed token arrays on disk (what ``domain_corpus`` hands downstream)."""
+
+    domain: str
+    directory: str
+    dtype: str
+    vocab_size: int
+    train_tokens: int
+    val_tokens: int
+    train_documents: int
+    val_documents: int
+    text_bytes: int
+    val_text_bytes: int
+    data_version: str
+
+    def train(self) -> np.ndarray:
+        """The training tokens, memory-mapped read-only."""
+        return np.memmap(Path(self.directory) / "train.bin", dtype=self.dtype, mode="r", shape=(self.train_tokens,))
+
+    def val(self) -> np.ndarray:
+        """The validation tokens, memory-mapped read-only."""
+        return np.memmap(Path(self.directory) / "val.bin", dtype=self.dtype, mode="r", shape=(self.val_tokens,))
+
+    @classmethod
+    def load(cls, directory: Path) -> "CorpusShards":
+        return cls(**read_json(Path(directory) / "meta.json"))
+
+
+def write_shards(
+    domain: str,
+    texts: list[str],
+    token_ids: list[list[int]],
+    eos_id: int,
+    vocab_size: int,
+    out_dir: Path,
+    val_fraction: float,
+    seed: int,
+    data_version: str,
+) -> CorpusShards:
+    """Split, pack and atomically write one domain's shards; return their descriptor."""
+    if not texts:
+        raise ValueError(f"domain '{domain}': no non-empty documents")
+    dtype = token_dtype(vocab_size)
+    train_idx, val_idx = split_documents(len(texts), val_fraction, domain_seed(seed, domain))
+    train = pack(token_ids, train_idx, eos_id, dtype)
+    val = pack(token_ids, val_idx, eos_id, dtype)
+    with atomic_dir(out_dir) as tmp:
+        train.tofile(tmp / "train.bin")
+        val.tofile(tmp / "val.bin")
+        shards = CorpusShards(
+            domain=domain,
+            directory=str(out_dir),
+            dtype=dtype.name,
+            vocab_size=vocab_size,
+            train_tokens=int(train.size),
+            val_tokens=int(val.size),
+            train_documents=int(train_idx.size),
+            val_documents=int(val_idx.size),
+            text_bytes=sum(len(texts[i].encode("utf-8")) for i in train_idx),
+            val_text_bytes=sum(len(texts[i].encode("utf-8")) for i in val_idx),
+            data_version=data_version,
+        )
+        write_json(tmp / "meta.json", shards.__dict__)
+    return shards

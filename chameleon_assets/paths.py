@@ -1,0 +1,82 @@
+"""The one place that knows where things live.
+
+Everything generated goes under the data directory (``data/`` in the repository by
+default, or ``$CHAMELEON_DATA_DIR``). These are functions, not constants, so that tests
+and users can point them elsewhere through the environment at any time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """Root of all generated content (``$CHAMELEON_DATA_DIR``, default ``<repo>/data``)."""
+    return Path(os.environ.get("CHAMELEON_DATA_DIR", REPO_ROOT / "data")).resolve()
+
+
+def conf_dir() -> Path:
+    """Directory holding ``domains.yaml``, ``mixtures.yaml`` and ``profiles/``."""
+    return Path(os.environ.get("CHAMELEON_CONF_DIR", REPO_ROOT / "conf")).resolve()
+
+
+def raw_dir() -> Path:
+    """Where the default corpus builder writes ``<domain>/documents.jsonl``."""
+    return data_dir() / "raw"
+
+
+def artifacts_dir() -> Path:
+    """Root of the assets' on-disk artefacts (token shards, embeddings, models)."""
+    return data_dir() / "artifacts"
+
+
+def corpus_dir(domain: str) -> Path:
+    return artifacts_dir() / "corpus" / domain
+
+
+def embeddings_dir(domain: str) -> Path:
+    return artifacts_dir() / "embeddings" / domain
+
+
+def proxy_dir() -> Path:
+    return artifacts_dir() / "proxy_model"
+
+
+def base_model_dir(mixture: str) -> Path:
+    return artifacts_dir() / "base_model" / mixture
+
+
+def weights_dir() -> Path:
+    return artifacts_dir() / "weights"
+
+
+def evaluation_dir(mixture: str) -> Path:
+    return artifacts_dir() / "evaluation" / mixture
+
+
+def comparison_dir() -> Path:
+    return artifacts_dir() / "comparison"
+
+
+def dagster_home() -> Path:
+    """``$DAGSTER_HOME`` if set, else ``<data>/dagster_home``."""
+    return Path(os.environ.get("DAGSTER_HOME", data_dir() / "dagster_home")).resolve()
+
+
+def mlflow_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite store under the data directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    db = data_dir() / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def resolve(path: str | os.PathLike, base: Path | None = None) -> Path:
+    """Resolve a user-given path: absolute as is, relative against ``base`` (the repo root)."""
+    p = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    return p if p.is_absolute() else (base or REPO_ROOT) / p

@@ -1,0 +1,77 @@
+"""Shared fixtures: an isolated project (conf, data, Dagster home) with small domains."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough that the proxy, embeddings and a base model train in seconds.
+TINY_PROFILE = """
+tokenizer: bpe-8k
+seed: 0
+device: cpu
+val_fraction: 0.2
+proxy:
+  model: {arch: llama, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, context_length: 32}
+  train: {tokens: 4096, batch_size: 4, lr: 1.0e-2, warmup_steps: 2, checkpoint_every: 8}
+embedding: {num_samples: 8, sample_length: 16, batch_size: 4}
+base_model:
+  model: {arch: llama, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, context_length: 32}
+  train: {tokens: 4096, batch_size: 4, lr: 1.0e-2, warmup_steps: 2, checkpoint_every: 8}
+  mixtures: [uniform, chameleon_pretrain]
+evaluation: {tasks: [arc_easy_local], num_fewshot: 0, limit: 8, batch_size: 8, ppl_windows: 4}
+"""
+
+TOPICS = {
+    "alpha": "The river flows past the old mill where farmers bring grain every autumn morning.",
+    "beta": "def add(a, b):\n    return a + b\n\nclass Stack:\n    def push(self, x):\n        self.items.append(x)\n",
+    "gamma": "Whereas the licensee shall indemnify the licensor against all claims arising hereunder.",
+    "delta": "Preheat the oven to 180 degrees. Whisk two eggs with sugar, then fold in the flour.",
+}
+
+
+def write_domain(root: Path, name: str, n_docs: int = 12, text: str | None = None) -> Path:
+    """Write ``n_docs`` documents for a fixture domain as jsonl; return the file."""
+    base = text or TOPICS[name]
+    path = root / name / "documents.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n_docs):
+            fh.write(json.dumps({"text": f"{base} Document number {i}. " + base * (1 + i % 3)}) + "\n")
+    return path
+
+
+def write_registry(project: Path, names: list[str]) -> Path:
+    lines = ["domains:"]
+    for n in names:
+        lines.append(f"  - {{name: {n}, source: {project / 'raw' / n / 'documents.jsonl'}}}")
+    reg = project / "conf" / "domains.yaml"
+    reg.write_text("\n".join(lines) + "\n")
+    return reg
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated project: conf/ (tiny profile), data dir and Dagster home under tmp_path."""
+    conf = tmp_path / "conf"
+    (conf / "profiles").mkdir(parents=True)
+    shutil.copy(REPO / "conf" / "mixtures.yaml", conf / "mixtures.yaml")
+    (conf / "profiles" / "tiny.yaml").write_text(TINY_PROFILE)
+    monkeypatch.setenv("CHAMELEON_CONF_DIR", str(conf))
+    monkeypatch.setenv("CHAMELEON_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("CHAMELEON_PROFILE", "tiny")
+    monkeypatch.setenv("CHAMELEON_REGISTRY", str(conf / "domains.yaml"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "dagster_home").mkdir()
+    return tmp_path
