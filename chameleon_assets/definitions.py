@@ -2,12 +2,15 @@
 
 import dagster as dg
 
+from chameleon_assets.defs.checks import CHECKS
 from chameleon_assets.defs.corpus import domain_corpus
 from chameleon_assets.defs.resources import ChameleonConfig
+from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
 
-ASSETS = [domain_corpus]
+ASSETS = [domain_corpus, proxy_model, domain_embeddings, affinity_matrix, mixture_weights]
 
 defs = dg.Definitions(
     assets=ASSETS,
+    asset_checks=CHECKS,
     resources={"chameleon": ChameleonConfig()},
 )

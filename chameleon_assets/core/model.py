@@ -1,0 +1,88 @@
+"""Build small causal LMs from a profile's model config, and save/load them the HF way."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from transformers import logging as hf_logging
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from chameleon_assets.settings import ModelConfig
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, eos_id: int, seed: int) -> PreTrainedModel:
+    """A freshly initialised causal LM (weights seeded by ``seed``), tied embeddings, no dropout."""
+    torch.manual_seed(seed)
+    if cfg.arch == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads,
+            max_position_embeddings=cfg.context_length,
+            tie_word_embeddings=True,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+        )
+        config._attn_implementation = "sdpa"
+        return LlamaForCausalLM(config)
+    if cfg.arch == "gpt2":
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=cfg.context_length,
+            n_embd=cfg.hidden_size,
+            n_layer=cfg.num_layers,
+            n_head=cfg.num_heads,
+            n_inner=cfg.intermediate_size,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+        )
+        config._attn_implementation = "sdpa"
+        return GPT2LMHeadModel(config)
+    raise ValueError(f"unknown model arch {cfg.arch!r} (expected 'llama' or 'gpt2')")
+
+
+def load_model(path: str | Path, device: torch.device | None = None) -> PreTrainedModel:
+    """Load any local HF causal LM (``save_pretrained`` folder) in eval mode."""
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model folder")
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, attn_implementation="sdpa")
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+def model_identity(path: str | Path) -> str:
+    """Short sha256 over a saved model's config and weight files."""
+    h = hashlib.sha256()
+    path = Path(path)
+    for f in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")):
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            continue
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

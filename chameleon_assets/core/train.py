@@ -1,0 +1,221 @@
+"""Train a causal LM on a weighted mixture of domains, resumably.
+
+The sampler draws each training sequence's domain with probability equal to the
+mixture weight, then takes the next contiguous window of that domain's memory-mapped
+train tokens; a domain read past its end wraps to its start and counts an epoch.
+
+Checkpoints (model, optimiser, scheduler, sampler and RNG state) are written every
+``checkpoint_every`` steps; a killed run restarted with the same settings resumes at
+the last checkpoint and follows the same trajectory as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from chameleon_assets.core.artifacts import atomic_dir, read_json, sha256_text, write_json
+from chameleon_assets.settings import TrainConfig
+
+
+class WeightedDomainSampler:
+    """Draw (batch, seq_len + 1) token windows, each from a domain picked by weight."""
+
+    def __init__(self, tokens: dict[str, np.ndarray], weights: dict[str, float], seq_len: int, seed: int):
+        self.domains = [d for d in sorted(tokens) if weights.get(d, 0.0) > 0]
+        if not self.domains:
+            raise ValueError("no domain has a positive weight")
+        w = np.array([weights[d] for d in self.domains], dtype=np.float64)
+        self.probs = w / w.sum()
+        self.tokens = {d: tokens[d] for d in self.domains}
+        for d in self.domains:
+            if len(self.tokens[d]) == 0:
+                raise ValueError(f"domain '{d}' has no training tokens")
+        self.seq_len = seq_len
+        self.rng = np.random.default_rng(seed)
+        self.cursors = {d: 0 for d in self.domains}
+        self.epochs = {d: 0 for d in self.domains}
+        self.draws = {d: 0 for d in self.domains}
+
+    def _window(self, d: str) -> np.ndarray:
+        arr, n = self.tokens[d], self.seq_len + 1
+        if len(arr) < n:  # a tiny domain: repeat it to fill one window
+            self.epochs[d] += 1
+            return np.resize(np.asarray(arr), n)
+        if self.cursors[d] + n > len(arr):
+            self.cursors[d] = 0
+            self.epochs[d] += 1
+        c = self.cursors[d]
+        self.cursors[d] = c + self.seq_len
+        return np.asarray(arr[c : c + n])
+
+    def draw_domains(self, count: int) -> list[str]:
+        idx = self.rng.choice(len(self.domains), size=count, p=self.probs)
+        return [self.domains[i] for i in idx]
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        rows = []
+        for d in self.draw_domains(batch_size):
+            self.draws[d] += 1
+            rows.append(self._window(d).astype(np.int64))
+        return torch.from_numpy(np.stack(rows))
+
+    def epochs_seen(self) -> dict[str, float]:
+        """Fractional epochs read per domain (completed wraps plus the cursor position)."""
+        return {d: self.epochs[d] + self.cursors[d] / max(len(self.tokens[d]), 1) for d in self.domains}
+
+    def state_dict(self) -> dict:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "cursors": dict(self.cursors),
+            "epochs": dict(self.epochs),
+            "draws": dict(self.draws),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.cursors.update(state["cursors"])
+        self.epochs.update(state["epochs"])
+        self.draws.update(state["draws"])
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr``.
+
+    lr(s) = lr * (s + 1) / warmup                                       for s < warmup
+    lr(s) = lr * (m + (1 - m) * 0.5 * (1 + cos(pi * (s - warmup) / (S - warmup))))  otherwise
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(total_steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    m = cfg.min_lr_ratio
+    return cfg.lr * (m + (1 - m) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def total_steps(cfg: TrainConfig, seq_len: int) -> int:
+    """Optimiser steps that cover ``cfg.tokens`` (at least one)."""
+    return max(1, math.ceil(cfg.tokens / (cfg.batch_size * cfg.grad_accum * seq_len)))
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    losses: list[float]
+    tokens_per_s: float
+    epochs: dict[str, float]
+    draws: dict[str, int]
+    resumed_from: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = {id(p): p for p in model.parameters() if p.requires_grad}.values()
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=False,
+    )
+
+
+def train_causal_lm(
+    model: torch.nn.Module,
+    sampler: WeightedDomainSampler,
+    cfg: TrainConfig,
+    device: torch.device,
+    checkpoint_dir: Path | None = None,
+    run_key: str = "",
+    on_step: Callable[[int, float, float], None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place for ``total_steps(cfg)`` steps; return the loss trajectory.
+
+    ``run_key`` identifies the run's settings: a checkpoint in ``checkpoint_dir`` is only
+    resumed when its key matches, so a changed mixture or config starts afresh.
+    ``on_step(step, loss, tokens_per_s)`` is called after every optimiser step.
+    """
+    seq_len = sampler.seq_len
+    steps = total_steps(cfg, seq_len)
+    model.to(device).train()
+    opt = _optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg, steps) / cfg.lr)
+    step, losses = 0, []
+    key = sha256_text(run_key, repr(cfg))[:16]
+    if checkpoint_dir is not None and (checkpoint_dir / "state.json").exists():
+        meta = read_json(checkpoint_dir / "state.json")
+        if meta.get("key") == key:
+            state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            sampler.load_state_dict(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+            step, losses = meta["step"], list(meta["losses"])
+    resumed_from = step
+    use_bf16 = device.type == "cuda"
+    run_model = torch.compile(model) if cfg.compile else model
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * seq_len
+    bar = tqdm(total=steps, initial=step, desc=desc, disable=not progress, mininterval=2.0)
+    t0, tok_rate = time.perf_counter(), 0.0
+    while step < steps:
+        opt.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = sampler.next_batch(cfg.batch_size).to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = run_model(input_ids=batch[:, :-1]).logits
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+            (loss / cfg.grad_accum).backward()
+            loss_sum += loss.item() / cfg.grad_accum
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        losses.append(loss_sum)
+        tok_rate = (step - resumed_from) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tok_rate:,.0f}")
+        if checkpoint_dir is not None and cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < steps:
+            _save_checkpoint(checkpoint_dir, model, opt, sched, sampler, step, losses, key)
+        if on_step is not None:
+            on_step(step, loss_sum, tok_rate)
+    bar.close()
+    model.eval()
+    return TrainResult(
+        steps=steps,
+        tokens=steps * tokens_per_step,
+        losses=losses,
+        tokens_per_s=tok_rate,
+        epochs=sampler.epochs_seen(),
+        draws=dict(sampler.draws),
+        resumed_from=resumed_from,
+    )
+
+
+def _save_checkpoint(directory: Path, model, opt, sched, sampler, step: int, losses: list[float], key: str) -> None:
+    with atomic_dir(directory) as tmp:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "sampler": sampler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp / "state.pt",
+        )
+        write_json(tmp / "state.json", {"key": key, "step": step, "losses": losses})

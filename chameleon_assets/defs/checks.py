@@ -1,0 +1,52 @@
+"""Asset checks: what a person would verify first about the affinity and the weights."""
+
+import dagster as dg
+import numpy as np
+
+from chameleon_assets.defs.weights import AffinityMatrix, MixtureTable, affinity_matrix, mixture_weights
+
+SUM_TOLERANCE = 1e-9
+DOMINANCE_LIMIT = 0.9
+
+
+@dg.asset_check(asset=mixture_weights, blocking=True)
+def weights_are_distributions(mixture_weights: MixtureTable) -> dg.AssetCheckResult:
+    """Every mixture's weights are finite, non-negative and sum to 1 within 1e-9."""
+    bad = {}
+    for name, w in mixture_weights.weights.items():
+        w = np.asarray(w, dtype=np.float64)
+        if not np.isfinite(w).all():
+            bad[name] = "non-finite weight"
+        elif (w < 0).any():
+            bad[name] = f"negative weight {w.min():.3g}"
+        elif abs(w.sum() - 1.0) > SUM_TOLERANCE:
+            bad[name] = f"sums to {w.sum():.12f}"
+    return dg.AssetCheckResult(passed=not bad, metadata={"problems": dg.MetadataValue.json(bad)})
+
+
+@dg.asset_check(asset=mixture_weights)
+def no_mixture_dominated_by_one_domain(mixture_weights: MixtureTable) -> dg.AssetCheckResult:
+    """Warn when any mixture puts more than 90% of its weight on one domain."""
+    heavy = {
+        name: f"{mixture_weights.domains[int(np.argmax(w))]}: {max(w):.3f}"
+        for name, w in mixture_weights.weights.items()
+        if max(w) > DOMINANCE_LIMIT and len(w) > 1
+    }
+    return dg.AssetCheckResult(
+        passed=not heavy, severity=dg.AssetCheckSeverity.WARN, metadata={"dominated": dg.MetadataValue.json(heavy)}
+    )
+
+
+@dg.asset_check(asset=affinity_matrix, blocking=True)
+def affinity_is_symmetric(affinity_matrix: AffinityMatrix) -> dg.AssetCheckResult:
+    """The centred affinity matrix K_c = H K H is symmetric (and finite)."""
+    kc = np.asarray(affinity_matrix.kernel_centered, dtype=np.float64)
+    asym = float(np.abs(kc - kc.T).max()) if kc.size else 0.0
+    scale = max(float(np.abs(kc).max()), 1e-12) if kc.size else 1.0
+    return dg.AssetCheckResult(
+        passed=bool(np.isfinite(kc).all() and asym <= 1e-9 * scale),
+        metadata={"max_asymmetry": asym},
+    )
+
+
+CHECKS = [weights_are_distributions, no_mixture_dominated_by_one_domain, affinity_is_symmetric]

@@ -1,0 +1,73 @@
+"""Figures for asset metadata: saved as PNG files and embedded as markdown images."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from chameleon_assets.core.artifacts import atomic_file  # noqa: E402
+
+
+def _save(fig, path: Path) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    with atomic_file(path, "wb") as fh:
+        fh.write(buf.getvalue())
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def markdown_image(b64: str, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{b64})"
+
+
+def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path) -> str:
+    """Annotated heatmap of a (k x k) matrix; writes ``path`` and returns the PNG as base64."""
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k))
+    lim = float(np.abs(matrix).max()) or 1.0
+    im = ax.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{matrix[i, j]:.2g}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def grouped_bars(table: dict[str, Sequence[float]], labels: Sequence[str], title: str, path: Path) -> str:
+    """One group of bars per domain, one bar per mixture; returns the PNG as base64."""
+    names = list(table)
+    k = len(labels)
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(2.0 + 0.9 * k, 3.5))
+    x = np.arange(k)
+    for i, name in enumerate(names):
+        ax.bar(x + i * width - 0.4 + width / 2, table[name], width, label=name)
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylabel("weight")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str, path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, ys in series.items():
+        ax.plot(range(1, len(ys) + 1), ys, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
