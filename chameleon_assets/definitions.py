@@ -4,13 +4,24 @@ import dagster as dg
 
 from chameleon_assets.defs.checks import CHECKS
 from chameleon_assets.defs.corpus import domain_corpus
+from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
 from chameleon_assets.defs.resources import ChameleonConfig
+from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
 
-ASSETS = [domain_corpus, proxy_model, domain_embeddings, affinity_matrix, mixture_weights]
+ASSETS = [
+    domain_corpus,
+    proxy_model,
+    domain_embeddings,
+    affinity_matrix,
+    mixture_weights,
+    base_model,
+    evaluation,
+    mixture_comparison,
+]
 
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    resources={"chameleon": ChameleonConfig()},
+    resources={"chameleon": ChameleonConfig(), "mlflow_tracking": MLflowTracking()},
 )

@@ -68,40 +68,65 @@ def materialize(
     )
 
 
-def materialize_domains(instance: dg.DagsterInstance, domains: Sequence[str], selection: Sequence) -> None:
-    """Materialise the partitioned ``selection`` for each domain, one run per domain."""
+def materialize_partitions(instance: dg.DagsterInstance, keys: Sequence[str], selection: Sequence) -> None:
+    """Materialise the partitioned ``selection`` for each partition key, one run per key."""
     defs = load_defs()
-    for d in domains:
+    for d in keys:
         t0 = time.perf_counter()
         materialize(defs, instance, selection, partition_key=d)
         print(f"  {' + '.join(a.key.to_user_string() for a in selection)}[{d}] {time.perf_counter() - t0:.1f}s", flush=True)
 
 
 def run_everything(mixtures: Sequence[str] | None = None, instance: dg.DagsterInstance | None = None) -> None:
-    """Materialise every asset for every registered domain (the body of ``make run``)."""
+    """Materialise the whole graph for every registered domain (the body of ``make run``).
+
+    The proxy is trained only if it was never materialised; base models are trained for
+    ``mixtures`` (default: the profile's ``base_model.mixtures``).
+    """
     from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
+    from chameleon_assets.defs.partitions import mixture_partitions
     from chameleon_assets.defs.resources import ChameleonConfig
     from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
 
     instance = instance or get_instance()
     defs = load_defs()
-    registry = ChameleonConfig().registry()
-    domains = [s.name for s in registry]
+    config = ChameleonConfig()
+    profile = config.profile()
+    mixtures = list(mixtures or profile.base_model.mixtures)
+    unknown = [m for m in mixtures if m not in mixture_partitions.get_partition_keys()]
+    if unknown:
+        raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {mixture_partitions.get_partition_keys()})")
+    domains = [s.name for s in config.registry()]
     add_domain_partitions(instance, domains)
     t_start = time.perf_counter()
-    print(f"[1/4] domain_corpus for {len(domains)} domains", flush=True)
-    materialize_domains(instance, domains, [domain_corpus])
+    print(f"profile '{profile.name}', {len(domains)} domains, mixtures to train: {', '.join(mixtures)}", flush=True)
+    print("[1/7] domain_corpus", flush=True)
+    materialize_partitions(instance, domains, [domain_corpus])
     if not _has_materialization(instance, "proxy_model"):
-        print("[2/4] proxy_model (trained once on the uniform mixture)", flush=True)
-        materialize(defs, instance, [proxy_model])
+        print("[2/7] proxy_model (trained once, on the uniform mixture)", flush=True)
+        _timed(lambda: materialize(defs, instance, [proxy_model]), "proxy_model")
     else:
-        print("[2/4] proxy_model exists: reused, not retrained", flush=True)
-    print("[3/4] domain_embeddings", flush=True)
-    materialize_domains(instance, domains, [domain_embeddings])
-    print("[4/4] affinity_matrix + mixture_weights", flush=True)
-    materialize(defs, instance, [affinity_matrix, mixture_weights])
-    print(f"done in {time.perf_counter() - t_start:.0f}s", flush=True)
-    print(weights_report())
+        print("[2/7] proxy_model exists: reused, not retrained", flush=True)
+    print("[3/7] domain_embeddings", flush=True)
+    materialize_partitions(instance, domains, [domain_embeddings])
+    print("[4/7] affinity_matrix + mixture_weights", flush=True)
+    _timed(lambda: materialize(defs, instance, [affinity_matrix, mixture_weights]), "affinity + weights")
+    print(weights_report(), flush=True)
+    print("[5/7] base_model", flush=True)
+    materialize_partitions(instance, mixtures, [base_model])
+    print("[6/7] evaluation", flush=True)
+    materialize_partitions(instance, mixtures, [evaluation])
+    print("[7/7] mixture_comparison", flush=True)
+    materialize(defs, instance, [mixture_comparison])
+    print(f"\ndone in {time.perf_counter() - t_start:.0f}s", flush=True)
+    print(comparison_report())
+
+
+def _timed(fn, label: str) -> None:
+    t0 = time.perf_counter()
+    fn()
+    print(f"  {label} {time.perf_counter() - t0:.1f}s", flush=True)
 
 
 def _has_materialization(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> bool:
@@ -122,3 +147,19 @@ def weights_report() -> str:
     frame = pd.DataFrame(data["weights"], index=data["domains"]).T
     frame.loc["krls"] = data["krls"]
     return "Mixture weights (rows: mixtures, columns: domains)\n" + frame.round(4).to_string()
+
+
+def comparison_report() -> str:
+    """The mixture comparison (weights, perplexities, accuracies) as text, best marked with *."""
+    import pandas as pd
+
+    from chameleon_assets.defs.models import mark_best
+
+    frame = pd.read_csv(paths.comparison_dir() / "mixture_comparison.csv", index_col=0)
+    weights = frame[[c for c in frame.columns if c.startswith("w.")]]
+    scores = frame[[c for c in frame.columns if not c.startswith("w.")]]
+    return (
+        "Mixture weights\n" + weights.round(3).to_string()
+        + "\n\nHeld-out perplexity per domain, averages, few-shot accuracy (* = best)\n"
+        + mark_best(scores).to_string()
+    )

@@ -83,6 +83,7 @@ class MixtureTable:
     skipped: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     train_tokens: dict = field(default_factory=dict)
+    proxy_identity: str = ""
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.weights, index=self.domains).T
@@ -297,6 +298,7 @@ def mixture_weights(
         skipped=skipped,
         notes=cw.notes,
         train_tokens={d: int(t) for d, t in zip(domains, tokens)},
+        proxy_identity=affinity_matrix.proxy_identity,
     )
     for note in cw.notes:
         context.log.warning(note)

@@ -1,0 +1,112 @@
+"""Evaluate a causal LM: held-out perplexity per domain and lm-eval few-shot accuracy.
+
+Perplexity over windows w of L + 1 tokens, predicting tokens 1..L of each:
+
+    NLL = - sum_w sum_{t=1..L} log p(w_t | w_<t)      (nats)
+    ppl = exp(NLL / N_tokens)
+    bits per byte = (NLL / ln 2) / N_bytes            N_bytes: UTF-8 bytes of the predicted text
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EVAL_TASKS_DIR = Path(__file__).resolve().parents[1] / "eval_tasks"
+
+
+def validation_windows(tokens: np.ndarray, num_windows: int, length: int) -> list[np.ndarray]:
+    """Up to ``num_windows`` windows of ``length + 1`` tokens at evenly spaced starts.
+
+    Deterministic (no randomness), so every mixture is scored on the same text.
+    """
+    n = len(tokens)
+    span = length + 1
+    if n < 2:
+        raise ValueError("need at least two validation tokens")
+    if n <= span:
+        return [np.asarray(tokens, dtype=np.int64)]
+    count = min(num_windows, n // span)
+    starts = np.linspace(0, n - span, num=max(count, 1)).astype(np.int64)
+    return [np.asarray(tokens[s : s + span], dtype=np.int64) for s in starts]
+
+
+@torch.inference_mode()
+def perplexity(
+    model: torch.nn.Module,
+    windows: Sequence[np.ndarray],
+    batch_size: int,
+    device: torch.device,
+    decode: Callable[[list[int]], str] | None = None,
+) -> dict[str, float]:
+    """Token-level NLL, perplexity and (with ``decode``) bits per byte over ``windows``."""
+    model.to(device).eval()
+    nll, count, n_bytes = 0.0, 0, 0
+    for i in range(0, len(windows), batch_size):
+        for w in windows[i : i + batch_size]:  # windows may differ in length: one at a time per row
+            ids = torch.as_tensor(w, device=device)[None]
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(input_ids=ids[:, :-1]).logits
+            nll += F.cross_entropy(logits.float()[0], ids[0, 1:], reduction="sum").item()
+            count += ids.shape[1] - 1
+            if decode is not None:
+                n_bytes += len(decode(w[1:].tolist()).encode("utf-8"))
+    out = {"nll": nll / count, "perplexity": math.exp(nll / count), "tokens": float(count)}
+    if decode is not None and n_bytes:
+        out["bits_per_byte"] = nll / math.log(2) / n_bytes
+    return out
+
+
+def run_lm_eval(
+    model: torch.nn.Module,
+    tokenizer,
+    tasks: list[str],
+    num_fewshot: int,
+    limit: int | None,
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Few-shot accuracy through ``lm_eval.simple_evaluate`` on the in-memory model.
+
+    Task names are looked up in the package's local tasks first (offline), then among
+    lm-eval's own. Returns ``{task: {"acc": ..., "acc_norm": ...}}``.
+    """
+    import logging
+
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    # lm-eval warns at length about passing an in-memory model and custom datasets: expected here.
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, device=str(device))
+    manager = TaskManager(include_path=str(EVAL_TASKS_DIR))
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_manager=manager,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        log_samples=False,
+        bootstrap_iters=0,
+    )
+    scores: dict[str, dict[str, float]] = {}
+    for task, metrics in results["results"].items():
+        scores[task] = {
+            key.split(",")[0]: float(value)
+            for key, value in metrics.items()
+            if key.split(",")[0] in ("acc", "acc_norm") and isinstance(value, (int, float))
+        }
+    return scores

@@ -1,0 +1,50 @@
+"""The whole graph on three small domains: weights -> models -> evaluation -> MLflow -> comparison."""
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.conftest import write_domain, write_registry
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys: pytest.CaptureFixture) -> None:
+    from chameleon_assets.defs.models import base_model
+    from chameleon_assets.runner import get_instance, load_defs, materialize, run_everything
+
+    for d in ("alpha", "beta", "gamma"):
+        write_domain(project / "raw", d)
+    write_registry(project, ["alpha", "beta", "gamma"])
+    run_everything()
+    printed = capsys.readouterr().out
+    assert "Held-out perplexity per domain" in printed and "chameleon_pretrain" in printed
+
+    table = pd.read_csv(project / "data/artifacts/comparison/mixture_comparison.csv", index_col=0)
+    assert list(table.index) == ["uniform", "chameleon_pretrain"]
+    assert {"w.alpha", "ppl.alpha", "ppl.gamma", "ppl_avg", "bpb_avg", "acc.arc_easy_local"} <= set(table.columns)
+    assert (table["ppl_avg"] > 1).all()
+    assert table.loc["uniform", "w.alpha"] == pytest.approx(1 / 3)
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform'")
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["params.mixture"] == "uniform"
+    assert float(run["params.weight.beta"]) == pytest.approx(1 / 3, abs=1e-6)
+    assert run["params.token_budget"] == "4096" and run["params.seed"] == "0"
+    assert run["tags.dagster_run_id"] and len(run["tags.data_version.gamma"]) == 24 and run["tags.proxy_identity"]
+    for metric in ("metrics.train_loss", "metrics.tokens_per_s", "metrics.ppl.alpha", "metrics.ppl_avg",
+                   "metrics.bpb_avg", "metrics.acc.arc_easy_local"):
+        assert run[metric] == run[metric], metric  # present, not NaN
+    history = mlflow.tracking.MlflowClient().get_metric_history(run["run_id"], "train_loss")
+    assert [m.step for m in history] == list(range(1, 33))
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run["run_id"])}
+    assert {"weights.csv", "affinity_heatmap.png", "README.md"} <= artifacts
+
+    # Re-materialising a partition logs a new run and keeps the old one.
+    materialize(load_defs(), get_instance(), [base_model], partition_key="uniform")
+    runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform'")
+    assert len(runs) == 2 and runs["run_id"].nunique() == 2

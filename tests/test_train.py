@@ -1,0 +1,88 @@
+"""The weighted domain sampler and the resumable training loop."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chameleon_assets.core.model import build_model
+from chameleon_assets.core.train import WeightedDomainSampler, lr_at, total_steps, train_causal_lm
+from chameleon_assets.settings import ModelConfig, TrainConfig
+
+TOKENS = {"a": np.arange(1, 1001) % 97, "b": np.arange(1, 501) % 89, "c": np.arange(1, 201) % 83}
+
+
+def test_sampler_draws_domains_in_the_requested_proportions() -> None:
+    weights = {"a": 0.5, "b": 0.3, "c": 0.2}
+    sampler = WeightedDomainSampler(TOKENS, weights, seq_len=8, seed=0)
+    n = 20_000
+    draws = sampler.draw_domains(n)
+    observed = np.array([draws.count(d) for d in ("a", "b", "c")])
+    expected = n * np.array([0.5, 0.3, 0.2])
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    # 2 degrees of freedom: P(chi2 > 13.8) = 0.001.
+    assert chi2 < 13.8, (observed, chi2)
+
+
+def test_sampler_is_deterministic_and_zero_weight_domains_are_never_drawn() -> None:
+    s1 = WeightedDomainSampler(TOKENS, {"a": 0.7, "b": 0.3, "c": 0.0}, seq_len=8, seed=5)
+    s2 = WeightedDomainSampler(TOKENS, {"a": 0.7, "b": 0.3, "c": 0.0}, seq_len=8, seed=5)
+    assert torch.equal(s1.next_batch(64), s2.next_batch(64))
+    assert s1.draws["a"] + s1.draws["b"] == 64 and "c" not in s1.draws
+
+
+def test_windows_are_contiguous_and_wrapping_counts_an_epoch() -> None:
+    tokens = {"a": np.arange(20)}
+    s = WeightedDomainSampler(tokens, {"a": 1.0}, seq_len=8, seed=0)
+    rows = [s.next_batch(1)[0].tolist() for _ in range(3)]
+    assert rows[0] == list(range(0, 9)) and rows[1] == list(range(8, 17))
+    assert rows[2] == list(range(0, 9)) and s.epochs["a"] == 1  # 16 + 9 > 20: wrapped
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    assert [lr_at(s, cfg, 14) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, cfg, 14) == pytest.approx(1.0)
+    assert lr_at(9, cfg, 14) == pytest.approx(0.55)  # halfway: 0.1 + 0.9 * 0.5
+    assert lr_at(14, cfg, 14) == pytest.approx(0.1)
+    assert total_steps(TrainConfig(tokens=1000, batch_size=4, grad_accum=2), seq_len=16) == 8
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _run(ckpt: Path | None, stop_at: int | None = None):
+    cfg = ModelConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, context_length=8)
+    tcfg = TrainConfig(tokens=4 * 8 * 12, batch_size=4, lr=1e-2, warmup_steps=2, checkpoint_every=5)
+    model = build_model(cfg, vocab_size=100, eos_id=0, seed=0)
+    sampler = WeightedDomainSampler(TOKENS, {"a": 0.6, "b": 0.4}, seq_len=8, seed=1)
+
+    def on_step(step: int, loss: float, rate: float) -> None:
+        if stop_at is not None and step == stop_at:
+            raise _Interrupt
+
+    return train_causal_lm(model, sampler, tcfg, torch.device("cpu"), ckpt, "k", on_step, progress=False)
+
+
+def test_an_interrupted_run_resumes_on_the_uninterrupted_trajectory(tmp_path: Path) -> None:
+    reference = _run(None)
+    assert reference.steps == 12 and len(reference.losses) == 12
+    with pytest.raises(_Interrupt):
+        _run(tmp_path / "ckpt", stop_at=7)  # killed after step 7; last checkpoint at step 5
+    resumed = _run(tmp_path / "ckpt")
+    assert resumed.resumed_from == 5
+    np.testing.assert_allclose(resumed.losses, reference.losses, rtol=1e-5)
+    assert resumed.draws == reference.draws
+
+
+def test_a_checkpoint_of_different_settings_is_not_resumed(tmp_path: Path) -> None:
+    with pytest.raises(_Interrupt):
+        _run(tmp_path / "ckpt", stop_at=6)
+    cfg = ModelConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, context_length=8)
+    model = build_model(cfg, vocab_size=100, eos_id=0, seed=0)
+    sampler = WeightedDomainSampler(TOKENS, {"a": 0.6, "b": 0.4}, seq_len=8, seed=1)
+    other = TrainConfig(tokens=4 * 8 * 12, batch_size=4, lr=5e-3, warmup_steps=2, checkpoint_every=5)
+    result = train_causal_lm(model, sampler, other, torch.device("cpu"), tmp_path / "ckpt", "k", progress=False)
+    assert result.resumed_from == 0
