@@ -31,10 +31,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from chameleon_assets.runner import sync  # noqa: F401
+    from chameleon_assets.runner import sync, weights_report
 
-    report = sync(dry_run=args.dry_run)
-    print(report.describe())
+    plan = sync(dry_run=args.dry_run)
+    if not args.dry_run and not plan.empty:
+        print(weights_report())
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import dagster as dg
 
@@ -20,6 +20,9 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 from chameleon_assets import paths
 from chameleon_assets.defs.partitions import domain_partitions
+
+if TYPE_CHECKING:
+    from chameleon_assets.sync import SyncPlan
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -60,7 +63,7 @@ def materialize(
     """Materialise ``selection`` (one partition, or unpartitioned) with the location's resources."""
     return dg.materialize(
         assets=list(defs.assets or []) + list(defs.asset_checks or []),
-        selection=[key for a in selection for key in a.keys],
+        selection=[key for a in selection for key in (a.keys if hasattr(a, "keys") else [a.key])],
         instance=instance,
         partition_key=partition_key,
         resources=dict(defs.resources or {}),
@@ -74,53 +77,91 @@ def materialize_partitions(instance: dg.DagsterInstance, keys: Sequence[str], se
     for d in keys:
         t0 = time.perf_counter()
         materialize(defs, instance, selection, partition_key=d)
-        print(f"  {' + '.join(a.key.to_user_string() for a in selection)}[{d}] {time.perf_counter() - t0:.1f}s", flush=True)
+        names = " + ".join(a.key.to_user_string() for a in selection)
+        print(f"  {names}[{d}] {time.perf_counter() - t0:.1f}s", flush=True)
+
+
+def sync(dry_run: bool = False, instance: dg.DagsterInstance | None = None) -> "SyncPlan":
+    """Bring the instance in line with the registry (see ``chameleon_assets.sync``).
+
+    Builds corpus and embeddings only for new or changed domains, deletes removed
+    domains' partitions, and recomputes affinity and weights if anything changed (or
+    they were never computed). The proxy is trained only if none exists yet.
+    """
+    from chameleon_assets.defs.corpus import domain_corpus, domain_source
+    from chameleon_assets.defs.resources import ChameleonConfig
+    from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
+    from chameleon_assets.sync import plan_sync
+
+    instance = instance or get_instance()
+    config = ChameleonConfig()
+    plan = plan_sync(instance, config.registry(), config.profile())
+    print(plan.describe(), flush=True)
+    if dry_run:
+        return plan
+    defs = load_defs()
+    add_domain_partitions(instance, plan.added)
+    for name in plan.removed:
+        instance.delete_dynamic_partition(domain_partitions.name, name)
+    if not plan.empty:
+        materialize(defs, instance, [domain_source])  # record the new source versions (UI staleness)
+    materialize_partitions(instance, plan.to_build, [domain_corpus])
+    if not _has_materialization(instance, "proxy_model"):
+        print("proxy_model: none yet, training it once on the uniform mixture", flush=True)
+        _timed(lambda: materialize(defs, instance, [proxy_model]), "proxy_model")
+    materialize_partitions(instance, plan.to_build, [domain_embeddings])
+    if not plan.empty or not _has_materialization(instance, "mixture_weights"):
+        _timed(lambda: materialize(defs, instance, [affinity_matrix, mixture_weights]), "affinity_matrix + mixture_weights")
+    return plan
 
 
 def run_everything(mixtures: Sequence[str] | None = None, instance: dg.DagsterInstance | None = None) -> None:
-    """Materialise the whole graph for every registered domain (the body of ``make run``).
+    """Materialise the whole graph (the body of ``make run``), reusing what is up to date.
 
-    The proxy is trained only if it was never materialised; base models are trained for
-    ``mixtures`` (default: the profile's ``base_model.mixtures``).
+    Domains are synced first (``sync``); then a base model is trained and evaluated for
+    each of ``mixtures`` (default: the profile's ``base_model.mixtures``) unless its
+    latest materialisation is newer than the weights it was trained on.
     """
-    from chameleon_assets.defs.corpus import domain_corpus
     from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
     from chameleon_assets.defs.partitions import mixture_partitions
     from chameleon_assets.defs.resources import ChameleonConfig
-    from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
 
     instance = instance or get_instance()
     defs = load_defs()
-    config = ChameleonConfig()
-    profile = config.profile()
+    profile = ChameleonConfig().profile()
     mixtures = list(mixtures or profile.base_model.mixtures)
-    unknown = [m for m in mixtures if m not in mixture_partitions.get_partition_keys()]
+    known = mixture_partitions.get_partition_keys()
+    unknown = [m for m in mixtures if m not in known]
     if unknown:
-        raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {mixture_partitions.get_partition_keys()})")
-    domains = [s.name for s in config.registry()]
-    add_domain_partitions(instance, domains)
+        raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {known})")
     t_start = time.perf_counter()
-    print(f"profile '{profile.name}', {len(domains)} domains, mixtures to train: {', '.join(mixtures)}", flush=True)
-    print("[1/7] domain_corpus", flush=True)
-    materialize_partitions(instance, domains, [domain_corpus])
-    if not _has_materialization(instance, "proxy_model"):
-        print("[2/7] proxy_model (trained once, on the uniform mixture)", flush=True)
-        _timed(lambda: materialize(defs, instance, [proxy_model]), "proxy_model")
-    else:
-        print("[2/7] proxy_model exists: reused, not retrained", flush=True)
-    print("[3/7] domain_embeddings", flush=True)
-    materialize_partitions(instance, domains, [domain_embeddings])
-    print("[4/7] affinity_matrix + mixture_weights", flush=True)
-    _timed(lambda: materialize(defs, instance, [affinity_matrix, mixture_weights]), "affinity + weights")
+    print(f"[1/4] domains -> proxy -> embeddings -> weights (profile '{profile.name}')", flush=True)
+    sync(instance=instance)
     print(weights_report(), flush=True)
-    print("[5/7] base_model", flush=True)
-    materialize_partitions(instance, mixtures, [base_model])
-    print("[6/7] evaluation", flush=True)
-    materialize_partitions(instance, mixtures, [evaluation])
-    print("[7/7] mixture_comparison", flush=True)
+    print(f"[2/4] base_model for {', '.join(mixtures)}", flush=True)
+    stale = [m for m in mixtures if not _newer(instance, ("base_model", m), ("mixture_weights", None))]
+    materialize_partitions(instance, stale, [base_model])
+    print("[3/4] evaluation", flush=True)
+    stale = [m for m in mixtures if not _newer(instance, ("evaluation", m), ("base_model", m))]
+    materialize_partitions(instance, stale, [evaluation])
+    print("[4/4] mixture_comparison", flush=True)
     materialize(defs, instance, [mixture_comparison])
     print(f"\ndone in {time.perf_counter() - t_start:.0f}s", flush=True)
     print(comparison_report())
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, key: str, partition: str | None) -> int | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    return records[0].storage_id if records else None
+
+
+def _newer(instance: dg.DagsterInstance, target: tuple, source: tuple) -> bool:
+    """Whether ``target``'s latest materialisation came after ``source``'s latest one."""
+    t, s = _latest_storage_id(instance, *target), _latest_storage_id(instance, *source)
+    return t is not None and s is not None and t > s
 
 
 def _timed(fn, label: str) -> None:
@@ -129,12 +170,8 @@ def _timed(fn, label: str) -> None:
     print(f"  {label} {time.perf_counter() - t0:.1f}s", flush=True)
 
 
-def _has_materialization(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> bool:
-    return instance.get_latest_materialization_event(dg.AssetKey(key)) is not None if partition is None else bool(
-        instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
-        ).records
-    )
+def _has_materialization(instance: dg.DagsterInstance, key: str) -> bool:
+    return _latest_storage_id(instance, key, None) is not None
 
 
 def weights_report() -> str:

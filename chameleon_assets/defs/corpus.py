@@ -23,8 +23,18 @@ def corpus_data_version(spec: DomainSpec, tokenizer_id: str, profile: Profile) -
     )[:24]
 
 
+@dg.observable_source_asset(partitions_def=domain_partitions, group_name="corpus")
+def domain_source(chameleon: ChameleonConfig) -> dg.DataVersionsByPartition:
+    """The raw files of each registered domain (conf/domains.yaml). Observing it records
+    the hash of every domain's source bytes, so the UI marks exactly the domains whose
+    files changed as stale. `chameleon sync` and the registry sensor observe it.
+    """
+    return dg.DataVersionsByPartition({s.name: dg.DataVersion(source_fingerprint(s)[:24]) for s in chameleon.registry()})
+
+
 @dg.asset(
     partitions_def=domain_partitions,
+    deps=[domain_source],
     code_version=CORPUS_CODE_VERSION,
     group_name="corpus",
     kinds={"numpy"},

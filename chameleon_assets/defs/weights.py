@@ -24,6 +24,7 @@ from chameleon_assets.defs import plots
 from chameleon_assets.defs.corpus import domain_corpus
 from chameleon_assets.defs.partitions import domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
+from chameleon_assets.defs.tracking import MLflowTracking
 
 ALL_DOMAINS = dg.AllPartitionMapping()
 
@@ -215,6 +216,7 @@ def domain_embeddings(
     ins={"domain_embeddings": dg.AssetIn(partition_mapping=ALL_DOMAINS)},
     group_name="chameleon",
     code_version="affinity-v1",
+    automation_condition=dg.AutomationCondition.eager(),
     kinds={"numpy"},
 )
 def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings) -> AffinityMatrix:
@@ -245,10 +247,15 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings) -> Aff
     ins={"domain_corpus": dg.AssetIn(partition_mapping=ALL_DOMAINS)},
     group_name="chameleon",
     code_version="weights-v1",
-    kinds={"pandas"},
+    kinds={"pandas", "mlflow"},
+    automation_condition=dg.AutomationCondition.eager(),
 )
 def mixture_weights(
-    context: dg.AssetExecutionContext, chameleon: ChameleonConfig, affinity_matrix: AffinityMatrix, domain_corpus
+    context: dg.AssetExecutionContext,
+    chameleon: ChameleonConfig,
+    mlflow_tracking: MLflowTracking,
+    affinity_matrix: AffinityMatrix,
+    domain_corpus,
 ) -> MixtureTable:
     """Mixture weights over the domains, CHAMELEON's and the baselines' side by side.
 
@@ -256,7 +263,8 @@ def mixture_weights(
     chameleon_pretrain = softmax((1/tau)/T_pt) (favour what domains share),
     chameleon_finetune = softmax(tau/T_ft) (favour what is unique).
     Baselines: uniform, natural (by train tokens), temperature (n^(1/T)), UniMax, and
-    the presets of conf/mixtures.yaml whose domain names match.
+    the presets of conf/mixtures.yaml whose domain names match. Each materialisation is
+    logged to MLflow as a new weights version, tagged with its domain set.
     """
     profile = chameleon.profile()
     mix = chameleon.mixtures()
@@ -305,6 +313,7 @@ def mixture_weights(
     _write_weights(table)
     frame = table.frame()
     b64 = plots.grouped_bars(weights, domains, "mixture weights", paths.weights_dir() / "weights_bars.png")
+    run_id = _log_weights_version(mlflow_tracking, table, context.run_id)
     krls_frame = pd.DataFrame({"krls": table.krls, "krls_raw": table.krls_raw}, index=domains)
     context.add_output_metadata({
         "weights": dg.MetadataValue.md(frame.round(4).to_markdown()),
@@ -315,8 +324,24 @@ def mixture_weights(
         "skipped": dg.MetadataValue.json(skipped),
         "notes": "; ".join(cw.notes) or "none",
         "csv": dg.MetadataValue.path(str(paths.weights_dir() / "weights.csv")),
+        "mlflow_run_id": run_id,
     })
     return table
+
+
+def _log_weights_version(tracking: MLflowTracking, table: MixtureTable, dagster_run_id: str) -> str:
+    """One MLflow run per weights computation: weights as params, KRLS as metrics."""
+    import mlflow
+
+    tags = {"kind": "weights", "domains": ",".join(table.domains), "num_domains": str(len(table.domains)),
+            "dagster_run_id": dagster_run_id, "proxy_identity": table.proxy_identity}
+    with tracking.start_run(run_name=f"mixture_weights[{len(table.domains)} domains]", tags=tags) as run:
+        mlflow.log_params({f"{m}.{d}": round(w, 6) for m, ws in table.weights.items() for d, w in zip(table.domains, ws)})
+        mlflow.log_params({f"param.{k}": v for k, v in table.params.items()})
+        mlflow.log_metrics({f"krls.{d}": t for d, t in zip(table.domains, table.krls)})
+        for name in ("weights.json", "weights.csv", "affinity_heatmap.png", "weights_bars.png"):
+            mlflow.log_artifact(str(paths.weights_dir() / name))
+        return run.info.run_id
 
 
 def _write_weights(table: MixtureTable) -> None:
