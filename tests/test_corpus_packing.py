@@ -60,3 +60,11 @@ def test_gpt2_tokenizer_is_the_real_bpe() -> None:
     assert len(tok) == 50257 and tok.eos_token_id == 50256
     # Reference ids of GPT-2's BPE for this string.
     assert encode_documents(tok, ["Hello world"])[0] == [15496, 995]
+
+
+def test_a_one_document_domain_has_an_empty_but_readable_validation_split(tmp_path: Path) -> None:
+    tok = load_tokenizer("bpe-8k")
+    shards = write_shards("solo", ["just one"], encode_documents(tok, ["just one"]), tok.eos_token_id, len(tok),
+                          tmp_path / "solo", 0.05, 0, "v")
+    assert shards.val_tokens == 0 and shards.val().size == 0
+    assert shards.train().size == shards.train_tokens > 0

@@ -77,11 +77,16 @@ class CorpusShards:
 
     def train(self) -> np.ndarray:
         """The training tokens, memory-mapped read-only."""
-        return np.memmap(Path(self.directory) / "train.bin", dtype=self.dtype, mode="r", shape=(self.train_tokens,))
+        return self._map("train.bin", self.train_tokens)
 
     def val(self) -> np.ndarray:
-        """The validation tokens, memory-mapped read-only."""
-        return np.memmap(Path(self.directory) / "val.bin", dtype=self.dtype, mode="r", shape=(self.val_tokens,))
+        """The validation tokens, memory-mapped read-only (empty for a one-document domain)."""
+        return self._map("val.bin", self.val_tokens)
+
+    def _map(self, name: str, count: int) -> np.ndarray:
+        if count == 0:  # numpy cannot memory-map an empty file
+            return np.empty(0, dtype=self.dtype)
+        return np.memmap(Path(self.directory) / name, dtype=self.dtype, mode="r", shape=(count,))
 
     @classmethod
     def load(cls, directory: Path) -> "CorpusShards":

@@ -174,6 +174,11 @@ def evaluation(
     shards = by_domain(domain_corpus)
     ppl = {}
     for d in base_model.weights:
+        if shards[d].val_tokens < 2:
+            raise ValueError(
+                f"domain '{d}': no held-out tokens ({shards[d].val_documents} validation documents); "
+                "give it more documents or raise val_fraction in the profile"
+            )
         windows = validation_windows(shards[d].val(), cfg.ppl_windows, ctx)
         ppl[d] = perplexity(model, windows, cfg.batch_size, device, decode=tok.decode)
     tasks = run_lm_eval(model, tok, list(cfg.tasks), cfg.num_fewshot, cfg.limit, cfg.batch_size, ctx, device,
