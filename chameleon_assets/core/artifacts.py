@@ -58,6 +58,11 @@ def atomic_file(target: Path, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a directory (e.g. a finished run's checkpoint); a missing one is fine."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def write_json(target: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_file(target) as fh:

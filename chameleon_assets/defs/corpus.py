@@ -23,12 +23,16 @@ def corpus_data_version(spec: DomainSpec, tokenizer_id: str, profile: Profile) -
     )[:24]
 
 
-@dg.observable_source_asset(partitions_def=domain_partitions, group_name="corpus")
+SOURCE_DESCRIPTION = (
+    "The raw files of each registered domain (conf/domains.yaml). Observing it records the hash of "
+    "every domain's source bytes, so the UI marks exactly the domains whose files changed as stale. "
+    "`chameleon sync` and the registry sensor observe it."
+)
+
+
+@dg.observable_source_asset(partitions_def=domain_partitions, group_name="corpus", description=SOURCE_DESCRIPTION)
 def domain_source(chameleon: ChameleonConfig) -> dg.DataVersionsByPartition:
-    """The raw files of each registered domain (conf/domains.yaml). Observing it records
-    the hash of every domain's source bytes, so the UI marks exactly the domains whose
-    files changed as stale. `chameleon sync` and the registry sensor observe it.
-    """
+    """See SOURCE_DESCRIPTION (shown in the UI)."""
     return dg.DataVersionsByPartition({s.name: dg.DataVersion(source_fingerprint(s)[:24]) for s in chameleon.registry()})
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from chameleon_assets import paths
-from chameleon_assets.core.artifacts import atomic_dir, atomic_file, read_json, write_json
+from chameleon_assets.core.artifacts import atomic_dir, atomic_file, read_json, remove_tree, write_json
 from chameleon_assets.core.evaluate import perplexity, run_lm_eval, validation_windows
 from chameleon_assets.core.model import build_model, count_parameters, load_model, model_identity, resolve_device
 from chameleon_assets.core.tokenizer import load_tokenizer
@@ -86,7 +86,7 @@ def base_model(
             "data_versions": data_versions,
         })
         (tmp / "README.md").write_text(_model_card(mixture, weights, result, cfg, count_parameters(model)))
-    _clear(out.parent / f"{mixture}.checkpoint")
+    remove_tree(out.parent / f"{mixture}.checkpoint")
     identity = model_identity(out)
 
     tags = {
@@ -128,12 +128,6 @@ def base_model(
     })
     return BaseModel(mixture, str(out), identity, weights, result.tokens, result.steps,
                      float(np.mean(result.losses[-5:])), result.tokens_per_s, result.epochs, run_id)
-
-
-def _clear(path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _model_card(mixture: str, weights: dict, result, cfg, params: int) -> str:

@@ -5,7 +5,6 @@ proxy_model -> domain_embeddings[domain] -> affinity_matrix -> mixture_weights
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -13,7 +12,7 @@ import pandas as pd
 
 from chameleon_assets import paths
 from chameleon_assets.core import baselines
-from chameleon_assets.core.artifacts import atomic_dir, atomic_file, write_json
+from chameleon_assets.core.artifacts import atomic_dir, atomic_file, remove_tree, write_json
 from chameleon_assets.core.corpus import CorpusShards, domain_seed
 from chameleon_assets.core.embed import embed_windows, middle_layer, sample_windows
 from chameleon_assets.core.krls import center_kernel, chameleon_weights, linear_kernel
@@ -21,7 +20,6 @@ from chameleon_assets.core.model import build_model, count_parameters, load_mode
 from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_identity
 from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
 from chameleon_assets.defs import plots
-from chameleon_assets.defs.corpus import domain_corpus
 from chameleon_assets.defs.partitions import domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.tracking import MLflowTracking
@@ -143,7 +141,7 @@ def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, d
             "final_loss": float(np.mean(result.losses[-5:])),
             "tokens_per_s": round(result.tokens_per_s),
         })
-        _clear_checkpoint(out_dir.parent / "proxy_model.checkpoint")
+        remove_tree(out_dir.parent / "proxy_model.checkpoint")
     layers = model.config.num_hidden_layers
     proxy = ProxyModel(
         path=str(out_dir),
@@ -163,12 +161,6 @@ def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, d
         "path": dg.MetadataValue.path(proxy.path),
     })
     return proxy
-
-
-def _clear_checkpoint(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @dg.asset(
