@@ -89,3 +89,35 @@ def test_a_single_domain_gets_weight_one_with_a_clear_message(project: Path) -> 
     table = result.output_for_node("mixture_weights")
     assert table.domains == ["alpha"]
     assert all(w == [1.0] for w in table.weights.values())
+
+
+def test_a_users_own_checkpoint_is_used_as_the_proxy_without_training(project: Path) -> None:
+    import pytest
+
+    from chameleon_assets.core.model import build_model, model_identity
+    from chameleon_assets.core.tokenizer import load_tokenizer
+    from chameleon_assets.defs.weights import proxy_model
+    from chameleon_assets.runner import add_domain_partitions, get_instance, load_defs, materialize
+    from chameleon_assets.settings import ModelConfig
+
+    tok = load_tokenizer("bpe-8k")
+    cfg = ModelConfig(hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64, context_length=32)
+    build_model(cfg, len(tok), tok.eos_token_id, seed=9).save_pretrained(project / "mine")
+    profile = project / "conf/profiles/tiny.yaml"
+    profile.write_text(profile.read_text().replace("proxy:\n", f"proxy:\n  checkpoint: {project / 'mine'}\n"))
+    write_domain(project / "raw", "alpha")
+    write_registry(project, ["alpha"])
+    instance = get_instance()
+    add_domain_partitions(instance, ["alpha"])
+    from chameleon_assets.defs.corpus import domain_corpus
+
+    materialize(load_defs(), instance, [domain_corpus], partition_key="alpha")
+    result = materialize(load_defs(), instance, [proxy_model])
+    proxy = result.output_for_node("proxy_model")
+    assert proxy.trained_here is False and proxy.path == str(project / "mine")
+    assert proxy.identity == model_identity(project / "mine") and proxy.middle_layer == 2
+    assert not (project / "data/artifacts/proxy_model").exists()
+
+    build_model(cfg, 100, 0, seed=9).save_pretrained(project / "mine")  # vocabulary too small
+    with pytest.raises(ValueError, match="vocabulary 100 is smaller than the project tokenizer's 8192"):
+        materialize(load_defs(), instance, [proxy_model])
