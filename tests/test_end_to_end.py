@@ -8,9 +8,9 @@ import pytest
 
 from tests.conftest import write_domain, write_registry
 
-pytestmark = pytest.mark.slow
 
 
+@pytest.mark.slow
 def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys: pytest.CaptureFixture) -> None:
     from chameleon_assets.defs.models import base_model
     from chameleon_assets.runner import get_instance, load_defs, materialize, run_everything
@@ -48,3 +48,15 @@ def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys
     materialize(load_defs(), get_instance(), [base_model], partition_key="uniform")
     runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform'")
     assert len(runs) == 2 and runs["run_id"].nunique() == 2
+
+
+def test_mlflow_artifacts_stay_under_the_data_directory(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chameleon_assets.defs.tracking import MLflowTracking
+
+    monkeypatch.chdir(project)  # MLflow's default would be ./mlruns here
+    tracking = MLflowTracking()
+    with tracking.start_run(run_name="probe") as run:
+        mlflow.log_text("hello", "probe.txt")
+    assert run.info.artifact_uri.startswith((project / "data" / "mlflow" / "artifacts").as_uri())
+    assert not (project / "mlruns").exists()
+    assert (project / "data/mlflow/artifacts").rglob("probe.txt")

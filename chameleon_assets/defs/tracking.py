@@ -16,13 +16,22 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 
 class MLflowTracking(dg.ConfigurableResource):
     """Where runs are logged. Empty ``tracking_uri``: ``$MLFLOW_TRACKING_URI`` or a SQLite
-    store under the data directory (``data/mlflow/mlflow.db``)."""
+    store under the data directory (``data/mlflow/mlflow.db``). Empty
+    ``artifact_location``: ``<data>/mlflow/artifacts`` for a new experiment (MLflow's own
+    default with a database store is ``./mlruns`` in whatever directory the run starts in)."""
 
     tracking_uri: str = ""
     experiment_name: str = "chameleon"
+    artifact_location: str = ""
 
     def uri(self) -> str:
         return self.tracking_uri or paths.mlflow_tracking_uri()
+
+    def _ensure_experiment(self) -> None:
+        client = MlflowClient(self.uri())
+        if client.get_experiment_by_name(self.experiment_name) is None:
+            location = self.artifact_location or (paths.data_dir() / "mlflow" / "artifacts").as_uri()
+            client.create_experiment(self.experiment_name, artifact_location=location)
 
     @contextlib.contextmanager
     def start_run(
@@ -30,6 +39,7 @@ class MLflowTracking(dg.ConfigurableResource):
     ) -> Iterator[mlflow.ActiveRun]:
         """A new run (or, with ``run_id``, the existing one reopened) in the experiment."""
         mlflow.set_tracking_uri(self.uri())
+        self._ensure_experiment()
         mlflow.set_experiment(self.experiment_name)
         with mlflow.start_run(run_id=run_id, run_name=run_name, tags=tags) as run:
             yield run
