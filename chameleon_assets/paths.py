@@ -76,6 +76,19 @@ def mlflow_tracking_uri() -> str:
     return f"sqlite:///{db}"
 
 
+def package_dir(module: str, install_hint: str) -> Path:
+    """The folder of an installed package, located with ``find_spec`` (never a fixed path).
+
+    Raises FileNotFoundError with ``install_hint`` when the package is not installed.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package folder '{module}' not found: {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def resolve(path: str | os.PathLike, base: Path | None = None) -> Path:
     """Resolve a user-given path: absolute as is, relative against ``base`` (the repo root)."""
     p = Path(os.path.expandvars(os.path.expanduser(str(path))))

@@ -151,11 +151,10 @@ def run_everything(mixtures: Sequence[str] | None = None, instance: dg.DagsterIn
 
 
 def _latest_storage_id(instance: dg.DagsterInstance, key: str, partition: str | None) -> int | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None),
-        limit=1,
-    ).records
-    return records[0].storage_id if records else None
+    from chameleon_assets.sync import latest_materialization
+
+    record = latest_materialization(instance, key, partition)
+    return record.storage_id if record else None
 
 
 def _newer(instance: dg.DagsterInstance, target: tuple, source: tuple) -> bool:

