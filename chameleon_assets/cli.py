@@ -26,16 +26,24 @@ def _cmd_build_corpus(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from chameleon_assets.runner import run_everything
 
-    run_everything(mixtures=args.mixtures)
-    return 0
+    report = run_everything(mixtures=args.mixtures)
+    return _exit_code(report)
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
     from chameleon_assets.runner import sync, weights_report
 
-    plan = sync(dry_run=args.dry_run)
-    if not args.dry_run and not plan.empty:
+    report = sync(dry_run=args.dry_run)
+    if not args.dry_run and report.materialized:
         print(weights_report())
+    return _exit_code(report)
+
+
+def _exit_code(report) -> int:  # noqa: ANN001
+    """Non-zero when a step failed: the failures were printed as they happened."""
+    if report.failed:
+        print(f"{len(report.failed)} step(s) failed: {', '.join(report.failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

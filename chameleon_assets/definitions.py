@@ -1,16 +1,24 @@
-"""The code location: every asset, check, sensor and resource, assembled."""
+"""The code location: every asset, check, sensor and resource, assembled.
+
+Loading it reads no configuration file and imports no torch, transformers, lm-eval or
+MLflow: those are imported by the steps that need them.
+"""
 
 import dagster as dg
 
 from chameleon_assets.defs.checks import CHECKS
-from chameleon_assets.defs.corpus import domain_corpus, domain_source
+from chameleon_assets.defs.corpus import domain_corpus
+from chameleon_assets.defs.io import VersionedValueIOManager
 from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sensors import domain_registry_sensor
+from chameleon_assets.defs.sensors import chameleon_automation, domain_registry_sensor
+from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry, domain_source
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
 
 ASSETS = [
+    *CONFIG_SOURCES.values(),
+    domain_registry,
     domain_source,
     domain_corpus,
     proxy_model,
@@ -22,9 +30,15 @@ ASSETS = [
     mixture_comparison,
 ]
 
+RESOURCES = {
+    "chameleon": ChameleonConfig(),
+    "mlflow_tracking": MLflowTracking(),
+    "io_manager": VersionedValueIOManager(),
+}
+
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    sensors=[domain_registry_sensor],
-    resources={"chameleon": ChameleonConfig(), "mlflow_tracking": MLflowTracking()},
+    sensors=[domain_registry_sensor, chameleon_automation],
+    resources=RESOURCES,
 )

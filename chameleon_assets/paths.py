@@ -33,32 +33,53 @@ def artifacts_dir() -> Path:
     return data_dir() / "artifacts"
 
 
-def corpus_dir(domain: str) -> Path:
-    return artifacts_dir() / "corpus" / domain
+# Every artefact lives in a folder named by its data version (``<kind>/<partition>/<version>``),
+# so a step reads exactly the version its input's data version names, and a newer or
+# concurrent run never overwrites what another step is reading. ``current`` beside the
+# versions is a symbolic link to the latest one, for people and outside tools only.
 
 
-def embeddings_dir(domain: str) -> Path:
-    return artifacts_dir() / "embeddings" / domain
+def corpus_dir(domain: str, version: str) -> Path:
+    return artifacts_dir() / "corpus" / domain / version
 
 
-def proxy_dir() -> Path:
-    return artifacts_dir() / "proxy_model"
+def embeddings_dir(domain: str, version: str) -> Path:
+    return artifacts_dir() / "embeddings" / domain / version
 
 
-def base_model_dir(mixture: str) -> Path:
-    return artifacts_dir() / "base_model" / mixture
+def proxy_dir(version: str) -> Path:
+    return artifacts_dir() / "proxy_model" / version
 
 
-def weights_dir() -> Path:
-    return artifacts_dir() / "weights"
+def weights_dir(version: str) -> Path:
+    return artifacts_dir() / "weights" / version
 
 
-def evaluation_dir(mixture: str) -> Path:
-    return artifacts_dir() / "evaluation" / mixture
+def base_model_dir(mixture: str, version: str) -> Path:
+    return artifacts_dir() / "base_model" / mixture / version
 
 
-def comparison_dir() -> Path:
-    return artifacts_dir() / "comparison"
+def evaluation_dir(mixture: str, version: str) -> Path:
+    return artifacts_dir() / "evaluation" / mixture / version
+
+
+def comparison_dir(version: str) -> Path:
+    return artifacts_dir() / "comparison" / version
+
+
+def checkpoint_dir(name: str, version: str) -> Path:
+    """Training checkpoints of the run that will produce data version ``version`` of ``name``."""
+    return artifacts_dir() / "checkpoints" / name / version
+
+
+def values_dir() -> Path:
+    """Where the IO manager keeps each output's small descriptor, one file per data version."""
+    return artifacts_dir() / ".values"
+
+
+def fingerprint_cache() -> Path:
+    """The (size, mtime) -> sha256 cache that keeps observing raw sources cheap."""
+    return artifacts_dir() / ".cache" / "fingerprints.json"
 
 
 def dagster_home() -> Path:

@@ -1,7 +1,15 @@
-"""Materialise the asset graph in-process on a persistent Dagster instance.
+"""Bring the instance up to date in-process: the command-line side of ``defs.policy``.
 
-Used by ``chameleon run`` (and so ``make run``), ``chameleon sync`` and the tests. Runs
-land in the instance that ``make ui`` shows, so every materialisation can be browsed.
+``converge`` is the body of ``chameleon run`` and ``chameleon sync``:
+
+1. make the ``domain`` and ``mixture`` partitions equal the configuration files;
+2. record an observation for every configuration section and domain source whose
+   version changed (nothing else is re-read: unchanged raw files are not hashed again);
+3. ask Dagster which asset partitions the policy requests (``policy.requested``, the
+   automation conditions the UI's automation sensor evaluates), materialise those of the
+   first asset in topological order, and repeat until nothing is requested.
+
+It never decides staleness itself. Runs land in the instance that ``make ui`` shows.
 """
 
 from __future__ import annotations
@@ -9,20 +17,20 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import dagster as dg
+
+from chameleon_assets import paths
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-from chameleon_assets import paths
-from chameleon_assets.defs.partitions import domain_partitions
-
-if TYPE_CHECKING:
-    from chameleon_assets.sync import SyncPlan
+# Step failures are summarised in one line by ``converge``; the full log stays in the
+# instance's event log (Dagster UI, Runs).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+MAX_WAVES = 200
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -41,161 +49,194 @@ def load_defs() -> dg.Definitions:
     return defs
 
 
-def domain_partition_keys(instance: dg.DagsterInstance) -> list[str]:
-    return list(instance.get_dynamic_partitions(domain_partitions.name))
-
-
-def add_domain_partitions(instance: dg.DagsterInstance, names: Sequence[str]) -> list[str]:
-    """Register the domains that are not partitions yet; return those added."""
-    existing = set(domain_partition_keys(instance))
-    new = [n for n in names if n not in existing]
-    if new:
-        instance.add_dynamic_partitions(domain_partitions.name, new)
-    return new
-
-
 def materialize(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
-    selection: Sequence[dg.AssetsDefinition],
+    selection: Sequence,
     partition_key: str | None = None,
+    raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """Materialise ``selection`` (one partition, or unpartitioned) with the location's resources."""
+    """Materialise ``selection`` (asset definitions or keys; one partition, or unpartitioned)."""
+    keys = []
+    for a in selection:
+        keys += list(a.keys) if isinstance(a, dg.AssetsDefinition) else [a.key if hasattr(a, "key") else a]
     return dg.materialize(
         assets=list(defs.assets or []) + list(defs.asset_checks or []),
-        selection=[key for a in selection for key in (a.keys if hasattr(a, "keys") else [a.key])],
+        selection=keys,
         instance=instance,
         partition_key=partition_key,
         resources=dict(defs.resources or {}),
         run_config=QUIET,
+        raise_on_error=raise_on_error,
     )
 
 
-def materialize_partitions(instance: dg.DagsterInstance, keys: Sequence[str], selection: Sequence) -> None:
-    """Materialise the partitioned ``selection`` for each partition key, one run per key."""
-    defs = load_defs()
-    for d in keys:
-        t0 = time.perf_counter()
-        materialize(defs, instance, selection, partition_key=d)
-        names = " + ".join(a.key.to_user_string() for a in selection)
-        print(f"  {names}[{d}] {time.perf_counter() - t0:.1f}s", flush=True)
+@dataclass
+class ConvergeReport:
+    """What one ``converge`` did."""
+
+    partition_changes: str = ""
+    observed: list[str] = field(default_factory=list)
+    materialized: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    source_errors: dict[str, str] = field(default_factory=dict)
+    planned: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.materialized or self.failed or self.planned)
 
 
-def sync(dry_run: bool = False, instance: dg.DagsterInstance | None = None) -> "SyncPlan":
-    """Bring the instance in line with the registry (see ``chameleon_assets.sync``).
+def converge(
+    mode: str = "run",
+    mixtures: Sequence[str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    dry_run: bool = False,
+) -> ConvergeReport:
+    """Materialise what ``defs.policy`` requests until nothing is requested.
 
-    Builds corpus and embeddings only for new or changed domains, deletes removed
-    domains' partitions, and recomputes affinity and weights if anything changed (or
-    they were never computed). The proxy is trained only if none exists yet.
+    ``mode="run"``: everything missing or stale, proxy and base models included (base
+    models of ``mixtures``, default the profile's list). ``mode="sync"``: the assets that
+    follow their inputs, and the proxy only if there is none. With ``dry_run`` only the
+    first wave is reported (later waves depend on what it produces).
     """
-    from chameleon_assets.defs.corpus import domain_corpus, domain_source
+    from chameleon_assets.defs import policy
+    from chameleon_assets.defs.partitions import partition_changes
     from chameleon_assets.defs.resources import ChameleonConfig
-    from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
-    from chameleon_assets.sync import plan_sync
+    from chameleon_assets.defs.sources import record_observations, source_observations
 
     instance = instance or get_instance()
-    config = ChameleonConfig()
-    plan = plan_sync(instance, config.registry(), config.profile())
-    print(plan.describe(), flush=True)
+    chameleon = ChameleonConfig()
+    mix_cfg = chameleon.mixtures()
+    if mode == "run":
+        mixtures = list(mixtures or chameleon.profile().base_model.mixtures)
+        unknown = [m for m in mixtures if m not in mix_cfg.mixtures]
+        if unknown:
+            raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {mix_cfg.mixtures})")
+    report = ConvergeReport()
+    changes = partition_changes(instance, [s.name for s in chameleon.registry()], mix_cfg.mixtures)
+    report.partition_changes = changes.describe()
     if dry_run:
-        return plan
-    defs = load_defs()
-    add_domain_partitions(instance, plan.added)
-    for name in plan.removed:
-        instance.delete_dynamic_partition(domain_partitions.name, name)
-    if not plan.empty:
-        materialize(defs, instance, [domain_source])  # record the new source versions (UI staleness)
-    materialize_partitions(instance, plan.to_build, [domain_corpus])
-    if not _has_materialization(instance, "proxy_model"):
-        print("proxy_model: none yet, training it once on the uniform mixture", flush=True)
-        _timed(lambda: materialize(defs, instance, [proxy_model]), "proxy_model")
-    materialize_partitions(instance, plan.to_build, [domain_embeddings])
-    if not plan.empty or not _has_materialization(instance, "mixture_weights"):
-        _timed(lambda: materialize(defs, instance, [affinity_matrix, mixture_weights]), "affinity_matrix + mixture_weights")
-    return plan
+        print(f"partitions: {report.partition_changes}", flush=True)
+    if not changes.empty and not dry_run:
+        changes.apply(instance)
+        print(f"partitions: {report.partition_changes}", flush=True)
+    observations, report.source_errors = source_observations(instance, chameleon)
+    for what, message in report.source_errors.items():
+        print(f"warning: {what}: {message}", flush=True)
+    report.observed = [o.asset_key.to_user_string() + (f"[{o.partition}]" if o.partition else "") for o in observations]
+    if dry_run:
+        if report.observed:
+            print(f"changed sources: {', '.join(report.observed)} (recorded by the real run)", flush=True)
+        return report
+    record_observations(instance, observations)
+    if report.observed:
+        print(f"changed sources: {', '.join(report.observed)}", flush=True)
+
+    base = load_defs()
+    defs = dg.Definitions(assets=policy.with_requests(base.assets, mode), asset_checks=base.asset_checks,
+                          resources=base.resources)
+    graph = defs.resolve_asset_graph()
+    blocked: set[dg.AssetKey] = set()
+    done: set[tuple[dg.AssetKey, str | None]] = set()
+    for _ in range(MAX_WAVES):
+        wanted = [(k, p) for k, p in policy.requested(defs, instance, mixtures if mode == "run" else []) if k not in blocked]
+        if not wanted:
+            break
+        key = wanted[0][0]
+        for k, p in (w for w in wanted if w[0] == key):
+            name = k.to_user_string() + (f"[{p}]" if p else "")
+            if (k, p) in done:
+                raise RuntimeError(f"{name} is requested again right after it was materialised: the policy does not "
+                                   "converge (a data version that changes on every run?)")
+            t0 = time.perf_counter()
+            result = materialize(base, instance, [k], partition_key=p, raise_on_error=False)
+            done.add((k, p))
+            if result.success:
+                report.materialized.append(name)
+                print(f"  {name} {time.perf_counter() - t0:.1f}s", flush=True)
+            else:
+                report.failed[name] = _failure_message(result)
+                print(f"  FAILED {name}: {report.failed[name]}", flush=True)
+                blocked |= _descendants(graph, key)
+    else:
+        raise RuntimeError(f"more than {MAX_WAVES} waves of materialisations: the policy does not converge")
+    return report
 
 
-def run_everything(mixtures: Sequence[str] | None = None, instance: dg.DagsterInstance | None = None) -> None:
-    """Materialise the whole graph (the body of ``make run``), reusing what is up to date.
+def _descendants(graph, key: dg.AssetKey) -> set[dg.AssetKey]:  # noqa: ANN001
+    out, todo = {key}, [key]
+    while todo:
+        for child in graph.get(todo.pop()).child_keys:
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
 
-    Domains are synced first (``sync``); then a base model is trained and evaluated for
-    each of ``mixtures`` (default: the profile's ``base_model.mixtures``) unless its
-    latest materialisation is newer than the weights it was trained on.
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
+                error = error.cause
+            return error.message.strip()
+    return "the run failed (see the Dagster UI for its event log)"
+
+
+def sync(dry_run: bool = False, instance: dg.DagsterInstance | None = None) -> ConvergeReport:
+    """Bring partitions, corpus, embeddings and weights in line with the configuration.
+
+    The proxy is trained only if none exists; stale models wait for ``chameleon run``.
     """
-    from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
-    from chameleon_assets.defs.partitions import mixture_partitions
-    from chameleon_assets.defs.resources import ChameleonConfig
+    report = converge("sync", instance=instance, dry_run=dry_run)
+    if report.empty and not dry_run:
+        print("up to date: nothing to do", flush=True)
+    return report
 
+
+def run_everything(mixtures: Sequence[str] | None = None, instance: dg.DagsterInstance | None = None) -> ConvergeReport:
+    """Materialise the whole graph (the body of ``make run``), recomputing only what is missing or stale."""
     instance = instance or get_instance()
-    defs = load_defs()
-    profile = ChameleonConfig().profile()
-    mixtures = list(mixtures or profile.base_model.mixtures)
-    known = mixture_partitions.get_partition_keys()
-    unknown = [m for m in mixtures if m not in known]
-    if unknown:
-        raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {known})")
     t_start = time.perf_counter()
-    print(f"[1/4] domains -> proxy -> embeddings -> weights (profile '{profile.name}')", flush=True)
-    sync(instance=instance)
-    print(weights_report(), flush=True)
-    print(f"[2/4] base_model for {', '.join(mixtures)}", flush=True)
-    stale = [m for m in mixtures if not _newer(instance, ("base_model", m), ("mixture_weights", None))]
-    materialize_partitions(instance, stale, [base_model])
-    print("[3/4] evaluation", flush=True)
-    stale = [m for m in mixtures if not _newer(instance, ("evaluation", m), ("base_model", m))]
-    materialize_partitions(instance, stale, [evaluation])
-    print("[4/4] mixture_comparison", flush=True)
-    materialize(defs, instance, [mixture_comparison])
+    report = converge("run", mixtures=mixtures, instance=instance)
+    if report.empty:
+        print("up to date: nothing to do", flush=True)
     print(f"\ndone in {time.perf_counter() - t_start:.0f}s", flush=True)
-    print(comparison_report())
+    try:
+        print(weights_report(instance), flush=True)
+        print(comparison_report(instance), flush=True)
+    except FileNotFoundError as exc:
+        print(f"no table to show yet: {exc}", flush=True)
+    return report
 
 
-def _latest_storage_id(instance: dg.DagsterInstance, key: str, partition: str | None) -> int | None:
-    from chameleon_assets.sync import latest_materialization
-
-    record = latest_materialization(instance, key, partition)
-    return record.storage_id if record else None
-
-
-def _newer(instance: dg.DagsterInstance, target: tuple, source: tuple) -> bool:
-    """Whether ``target``'s latest materialisation came after ``source``'s latest one."""
-    t, s = _latest_storage_id(instance, *target), _latest_storage_id(instance, *source)
-    return t is not None and s is not None and t > s
-
-
-def _timed(fn, label: str) -> None:
-    t0 = time.perf_counter()
-    fn()
-    print(f"  {label} {time.perf_counter() - t0:.1f}s", flush=True)
-
-
-def _has_materialization(instance: dg.DagsterInstance, key: str) -> bool:
-    return _latest_storage_id(instance, key, None) is not None
-
-
-def weights_report() -> str:
+def weights_report(instance: dg.DagsterInstance | None = None) -> str:
     """The current weights table (mixtures x domains) and KRLS, as text."""
-    import pandas as pd
+    from chameleon_assets.defs.io import load_value
 
-    from chameleon_assets.core.artifacts import read_json
+    table = load_value(instance or get_instance(), "mixture_weights")
+    frame = table.frame()
+    frame.loc["krls"] = table.krls
+    return f"Mixture weights (rows: mixtures, columns: domains; version {table.data_version})\n" + \
+        frame.round(4).to_string()
 
-    data = read_json(paths.weights_dir() / "weights.json")
-    frame = pd.DataFrame(data["weights"], index=data["domains"]).T
-    frame.loc["krls"] = data["krls"]
-    return "Mixture weights (rows: mixtures, columns: domains)\n" + frame.round(4).to_string()
 
-
-def comparison_report() -> str:
+def comparison_report(instance: dg.DagsterInstance | None = None) -> str:
     """The mixture comparison (weights, perplexities, accuracies) as text, best marked with *."""
     import pandas as pd
 
+    from chameleon_assets.defs.io import load_value
     from chameleon_assets.defs.models import mark_best
 
-    frame = pd.read_csv(paths.comparison_dir() / "mixture_comparison.csv", index_col=0)
-    weights = frame[[c for c in frame.columns if c.startswith("w.")]]
+    table = load_value(instance or get_instance(), "mixture_comparison")
+    if not table.rows:
+        return "\nNo evaluation of a current model to compare: " + "; ".join(
+            f"{m}: {why}" for m, why in table.excluded.items())
+    frame = pd.DataFrame.from_dict(table.rows, orient="index")
     scores = frame[[c for c in frame.columns if not c.startswith("w.")]]
-    return (
-        "Mixture weights\n" + weights.round(3).to_string()
-        + "\n\nHeld-out perplexity per domain, averages, few-shot accuracy (* = best)\n"
-        + mark_best(scores).to_string()
-    )
+    lines = ["\nHeld-out perplexity per domain, averages, few-shot accuracy (* = best; version "
+             f"{table.data_version})", mark_best(scores).to_string()]
+    if table.excluded:
+        lines.append("not compared (stale): " + "; ".join(f"{m}: {why}" for m, why in table.excluded.items()))
+    return "\n".join(lines)

@@ -235,3 +235,70 @@ def load_mixtures(path: Path | None = None) -> MixturesConfig:
     if cfg.chameleon.lam <= 0 or cfg.chameleon.t_pretrain <= 0 or cfg.chameleon.t_finetune <= 0:
         raise ConfigError(f"{path}: chameleon: lam, t_pretrain and t_finetune must be positive")
     return cfg
+
+
+# --- Configuration in the provenance -------------------------------------------------
+# Each section is exactly the configuration one asset reads, normalised to plain data.
+# Its hash is the data version of the observable source asset ``config_<section>``, so
+# changing a value stales the assets that read it (and their downstream), and only those.
+# ``device`` is in no section: where a model trains does not change what it is.
+
+CONFIG_SECTIONS = ("corpus", "proxy", "embedding", "mixing", "base_model", "evaluation")
+
+
+def config_section(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> dict:
+    """The normalised configuration that ``section``'s asset reads (see CONFIG_SECTIONS).
+
+    Every section that tokenises or builds a model carries the tokenizer's content
+    fingerprint and the seed, so a new tokenizer stales all of them.
+    """
+    from chameleon_assets.core.tokenizer import tokenizer_fingerprint
+
+    common = {"tokenizer": profile.tokenizer, "tokenizer_fingerprint": tokenizer_fingerprint(profile.tokenizer),
+              "seed": profile.seed}
+    if section == "corpus":
+        return {**common, "val_fraction": profile.val_fraction}
+    if section == "proxy":
+        proxy = dataclasses.asdict(profile.proxy)
+        if profile.proxy.checkpoint:  # a user's model: its files are what matters, not our recipe
+            proxy = {"checkpoint": profile.proxy.checkpoint, "checkpoint_fingerprint": checkpoint_fingerprint(profile)}
+        return {**common, "proxy": proxy}
+    if section == "embedding":
+        return {**common, "embedding": dataclasses.asdict(profile.embedding)}
+    if section == "mixing":
+        mixtures = mixtures or load_mixtures()
+        data = dataclasses.asdict(mixtures)
+        if "unimax" in mixtures.mixtures and mixtures.unimax_budget_tokens is None:
+            # UniMax's weights are a function of the training budget it defaults to.
+            data["unimax_budget_tokens"] = profile.base_model.train.tokens
+        return data
+    if section == "base_model":
+        return {**common, "model": dataclasses.asdict(profile.base_model.model),
+                "train": dataclasses.asdict(profile.base_model.train)}
+    if section == "evaluation":
+        return {**common, "evaluation": dataclasses.asdict(profile.evaluation)}
+    raise KeyError(f"unknown configuration section {section!r}; known: {CONFIG_SECTIONS}")
+
+
+def section_version(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> str:
+    """The data version of a configuration section: sha256 of its canonical JSON (24 hex digits)."""
+    import hashlib
+    import json
+
+    data = config_section(section, profile, mixtures)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def checkpoint_fingerprint(profile: Profile) -> str:
+    """Content fingerprint of the user's proxy checkpoint folder (config and weight files)."""
+    from chameleon_assets.core.fingerprint import FingerprintCache, files_fingerprint
+
+    folder = paths.resolve(profile.proxy.checkpoint or "")
+    if not folder.is_dir():
+        raise ConfigError(f"proxy.checkpoint: {folder} is not a folder")
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors", ".bin"))
+    cache = FingerprintCache(paths.fingerprint_cache())
+    try:
+        return files_fingerprint([(f.name, f) for f in files], cache)[:24]
+    finally:
+        cache.save()

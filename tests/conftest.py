@@ -75,3 +75,16 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "dagster_home").mkdir()
     return tmp_path
+
+
+def register(instance, domains: list[str], mixtures: list[str] | None = None) -> None:
+    """Make the instance's domain (and mixture) partitions equal these lists."""
+    from chameleon_assets.defs.partitions import partition_changes
+
+    partition_changes(instance, domains, mixtures if mixtures is not None else ["uniform", "chameleon_pretrain"]).apply(instance)
+
+
+def current(project: Path, kind: str, partition: str | None = None) -> Path:
+    """The folder an artefact's ``current`` link points to (``data/artifacts/<kind>[/<partition>]/current``)."""
+    base = project / "data" / "artifacts" / kind
+    return (base / partition / "current" if partition else base / "current").resolve()

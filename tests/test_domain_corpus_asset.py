@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from tests.conftest import write_domain, write_registry
+from tests.conftest import current, register, write_domain, write_registry
 
 
 def _latest_version(instance: dg.DagsterInstance, partition: str) -> str:
@@ -18,19 +18,19 @@ def _latest_version(instance: dg.DagsterInstance, partition: str) -> str:
 
 def test_changing_one_domain_changes_only_its_data_version(project: Path) -> None:
     from chameleon_assets.defs.corpus import domain_corpus
-    from chameleon_assets.runner import add_domain_partitions, get_instance, load_defs, materialize
+    from chameleon_assets.runner import get_instance, load_defs, materialize
 
     write_domain(project / "raw", "alpha")
     write_domain(project / "raw", "beta")
     write_registry(project, ["alpha", "beta"])
     instance = get_instance()
     defs = load_defs()
-    assert add_domain_partitions(instance, ["alpha", "beta"]) == ["alpha", "beta"]
+    register(instance, ["alpha", "beta"])
     for d in ("alpha", "beta"):
         assert materialize(defs, instance, [domain_corpus], partition_key=d).success
     before = {d: _latest_version(instance, d) for d in ("alpha", "beta")}
     assert before["alpha"] != before["beta"]
-    shards = np.fromfile(project / "data/artifacts/corpus/alpha/train.bin", dtype=np.uint16)
+    shards = np.fromfile(current(project, "corpus", "alpha") / "train.bin", dtype=np.uint16)
     assert shards.size > 0
 
     write_domain(project / "raw", "alpha", text="Completely different text about volcanoes and lava.")
@@ -43,19 +43,20 @@ def test_changing_one_domain_changes_only_its_data_version(project: Path) -> Non
 
 def test_metadata_reports_counts_preview_and_hash(project: Path) -> None:
     from chameleon_assets.defs.corpus import domain_corpus
-    from chameleon_assets.runner import add_domain_partitions, get_instance, load_defs, materialize
+    from chameleon_assets.runner import get_instance, load_defs, materialize
 
     write_domain(project / "raw", "gamma", n_docs=10)
     write_registry(project, ["gamma"])
     instance = get_instance()
-    add_domain_partitions(instance, ["gamma"])
+    register(instance, ["gamma"])
     result = materialize(load_defs(), instance, [domain_corpus], partition_key="gamma")
     (mat,) = result.asset_materializations_for_node("domain_corpus")
     md = {k: v.value for k, v in mat.metadata.items()}
     assert md["documents"] == 10 and md["train_documents"] == 8 and md["val_documents"] == 2
     assert md["train_tokens"] > 0 and md["val_tokens"] > 0
     assert md["preview"].startswith("Whereas the licensee")
-    assert len(md["data_version"]) == 24
+    assert len(mat.tags["dagster/data_version"]) == 24
+    assert current(project, "corpus", "gamma").name == mat.tags["dagster/data_version"]
 
 
 def test_a_partition_missing_from_the_registry_fails_clearly_and_keeps_artefacts(project: Path) -> None:
@@ -63,13 +64,13 @@ def test_a_partition_missing_from_the_registry_fails_clearly_and_keeps_artefacts
 
     from chameleon_assets.core.registry import RegistryError
     from chameleon_assets.defs.corpus import domain_corpus
-    from chameleon_assets.runner import add_domain_partitions, get_instance, load_defs, materialize
+    from chameleon_assets.runner import get_instance, load_defs, materialize
 
     write_domain(project / "raw", "alpha")
     write_registry(project, ["alpha"])
     instance = get_instance()
-    add_domain_partitions(instance, ["alpha", "ghost"])
+    register(instance, ["alpha", "ghost"])
     materialize(load_defs(), instance, [domain_corpus], partition_key="alpha")
     with pytest.raises(RegistryError, match="domain 'ghost' is a partition but no longer in"):
         materialize(load_defs(), instance, [domain_corpus], partition_key="ghost")
-    assert (project / "data/artifacts/corpus/alpha/train.bin").exists()
+    assert (current(project, "corpus", "alpha") / "train.bin").exists()

@@ -6,7 +6,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import write_domain, write_registry
+from tests.conftest import current, write_domain, write_registry
 
 
 
@@ -22,7 +22,7 @@ def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys
     printed = capsys.readouterr().out
     assert "Held-out perplexity per domain" in printed and "chameleon_pretrain" in printed
 
-    table = pd.read_csv(project / "data/artifacts/comparison/mixture_comparison.csv", index_col=0)
+    table = pd.read_csv(current(project, "comparison") / "mixture_comparison.csv", index_col=0)
     assert list(table.index) == ["uniform", "chameleon_pretrain"]
     assert {"w.alpha", "ppl.alpha", "ppl.gamma", "ppl_avg", "bpb_avg", "acc.arc_easy_local"} <= set(table.columns)
     assert (table["ppl_avg"] > 1).all()
@@ -35,7 +35,8 @@ def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys
     assert run["params.mixture"] == "uniform"
     assert float(run["params.weight.beta"]) == pytest.approx(1 / 3, abs=1e-6)
     assert run["params.token_budget"] == "4096" and run["params.seed"] == "0"
-    assert run["tags.dagster_run_id"] and len(run["tags.data_version.gamma"]) == 24 and run["tags.proxy_identity"]
+    assert run["tags.dagster_run_id"] and len(run["tags.data_version.gamma"]) == 24 and run["tags.proxy_versions"]
+    assert run["tags.model_version"] == current(project, "base_model", "uniform").name
     for metric in ("metrics.train_loss", "metrics.tokens_per_s", "metrics.ppl.alpha", "metrics.ppl_avg",
                    "metrics.bpb_avg", "metrics.acc.arc_easy_local"):
         assert run[metric] == run[metric], metric  # present, not NaN
@@ -44,10 +45,12 @@ def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run["run_id"])}
     assert {"weights.csv", "affinity_heatmap.png", "README.md"} <= artifacts
 
-    # Re-materialising a partition logs a new run and keeps the old one.
-    materialize(load_defs(), get_instance(), [base_model], partition_key="uniform")
+    # Re-materialising an unchanged partition reuses its version: no retraining, no new run.
+    result = materialize(load_defs(), get_instance(), [base_model], partition_key="uniform")
+    (mat,) = result.asset_materializations_for_node("base_model")
+    assert mat.metadata["reused_existing_version"].value is True
     runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform'")
-    assert len(runs) == 2 and runs["run_id"].nunique() == 2
+    assert len(runs) == 1
 
 
 def test_mlflow_artifacts_stay_under_the_data_directory(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from tests.conftest import write_domain, write_registry
+from tests.conftest import current, write_domain, write_registry
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def synced(project: Path):
 
 
 def _weights(project: Path) -> dict:
-    return json.loads((project / "data/artifacts/weights/weights.json").read_text())
+    return json.loads((current(project, "weights") / "weights.json").read_text())
 
 
 def test_adding_a_domain_materialises_only_its_partitions(synced) -> None:
@@ -56,8 +56,9 @@ def test_adding_a_domain_materialises_only_its_partitions(synced) -> None:
     project, instance = synced
     before = _materializations(instance)
     write_registry(project, ["alpha", "beta", "gamma", "delta"])
-    plan = sync(instance=instance)
-    assert plan.added == ["delta"] and not plan.changed and not plan.removed
+    report = sync(instance=instance)
+    assert report.partition_changes == "+domain: delta"
+    assert report.observed == ["domain_registry", "domain_source[delta]"]
     assert _new(before, _materializations(instance)) == {
         "domain_corpus": ["delta"],
         "domain_embeddings": ["delta"],
@@ -74,8 +75,8 @@ def test_editing_a_domain_rematerialises_that_partition_only(synced) -> None:
     project, instance = synced
     before = _materializations(instance)
     write_domain(project / "raw", "beta", text="Entirely new text about glaciers, moraines and ice ages.")
-    plan = sync(instance=instance)
-    assert plan.changed == ["beta"] and not plan.added and not plan.removed
+    report = sync(instance=instance)
+    assert report.observed == ["domain_source[beta]"]
     new = _new(before, _materializations(instance))
     assert new["domain_corpus"] == ["beta"] and new["domain_embeddings"] == ["beta"] and new["proxy_model"] == []
 
@@ -87,15 +88,15 @@ def test_removing_a_domain_recomputes_weights_from_stored_embeddings(synced) -> 
     project, instance = synced
     before = _materializations(instance)
     write_registry(project, ["alpha", "gamma"])
-    plan = sync(instance=instance)
-    assert plan.removed == ["beta"]
+    report = sync(instance=instance)
+    assert report.partition_changes == "-domain: beta"
     new = _new(before, _materializations(instance))
     assert new["domain_embeddings"] == [] and new["domain_corpus"] == [] and new["proxy_model"] == []
     assert new["mixture_weights"] == [""]
     assert "beta" not in instance.get_dynamic_partitions("domain")
     data = _weights(project)
     assert data["domains"] == ["alpha", "gamma"]
-    means = np.stack([np.load(project / f"data/artifacts/embeddings/{d}/mean.npy") for d in ("alpha", "gamma")])
+    means = np.stack([np.load(current(project, "embeddings", d) / "mean.npy") for d in ("alpha", "gamma")])
     fresh = chameleon_weights(["alpha", "gamma"], linear_kernel(means))
     np.testing.assert_allclose(data["krls"], fresh.krls, rtol=1e-5)
     np.testing.assert_allclose(data["weights"]["chameleon_pretrain"], fresh.pretrain, rtol=1e-5)
@@ -107,9 +108,11 @@ def test_syncing_twice_without_a_change_requests_nothing(synced) -> None:
     project, instance = synced
     before = _materializations(instance)
     runs_before = len(instance.get_run_records())
+    events_before = instance.event_log_storage.get_maximum_record_id()
     assert sync(instance=instance).empty
     assert _materializations(instance) == before
     assert len(instance.get_run_records()) == runs_before
+    assert instance.event_log_storage.get_maximum_record_id() == events_before  # not even an observation
 
 
 def test_new_weights_are_logged_to_mlflow_as_a_version_tagged_with_the_domain_set(synced) -> None:
@@ -127,37 +130,62 @@ def test_new_weights_are_logged_to_mlflow_as_a_version_tagged_with_the_domain_se
     latest = runs.iloc[-1]
     assert float(latest["params.uniform.delta"]) == pytest.approx(0.25)
     assert latest["metrics.krls.delta"] == pytest.approx(_weights(project)["krls"][2])
+    assert latest["tags.weights_version"] == current(project, "weights").name
 
 
-def test_only_the_edited_partition_shows_as_stale(synced) -> None:
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-    from dagster._core.loader import LoadingContextForTest
-
-    from chameleon_assets.defs.corpus import domain_source
-    from chameleon_assets.runner import load_defs, materialize
+def test_only_the_edited_partition_shows_as_stale_and_is_what_sync_runs(synced) -> None:
+    from chameleon_assets.defs.policy import stale_partitions
+    from chameleon_assets.defs.resources import ChameleonConfig
+    from chameleon_assets.defs.sources import record_observations, source_observations
+    from chameleon_assets.runner import load_defs, sync
 
     project, instance = synced
-    defs = load_defs()
     write_domain(project / "raw", "gamma", text="The committee adjourned; minutes follow.")
-    materialize(defs, instance, [domain_source])  # what the sensor and `chameleon sync` do first
-    resolver = CachingStaleStatusResolver(instance, defs.get_repository_def().asset_graph,
-                                          LoadingContextForTest(instance))
-    status = {d: resolver.get_status(dg.AssetKey("domain_corpus"), d).value for d in ("alpha", "beta", "gamma")}
-    assert status == {"alpha": "FRESH", "beta": "FRESH", "gamma": "STALE"}
+    observations, _ = source_observations(instance, ChameleonConfig())
+    record_observations(instance, observations)  # what the sensor and `chameleon sync` do first
+    assert stale_partitions(load_defs(), instance) == {("domain_corpus", "gamma")}
+    report = sync(instance=instance)
+    assert report.materialized == ["domain_corpus[gamma]", "domain_embeddings[gamma]", "affinity_matrix",
+                                   "mixture_weights"]
+    assert stale_partitions(load_defs(), instance) == set()
 
 
-def test_the_sensor_requests_exactly_the_new_domains_partitions(synced) -> None:
+def test_the_sensor_registers_partitions_then_observes_changed_sources(synced) -> None:
     from chameleon_assets.definitions import defs
     from chameleon_assets.defs.sensors import domain_registry_sensor
 
     project, instance = synced
-    context = dg.build_sensor_context(instance=instance, resources=dict(defs.resources))
-    idle = domain_registry_sensor(context)
-    assert not idle.run_requests and "agree" in (idle.skip_reason.skip_message or "")
+
+    def tick():
+        return domain_registry_sensor(dg.build_sensor_context(instance=instance, resources=dict(defs.resources)))
+
+    idle = tick()
+    assert not idle.asset_events and "no source changed" in (idle.skip_reason.skip_message or "")
 
     write_registry(project, ["alpha", "gamma", "delta"])
-    result = domain_registry_sensor(dg.build_sensor_context(instance=instance, resources=dict(defs.resources)))
-    (add, delete) = result.dynamic_partitions_requests
+    first = tick()
+    (add, delete) = first.dynamic_partitions_requests
     assert list(add.partition_keys) == ["delta"] and list(delete.partition_keys) == ["beta"]
-    by_partition = {r.partition_key: sorted(k.to_user_string() for k in r.asset_selection) for r in result.run_requests}
-    assert by_partition == {None: ["domain_source"], "delta": ["domain_corpus", "domain_embeddings"]}
+    assert not first.run_requests  # what to run is the automation policy's call
+    add_and_delete = [r for r in first.dynamic_partitions_requests]
+    instance.add_dynamic_partitions("domain", list(add_and_delete[0].partition_keys))
+    instance.delete_dynamic_partition("domain", "beta")
+    second = tick()
+    assert [(e.asset_key.to_user_string(), e.partition) for e in second.asset_events] == [
+        ("domain_registry", None), ("domain_source", "delta")]
+
+
+def test_the_sensor_reads_no_unchanged_raw_bytes(synced, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chameleon_assets.core import fingerprint
+    from chameleon_assets.definitions import defs
+    from chameleon_assets.defs.sensors import domain_registry_sensor
+
+    project, instance = synced
+    read = []
+    original = fingerprint.sha256_file
+    monkeypatch.setattr(fingerprint, "sha256_file", lambda f, *a: read.append(Path(f).parent.name) or original(f, *a))
+    domain_registry_sensor(dg.build_sensor_context(instance=instance, resources=dict(defs.resources)))
+    assert read == []
+    write_domain(project / "raw", "beta", text="Edited.")
+    domain_registry_sensor(dg.build_sensor_context(instance=instance, resources=dict(defs.resources)))
+    assert read == ["beta"]

@@ -5,17 +5,17 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from tests.conftest import write_domain, write_registry
+from tests.conftest import current, register, write_domain, write_registry
 
 
 def _materialize_weights(domains: list[str], proxy: bool = True):
     from chameleon_assets.defs.corpus import domain_corpus
     from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
-    from chameleon_assets.runner import add_domain_partitions, get_instance, load_defs, materialize
+    from chameleon_assets.runner import get_instance, load_defs, materialize
 
     instance = get_instance()
     defs = load_defs()
-    add_domain_partitions(instance, domains)
+    register(instance, domains)
     for d in domains:
         materialize(defs, instance, [domain_corpus], partition_key=d)
     if proxy:
@@ -39,19 +39,20 @@ def test_three_domains_give_checked_weights_heatmap_and_table(project: Path) -> 
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert set(checks) == {"weights_are_distributions", "no_mixture_dominated_by_one_domain", "affinity_is_symmetric"}
     assert checks["weights_are_distributions"] and checks["affinity_is_symmetric"]
-    weights_dir = project / "data/artifacts/weights"
+    weights_dir = current(project, "weights")
     data = json.loads((weights_dir / "weights.json").read_text())
     assert data["domains"] == ["alpha", "beta", "gamma"]
     for name in ("uniform", "natural", "temperature", "unimax", "chameleon_pretrain", "chameleon_finetune"):
         assert abs(sum(data["weights"][name]) - 1) < 1e-9
     # The shipped presets name SlimPajama domains, so they cannot apply here.
     assert set(data["skipped"]) == {"slimpajama_natural", "llama1"}
-    assert (weights_dir / "affinity_heatmap.png").stat().st_size > 1000
+    assert (current(project, "affinity") / "affinity_heatmap.png").stat().st_size > 1000
+    assert (weights_dir / "weights_bars.png").stat().st_size > 1000
     assert (weights_dir / "weights.csv").read_text().startswith(",alpha,beta,gamma")
     # The KRLS of the stored table are those of the stored embeddings' means.
     from chameleon_assets.core.krls import chameleon_weights, linear_kernel
 
-    means = np.stack([np.load(project / f"data/artifacts/embeddings/{d}/mean.npy") for d in ("alpha", "beta", "gamma")])
+    means = np.stack([np.load(current(project, "embeddings", d) / "mean.npy") for d in ("alpha", "beta", "gamma")])
     expected = chameleon_weights(["alpha", "beta", "gamma"], linear_kernel(means))
     np.testing.assert_allclose(data["krls"], expected.krls, rtol=1e-5)
     (mat,) = result.asset_materializations_for_node("affinity_matrix")
@@ -61,21 +62,21 @@ def test_three_domains_give_checked_weights_heatmap_and_table(project: Path) -> 
 def test_adding_a_domain_leaves_existing_embeddings_and_the_proxy_untouched(project: Path) -> None:
     from chameleon_assets.defs.corpus import domain_corpus
     from chameleon_assets.defs.weights import domain_embeddings
-    from chameleon_assets.runner import add_domain_partitions, load_defs, materialize
+    from chameleon_assets.runner import load_defs, materialize
 
     for d in ("alpha", "beta", "delta"):
         write_domain(project / "raw", d)
     write_registry(project, ["alpha", "beta"])
     instance, _ = _materialize_weights(["alpha", "beta"])
-    before = np.load(project / "data/artifacts/embeddings/alpha/embeddings.npy")
+    before = np.load(current(project, "embeddings", "alpha") / "embeddings.npy")
 
     write_registry(project, ["alpha", "beta", "delta"])
-    add_domain_partitions(instance, ["delta"])
+    register(instance, ["alpha", "beta", "delta"])
     defs = load_defs()
     materialize(defs, instance, [domain_corpus], partition_key="delta")
     materialize(defs, instance, [domain_embeddings], partition_key="delta")
     materialize(defs, instance, [domain_embeddings], partition_key="alpha")
-    after = np.load(project / "data/artifacts/embeddings/alpha/embeddings.npy")
+    after = np.load(current(project, "embeddings", "alpha") / "embeddings.npy")
     np.testing.assert_array_equal(before, after)
     assert _count(instance, "proxy_model") == 1
 
@@ -94,10 +95,10 @@ def test_a_single_domain_gets_weight_one_with_a_clear_message(project: Path) -> 
 def test_a_users_own_checkpoint_is_used_as_the_proxy_without_training(project: Path) -> None:
     import pytest
 
-    from chameleon_assets.core.model import build_model, model_identity
+    from chameleon_assets.core.model import build_model
     from chameleon_assets.core.tokenizer import load_tokenizer
     from chameleon_assets.defs.weights import proxy_model
-    from chameleon_assets.runner import add_domain_partitions, get_instance, load_defs, materialize
+    from chameleon_assets.runner import get_instance, load_defs, materialize
     from chameleon_assets.settings import ModelConfig
 
     tok = load_tokenizer("bpe-8k")
@@ -108,14 +109,14 @@ def test_a_users_own_checkpoint_is_used_as_the_proxy_without_training(project: P
     write_domain(project / "raw", "alpha")
     write_registry(project, ["alpha"])
     instance = get_instance()
-    add_domain_partitions(instance, ["alpha"])
+    register(instance, ["alpha"])
     from chameleon_assets.defs.corpus import domain_corpus
 
     materialize(load_defs(), instance, [domain_corpus], partition_key="alpha")
     result = materialize(load_defs(), instance, [proxy_model])
     proxy = result.output_for_node("proxy_model")
     assert proxy.trained_here is False and proxy.path == str(project / "mine")
-    assert proxy.identity == model_identity(project / "mine") and proxy.middle_layer == 2
+    assert proxy.middle_layer == 2 and proxy.train_domains == {}
     assert not (project / "data/artifacts/proxy_model").exists()
 
     build_model(cfg, 100, 0, seed=9).save_pretrained(project / "mine")  # vocabulary too small

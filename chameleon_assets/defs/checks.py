@@ -3,7 +3,8 @@
 import dagster as dg
 import numpy as np
 
-from chameleon_assets.defs.weights import AffinityMatrix, MixtureTable, affinity_matrix, mixture_weights
+from chameleon_assets.defs.values import AffinityMatrix, MixtureTable
+from chameleon_assets.defs.weights import affinity_matrix, mixture_weights
 
 SUM_TOLERANCE = 1e-9
 DOMINANCE_LIMIT = 0.9

@@ -3,73 +3,71 @@
 import dagster as dg
 
 from chameleon_assets import paths
-from chameleon_assets.core.artifacts import sha256_text
-from chameleon_assets.core.corpus import CorpusShards, write_shards
-from chameleon_assets.core.registry import DomainSpec, iter_documents, source_fingerprint
-from chameleon_assets.core.tokenizer import encode_documents, load_tokenizer, tokenizer_identity
+from chameleon_assets.core.artifacts import point_current, prune_versions, sha256_text
+from chameleon_assets.core.corpus import CorpusShards
+from chameleon_assets.defs import policy
 from chameleon_assets.defs.partitions import domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.settings import Profile
+from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_source
 
-# Bump when the tokenising/packing code changes what it writes: it is part of every
-# domain's data version, so Dagster then marks all domain partitions stale.
-CORPUS_CODE_VERSION = "corpus-v1"
-
-
-def corpus_data_version(spec: DomainSpec, tokenizer_id: str, profile: Profile) -> str:
-    """hash(raw bytes, tokenizer identity, code version, split settings)."""
-    return sha256_text(
-        source_fingerprint(spec), tokenizer_id, CORPUS_CODE_VERSION, str(profile.val_fraction), str(profile.seed)
-    )[:24]
+# Bump when the tokenising/packing code changes what it writes: it is the asset's code
+# version and part of every domain's data version, so all domain partitions go stale.
+CORPUS_CODE_VERSION = "corpus-v2"
 
 
-SOURCE_DESCRIPTION = (
-    "The raw files of each registered domain (conf/domains.yaml). Observing it records the hash of "
-    "every domain's source bytes, so the UI marks exactly the domains whose files changed as stale. "
-    "`chameleon sync` and the registry sensor observe it."
-)
-
-
-@dg.observable_source_asset(partitions_def=domain_partitions, group_name="corpus", description=SOURCE_DESCRIPTION)
-def domain_source(chameleon: ChameleonConfig) -> dg.DataVersionsByPartition:
-    """See SOURCE_DESCRIPTION (shown in the UI)."""
-    return dg.DataVersionsByPartition({s.name: dg.DataVersion(source_fingerprint(s)[:24]) for s in chameleon.registry()})
+def corpus_data_version(source_version: str, corpus_section_version: str) -> str:
+    """hash(raw bytes fingerprint, corpus configuration section, code version)."""
+    return sha256_text(source_version, corpus_section_version, CORPUS_CODE_VERSION)[:24]
 
 
 @dg.asset(
     partitions_def=domain_partitions,
-    deps=[domain_source],
+    deps=[domain_source, CONFIG_SOURCES["corpus"]],
     code_version=CORPUS_CODE_VERSION,
     group_name="corpus",
     kinds={"numpy"},
+    automation_condition=policy.FOLLOWS,
 )
 def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -> dg.Output[CorpusShards]:
     """A domain's documents tokenised with the project tokenizer, each followed by
     <|endoftext|>, split by document (seeded, default 95/5) into train and validation
     token arrays on disk that later steps memory-map.
 
-    Data version = hash(raw bytes, tokenizer identity, code version), so Dagster marks
-    only the domains whose data changed as stale.
+    Data version = hash(raw bytes, `config_corpus` (tokenizer fingerprint, seed,
+    val_fraction), code version); the shards live in a folder named by it, so a version
+    already built (say, after a configuration was changed and changed back) is reused.
     """
     domain = context.partition_key
     spec = chameleon.domain(domain)
     profile = chameleon.profile()
-    tok = load_tokenizer(profile.tokenizer)
-    tok_id = tokenizer_identity(tok)
-    version = corpus_data_version(spec, tok_id, profile)
-    texts = list(iter_documents(spec))
-    shards = write_shards(
-        domain=domain,
-        texts=texts,
-        token_ids=encode_documents(tok, texts),
-        eos_id=tok.eos_token_id,
-        vocab_size=len(tok),
-        out_dir=paths.corpus_dir(domain),
-        val_fraction=profile.val_fraction,
-        seed=profile.seed,
-        data_version=version,
-    )
-    preview = texts[0][:300].replace("\n", " ") if texts else ""
+    source_version = chameleon.domain_versions()[domain]
+    version = corpus_data_version(source_version, chameleon.section_version("corpus"))
+    out = paths.corpus_dir(domain, version)
+    reused = (out / "meta.json").is_file()
+    if reused:
+        shards = CorpusShards.load(out)
+        preview = ""
+    else:
+        from chameleon_assets.core.corpus import write_shards
+        from chameleon_assets.core.registry import iter_documents
+        from chameleon_assets.core.tokenizer import encode_documents, load_tokenizer
+
+        tok = load_tokenizer(profile.tokenizer)
+        texts = list(iter_documents(spec))
+        shards = write_shards(
+            domain=domain,
+            texts=texts,
+            token_ids=encode_documents(tok, texts),
+            eos_id=tok.eos_token_id,
+            vocab_size=len(tok),
+            out_dir=out,
+            val_fraction=profile.val_fraction,
+            seed=profile.seed,
+            data_version=version,
+        )
+        preview = texts[0][:300].replace("\n", " ") if texts else ""
+    point_current(out)
+    prune_versions(out.parent)
     return dg.Output(
         shards,
         data_version=dg.DataVersion(version),
@@ -81,10 +79,11 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
             "train_tokens": shards.train_tokens,
             "val_tokens": shards.val_tokens,
             "dtype": shards.dtype,
-            "tokenizer": f"{profile.tokenizer} ({tok_id})",
+            "tokenizer": profile.tokenizer,
             "source": dg.MetadataValue.path(str(spec.source)),
+            "source_version": source_version,
             "shards": dg.MetadataValue.path(shards.directory),
-            "data_version": version,
+            "reused_existing_version": reused,
             "preview": dg.MetadataValue.text(preview),
         },
     )

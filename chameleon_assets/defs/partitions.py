@@ -1,21 +1,59 @@
-"""Partitions, defined once: one per registered domain, one per mixture."""
+"""Partitions, defined once: one per registered domain, one per mixture.
+
+Both are dynamic: loading the code location reads no configuration file. Which
+partitions exist is reconciled with ``conf/domains.yaml`` and ``conf/mixtures.yaml`` by
+``partition_changes``, which ``chameleon run``/``sync`` apply directly and the registry
+sensor issues as dynamic-partition requests.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Sequence
+
 import dagster as dg
 
-from chameleon_assets.settings import ConfigError, load_mixtures
-
 domain_partitions = dg.DynamicPartitionsDefinition(name="domain")
+mixture_partitions = dg.DynamicPartitionsDefinition(name="mixture")
 
 
-def _mixture_names() -> list[str]:
-    try:
-        return load_mixtures().mixtures
-    except ConfigError:
-        # A broken mixtures.yaml must not stop the code location from loading; the
-        # mixture_weights asset reports the error when it runs.
-        return ["uniform"]
+@dataclass
+class PartitionChanges:
+    """Partitions to add and delete, per partitions definition name."""
+
+    add: dict[str, list[str]] = field(default_factory=dict)
+    delete: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.add.values()) and not any(self.delete.values())
+
+    def describe(self) -> str:
+        parts = [f"+{name}: {', '.join(keys)}" for name, keys in self.add.items() if keys]
+        parts += [f"-{name}: {', '.join(keys)}" for name, keys in self.delete.items() if keys]
+        return "; ".join(parts) or "partitions match the configuration"
+
+    def apply(self, instance: dg.DagsterInstance) -> None:
+        for name, keys in self.add.items():
+            if keys:
+                instance.add_dynamic_partitions(name, keys)
+        for name, keys in self.delete.items():
+            for key in keys:
+                instance.delete_dynamic_partition(name, key)
+
+    def requests(self) -> list:
+        """The same changes as sensor dynamic-partition requests."""
+        defs = {domain_partitions.name: domain_partitions, mixture_partitions.name: mixture_partitions}
+        out = [defs[n].build_add_request(keys) for n, keys in self.add.items() if keys]
+        out += [defs[n].build_delete_request(keys) for n, keys in self.delete.items() if keys]
+        return out
 
 
-mixture_partitions = dg.StaticPartitionsDefinition(_mixture_names())
+def partition_changes(instance: dg.DagsterInstance, domains: Sequence[str], mixtures: Sequence[str]) -> PartitionChanges:
+    """What to add and delete so that partitions equal the registered domains and mixtures."""
+    changes = PartitionChanges()
+    for pdef, wanted in ((domain_partitions, domains), (mixture_partitions, mixtures)):
+        existing = list(instance.get_dynamic_partitions(pdef.name))
+        changes.add[pdef.name] = [k for k in wanted if k not in existing]
+        changes.delete[pdef.name] = sorted(k for k in existing if k not in wanted)
+    return changes

@@ -1,4 +1,7 @@
-"""Figures for asset metadata: saved as PNG files and embedded as markdown images."""
+"""Figures for asset metadata: saved as PNG files and embedded as markdown images.
+
+matplotlib is imported on first use, so loading the code location does not pay for it.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,24 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from chameleon_assets.core.artifacts import atomic_file
 
-from chameleon_assets.core.artifacts import atomic_file  # noqa: E402
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path: Path) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     with atomic_file(path, "wb") as fh:
         fh.write(buf.getvalue())
     return base64.b64encode(buf.getvalue()).decode()
@@ -31,6 +39,7 @@ def markdown_image(b64: str, alt: str) -> str:
 
 def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path) -> str:
     """Annotated heatmap of a (k x k) matrix; writes ``path`` and returns the PNG as base64."""
+    plt = _pyplot()
     k = len(labels)
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k))
     lim = float(np.abs(matrix).max()) or 1.0
@@ -46,8 +55,11 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path) -
     return _save(fig, path)
 
 
-def grouped_bars(table: dict[str, Sequence[float]], labels: Sequence[str], title: str, path: Path) -> str:
-    """One group of bars per domain, one bar per mixture; returns the PNG as base64."""
+def grouped_bars(
+    table: dict[str, Sequence[float]], labels: Sequence[str], title: str, path: Path, ylabel: str = "weight"
+) -> str:
+    """One group of bars per label, one bar per entry of ``table``; returns the PNG as base64."""
+    plt = _pyplot()
     names = list(table)
     k = len(labels)
     width = 0.8 / max(len(names), 1)
@@ -56,13 +68,14 @@ def grouped_bars(table: dict[str, Sequence[float]], labels: Sequence[str], title
     for i, name in enumerate(names):
         ax.bar(x + i * width - 0.4 + width / 2, table[name], width, label=name)
     ax.set_xticks(x, labels, rotation=30, ha="right")
-    ax.set_ylabel("weight")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 
 
 def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str, path: Path) -> str:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, ys in series.items():
         ax.plot(range(1, len(ys) + 1), ys, label=name)

@@ -9,7 +9,7 @@ import dagster as dg
 
 from chameleon_assets import paths
 from chameleon_assets.core.registry import DomainSpec, RegistryError, load_registry
-from chameleon_assets.settings import MixturesConfig, Profile, load_mixtures, load_profile
+from chameleon_assets.settings import MixturesConfig, Profile, load_mixtures, load_profile, section_version
 
 
 class ChameleonConfig(dg.ConfigurableResource):
@@ -29,11 +29,26 @@ class ChameleonConfig(dg.ConfigurableResource):
     def mixtures(self) -> MixturesConfig:
         return load_mixtures()
 
+    def section_version(self, section: str) -> str:
+        """The data version of configuration section ``section`` (see ``settings.config_section``)."""
+        return section_version(section, self.profile(), self.mixtures() if section == "mixing" else None)
+
     def registry_file(self) -> Path:
         return Path(self.registry_path or os.environ.get("CHAMELEON_REGISTRY") or paths.conf_dir() / "domains.yaml")
 
     def registry(self) -> list[DomainSpec]:
         return load_registry(self.registry_file())
+
+    def domain_versions(self) -> dict[str, str]:
+        """``{domain: fingerprint of its source bytes}``; unchanged files are not re-read."""
+        from chameleon_assets.core.fingerprint import FingerprintCache
+        from chameleon_assets.core.registry import source_fingerprint
+
+        cache = FingerprintCache(paths.fingerprint_cache())
+        try:
+            return {spec.name: source_fingerprint(spec, cache)[:24] for spec in self.registry()}
+        finally:
+            cache.save()
 
     def domain(self, name: str) -> DomainSpec:
         """The registry entry for ``name``; a clear error if it was removed from the registry."""

@@ -1,45 +1,52 @@
-"""The registry sensor: the same plan as `chameleon sync`, issued as Dagster run requests."""
+"""Sensors: the registry sensor (partitions and observations) and the automation sensor.
+
+``domain_registry_sensor`` keeps the ``domain`` and ``mixture`` partitions equal to
+``conf/domains.yaml`` and ``conf/mixtures.yaml`` and records a new observation for each
+configuration section or domain source whose version changed (raw files are re-read
+only when their size or mtime changed). It requests no run itself: what to run is
+decided by the automation conditions of ``defs.policy``, evaluated by
+``chameleon_automation``. A failed partition stays missing or stale, so the next
+evaluation requests it again.
+"""
 
 import dagster as dg
 
-from chameleon_assets.defs.corpus import domain_corpus, domain_source
-from chameleon_assets.defs.partitions import domain_partitions
+from chameleon_assets.defs.partitions import partition_changes
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights
-from chameleon_assets.sync import plan_sync
+from chameleon_assets.defs.sources import source_observations
 
 
-@dg.sensor(
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=[domain_source, domain_corpus, domain_embeddings, affinity_matrix, mixture_weights],
-)
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: ChameleonConfig) -> dg.SensorResult:
-    """Watches conf/domains.yaml and the domains' source files. New domain: adds its
-    partition and requests its corpus + embeddings; changed source bytes: requests that
-    partition only; removed domain: deletes its partition and requests affinity + weights
-    (from the stored embeddings). affinity_matrix and mixture_weights follow new
-    embeddings through their eager automation condition. The proxy is never requested.
-    """
-    plan = plan_sync(context.instance, chameleon.registry(), chameleon.profile())
-    if plan.empty:
-        return dg.SensorResult(skip_reason="registry and partitions agree; no source changed")
-    partition_requests = []
-    if plan.added:
-        partition_requests.append(domain_partitions.build_add_request(plan.added))
-    if plan.removed:
-        partition_requests.append(domain_partitions.build_delete_request(plan.removed))
-    state = ",".join(f"{d}={v}" for d, v in sorted(plan.versions.items())) + "|-" + ",".join(plan.removed)
-    runs = [dg.RunRequest(run_key=f"observe:{state}", asset_selection=[domain_source.key])]
-    runs += [
-        dg.RunRequest(
-            run_key=f"{d}:{plan.versions[d]}",
-            partition_key=d,
-            asset_selection=[domain_corpus.key, domain_embeddings.key],
-        )
-        for d in plan.to_build
-    ]
-    if plan.removed and not plan.to_build:
-        runs.append(dg.RunRequest(run_key=f"weights:{state}", asset_selection=[affinity_matrix.key, mixture_weights.key]))
-    context.log.info(plan.describe())
-    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=partition_requests)
+    """Registers and deletes domain and mixture partitions; observes changed config and sources."""
+    changes = partition_changes(
+        context.instance, [s.name for s in chameleon.registry()], chameleon.mixtures().mixtures
+    )
+    if not changes.empty:
+        # Observe after the partitions exist (next tick): an observation of an unknown
+        # partition would be dropped.
+        context.log.info(changes.describe())
+        return dg.SensorResult(dynamic_partitions_requests=changes.requests())
+    observations, errors = source_observations(context.instance, chameleon)
+    for what, message in errors.items():
+        context.log.error(f"{what}: {message}")
+    if not observations:
+        return dg.SensorResult(skip_reason="partitions match the configuration; no source changed")
+    context.log.info("observed: " + ", ".join(_name(o) for o in observations))
+    return dg.SensorResult(asset_events=observations)
+
+
+def _name(obs: dg.AssetObservation) -> str:
+    return obs.asset_key.to_user_string() + (f"[{obs.partition}]" if obs.partition else "")
+
+
+chameleon_automation = dg.AutomationConditionSensorDefinition(
+    "chameleon_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    # The policy's stale condition is this project's own code: evaluate it where the code lives.
+    use_user_code_server=True,
+    description="Evaluates defs.policy: assets that follow their inputs are requested when missing or stale "
+                "and their inputs are ready. proxy_model and base_model run on request only.",
+)

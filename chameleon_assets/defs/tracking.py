@@ -5,9 +5,6 @@ import logging
 from typing import Iterator
 
 import dagster as dg
-import mlflow
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 
 from chameleon_assets import paths
 
@@ -28,6 +25,8 @@ class MLflowTracking(dg.ConfigurableResource):
         return self.tracking_uri or paths.mlflow_tracking_uri()
 
     def _ensure_experiment(self) -> None:
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(self.uri())
         if client.get_experiment_by_name(self.experiment_name) is None:
             location = self.artifact_location or (paths.data_dir() / "mlflow" / "artifacts").as_uri()
@@ -36,8 +35,10 @@ class MLflowTracking(dg.ConfigurableResource):
     @contextlib.contextmanager
     def start_run(
         self, run_name: str | None = None, run_id: str | None = None, tags: dict | None = None
-    ) -> Iterator[mlflow.ActiveRun]:
+    ) -> Iterator["mlflow.ActiveRun"]:  # noqa: F821 (imported on use)
         """A new run (or, with ``run_id``, the existing one reopened) in the experiment."""
+        import mlflow
+
         mlflow.set_tracking_uri(self.uri())
         self._ensure_experiment()
         mlflow.set_experiment(self.experiment_name)
@@ -46,6 +47,9 @@ class MLflowTracking(dg.ConfigurableResource):
 
     def log_series(self, run_id: str, key: str, values: list[float]) -> None:
         """Log ``values`` as one metric with steps 1..n, in batches."""
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(self.uri())
         metrics = [Metric(key, float(v), 0, step) for step, v in enumerate(values, 1)]
         for i in range(0, len(metrics), 1000):

@@ -1,254 +1,264 @@
 """CHAMELEON's weights, step by step as in the paper's method section:
 
 proxy_model -> domain_embeddings[domain] -> affinity_matrix -> mixture_weights
+
+Every asset computes its data version up front from its inputs' data versions, its
+configuration section and its code version, writes its artefacts into a folder named
+by that version, and reuses the folder if that exact version was already built.
 """
 
-import json
-from dataclasses import dataclass, field
-
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from chameleon_assets import paths
-from chameleon_assets.core import baselines
-from chameleon_assets.core.artifacts import atomic_dir, atomic_file, remove_tree, write_json
-from chameleon_assets.core.corpus import CorpusShards, domain_seed
-from chameleon_assets.core.embed import embed_windows, middle_layer, sample_windows
-from chameleon_assets.core.krls import center_kernel, chameleon_weights, linear_kernel
-from chameleon_assets.core.model import build_model, count_parameters, load_model, model_identity, resolve_device
-from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_identity
-from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
-from chameleon_assets.defs import plots
+from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
+from chameleon_assets.core.corpus import CorpusShards
+from chameleon_assets.defs import plots, policy
+from chameleon_assets.defs.io import AS_DICT, load_value, stored_value
 from chameleon_assets.defs.partitions import domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
+from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry
 from chameleon_assets.defs.tracking import MLflowTracking
+from chameleon_assets.defs.values import AffinityMatrix, DomainEmbedding, MixtureTable, ProxyModel
 
-ALL_DOMAINS = dg.AllPartitionMapping()
+ALL_DOMAINS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata=AS_DICT)
 
-
-def by_domain(value) -> dict:
-    """Normalise an all-partitions input to ``{domain: value}``.
-
-    Dagster's IO managers hand over a dict keyed by partition, except when exactly one
-    upstream partition exists: then they pass the bare object. Every value here knows
-    its own domain, so both shapes map to the same dict.
-    """
-    if isinstance(value, dict):
-        return dict(sorted(value.items()))
-    return {value.domain: value}
+PROXY_CODE_VERSION = "proxy-v2"
+EMBED_CODE_VERSION = "embed-v2"
+AFFINITY_CODE_VERSION = "affinity-v2"
+WEIGHTS_CODE_VERSION = "weights-v2"
 
 
-@dataclass(frozen=True)
-class ProxyModel:
-    path: str
-    identity: str
-    num_layers: int
-    hidden_size: int
-    middle_layer: int
-    parameters: int
-    trained_here: bool
-    tokenizer: str
-
-
-@dataclass(frozen=True)
-class DomainEmbedding:
-    domain: str
-    path: str
-    num_samples: int
-    dim: int
-    mean: tuple
-    proxy_identity: str
-
-
-@dataclass(frozen=True)
-class AffinityMatrix:
-    domains: list
-    kernel: list
-    kernel_centered: list
-    proxy_identity: str
-    heatmap_path: str
-
-
-@dataclass
-class MixtureTable:
-    """Every mixture's weights over ``domains`` (each list sums to 1), plus KRLS details."""
-
-    domains: list
-    weights: dict
-    krls: list
-    krls_raw: list
-    params: dict
-    skipped: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
-    train_tokens: dict = field(default_factory=dict)
-    proxy_identity: str = ""
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.weights, index=self.domains).T
+def _versions(items: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(items.items()))
 
 
 @dg.asset(
-    ins={"domain_corpus": dg.AssetIn(partition_mapping=ALL_DOMAINS)},
-    group_name="chameleon",
-    code_version="proxy-v1",
+    # The edge shows where the proxy's training data comes from, but maps to no
+    # partition: the proxy's inputs are the domains it was trained on (recorded in its
+    # value and metadata), so adding, editing or removing a domain never stales it.
+    deps=[
+        dg.AssetDep("domain_corpus", partition_mapping=dg.SpecificPartitionsPartitionMapping([])),
+        CONFIG_SOURCES["proxy"],
+    ],
+    group_name="mixing",
+    code_version=PROXY_CODE_VERSION,
     kinds={"pytorch"},
 )
-def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, domain_corpus) -> ProxyModel:
+def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -> dg.Output[ProxyModel]:
     """The small proxy LM whose middle layer embeds every domain.
 
-    Trained once from scratch on the *uniform* mixture of the domains that exist at the
-    time (or, with `proxy.checkpoint`, a user's own local HF causal LM is used as is).
-    It is deliberately NOT re-materialised when domains are added, edited or removed:
-    new domains are embedded with the proxy that exists, which is CHAMELEON's point:
-    weights adapt to new data without retraining.
+    Trained from scratch on the *uniform* mixture of the domains registered when it is
+    trained (or, with `proxy.checkpoint`, a user's own local HF causal LM is used as is).
+    It runs on request only: a domain added, edited or removed is embedded with the
+    existing proxy, which is CHAMELEON's point. A changed `config_proxy` (model size,
+    budget, tokenizer, seed) marks it stale; `chameleon run` then retrains it.
     """
+    from chameleon_assets.core.embed import middle_layer
+    from chameleon_assets.core.model import count_parameters, load_model
+    from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
+
     profile = chameleon.profile()
+    section = chameleon.section_version("proxy")
     tok = load_tokenizer(profile.tokenizer)
-    device = resolve_device(profile.device)
+    tok_fp = tokenizer_fingerprint(profile.tokenizer)
     if profile.proxy.checkpoint:
         path = paths.resolve(profile.proxy.checkpoint)
+        version = sha256_text(PROXY_CODE_VERSION, section)[:24]
         model = load_model(path)
         if model.config.vocab_size < len(tok):
             raise ValueError(
                 f"proxy.checkpoint {path}: vocabulary {model.config.vocab_size} is smaller than the "
                 f"project tokenizer's {len(tok)}; the checkpoint must use the project tokenizer"
             )
-        trained_here, out_dir = False, path
+        proxy = ProxyModel(version, str(path), model.config.num_hidden_layers, model.config.hidden_size,
+                           middle_layer(model.config.num_hidden_layers), count_parameters(model), False,
+                           profile.tokenizer, tok_fp)
     else:
-        shards = by_domain(domain_corpus)
-        cfg = profile.proxy
-        model = build_model(cfg.model, len(tok), tok.eos_token_id, profile.seed)
-        sampler = WeightedDomainSampler(
-            {d: s.train() for d, s in shards.items()}, {d: 1.0 for d in shards}, cfg.model.context_length, profile.seed
-        )
-        out_dir = paths.proxy_dir()
-        result = train_causal_lm(
-            model, sampler, cfg.train, device,
-            checkpoint_dir=out_dir.parent / "proxy_model.checkpoint",
-            run_key=json.dumps(sorted(shards)) + repr(cfg.model) + str(profile.seed),
-            desc="proxy",
-        )
-        with atomic_dir(out_dir) as tmp:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            write_json(tmp / "training.json", {"domains": sorted(shards), "losses": result.losses,
-                                               "tokens": result.tokens, "tokens_per_s": result.tokens_per_s})
-        trained_here = True
-        context.add_output_metadata({
-            "train_domains": ", ".join(sorted(shards)),
-            "train_tokens": result.tokens,
-            "final_loss": float(np.mean(result.losses[-5:])),
-            "tokens_per_s": round(result.tokens_per_s),
-        })
-        remove_tree(out_dir.parent / "proxy_model.checkpoint")
-    layers = model.config.num_hidden_layers
-    proxy = ProxyModel(
-        path=str(out_dir),
-        identity=model_identity(out_dir),
-        num_layers=layers,
-        hidden_size=model.config.hidden_size,
-        middle_layer=middle_layer(layers),
-        parameters=count_parameters(model),
-        trained_here=trained_here,
-        tokenizer=f"{profile.tokenizer} ({tokenizer_identity(tok)})",
-    )
-    context.add_output_metadata({
-        "identity": proxy.identity,
+        domains = sorted(context.instance.get_dynamic_partitions(domain_partitions.name))
+        if not domains:
+            raise ValueError("no domain is registered: add one to conf/domains.yaml and run `chameleon sync`")
+        shards: dict[str, CorpusShards] = {d: load_value(context.instance, "domain_corpus", d) for d in domains}
+        train_versions = {d: s.data_version for d, s in shards.items()}
+        version = sha256_text(PROXY_CODE_VERSION, section, _versions(train_versions))[:24]
+        proxy = stored_value("proxy_model", None, version)
+        if proxy is None:
+            proxy = _train_proxy(context, profile, tok, tok_fp, shards, version)
+    if proxy.trained_here:
+        point_current(paths.proxy_dir(version))
+        prune_versions(paths.proxy_dir(version).parent)
+    return dg.Output(proxy, data_version=dg.DataVersion(version), metadata={
         "parameters": proxy.parameters,
-        "layers": layers,
-        "embedding_layer": f"hidden_states[{proxy.middle_layer}] of {layers + 1}",
+        "layers": proxy.num_layers,
+        "embedding_layer": f"hidden_states[{proxy.middle_layer}] of {proxy.num_layers + 1}",
+        "tokenizer": f"{proxy.tokenizer} ({proxy.tokenizer_fingerprint})",
+        "train_domains": dg.MetadataValue.json(proxy.train_domains),
         "path": dg.MetadataValue.path(proxy.path),
     })
-    return proxy
+
+
+def _train_proxy(context, profile, tok, tok_fp: str, shards: dict, version: str) -> ProxyModel:  # noqa: ANN001
+    import numpy as np
+
+    from chameleon_assets.core.artifacts import remove_tree
+    from chameleon_assets.core.embed import middle_layer
+    from chameleon_assets.core.model import build_model, count_parameters, resolve_device
+    from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
+
+    cfg = profile.proxy
+    model = build_model(cfg.model, len(tok), tok.eos_token_id, profile.seed)
+    sampler = WeightedDomainSampler(
+        {d: s.train() for d, s in shards.items()}, {d: 1.0 for d in shards}, cfg.model.context_length, profile.seed
+    )
+    checkpoints = paths.checkpoint_dir("proxy_model", version)
+    result = train_causal_lm(model, sampler, cfg.train, resolve_device(profile.device),
+                             checkpoint_dir=checkpoints, run_key=version, desc="proxy")
+    out = paths.proxy_dir(version)
+    train_versions = {d: s.data_version for d, s in shards.items()}
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(tmp / "training.json", {"domains": train_versions, "losses": result.losses,
+                                           "tokens": result.tokens, "tokens_per_s": result.tokens_per_s})
+    remove_tree(checkpoints)
+    context.add_output_metadata({
+        "train_tokens": result.tokens,
+        "final_loss": float(np.mean(result.losses[-5:])),
+        "tokens_per_s": round(result.tokens_per_s),
+    })
+    layers = model.config.num_hidden_layers
+    return ProxyModel(version, str(out), layers, model.config.hidden_size, middle_layer(layers),
+                      count_parameters(model), True, profile.tokenizer, tok_fp, train_versions)
 
 
 @dg.asset(
     partitions_def=domain_partitions,
-    group_name="chameleon",
-    code_version="embed-v1",
+    deps=[CONFIG_SOURCES["embedding"]],
+    group_name="mixing",
+    code_version=EMBED_CODE_VERSION,
     kinds={"pytorch"},
+    automation_condition=policy.FOLLOWS,
 )
 def domain_embeddings(
     context: dg.AssetExecutionContext, chameleon: ChameleonConfig, domain_corpus: CorpusShards, proxy_model: ProxyModel
-) -> DomainEmbedding:
+) -> dg.Output[DomainEmbedding]:
     """`num_samples` windows of `sample_length` train tokens (seeded by the domain's name,
     so independent of the other domains), run through the proxy up to its middle layer
     only, mean-pooled over real tokens: an (N x d) matrix and its mean, the domain's
-    embedding.
+    embedding. Data version = hash(corpus version, proxy version, `config_embedding`).
     """
+    import numpy as np
+
+    from chameleon_assets.core.tokenizer import tokenizer_fingerprint
+
     profile = chameleon.profile()
-    cfg = profile.embedding
     domain = context.partition_key
-    tok = load_tokenizer(profile.tokenizer)
-    device = resolve_device(profile.device)
-    model = load_model(proxy_model.path, device)
-    windows = sample_windows(domain_corpus.train(), cfg.num_samples, cfg.sample_length, domain_seed(profile.seed, domain))
-    emb = embed_windows(model, windows, cfg.batch_size, tok.pad_token_id, device, progress=True, desc=f"embed {domain}")
-    mean = emb.mean(axis=0)
-    out = paths.embeddings_dir(domain)
-    with atomic_dir(out) as tmp:
-        np.save(tmp / "embeddings.npy", emb)
-        np.save(tmp / "mean.npy", mean)
-        write_json(tmp / "meta.json", {"domain": domain, "proxy": proxy_model.identity, "shape": list(emb.shape)})
+    if proxy_model.tokenizer_fingerprint != tokenizer_fingerprint(profile.tokenizer):
+        raise ValueError(
+            f"domain '{domain}': proxy_model was trained with tokenizer '{proxy_model.tokenizer}' "
+            f"({proxy_model.tokenizer_fingerprint}) but the profile now uses '{profile.tokenizer}'; "
+            "run `chameleon run` to retrain the proxy first"
+        )
+    version = sha256_text(EMBED_CODE_VERSION, chameleon.section_version("embedding"),
+                          domain_corpus.data_version, proxy_model.data_version)[:24]
+    out = paths.embeddings_dir(domain, version)
+    emb_value = stored_value("domain_embeddings", domain, version)
+    if emb_value is None:
+        emb = _embed(profile, domain, domain_corpus, proxy_model)
+        mean = emb.mean(axis=0)
+        with atomic_dir(out) as tmp:
+            np.save(tmp / "embeddings.npy", emb)
+            np.save(tmp / "mean.npy", mean)
+            write_json(tmp / "meta.json", {"domain": domain, "proxy": proxy_model.data_version,
+                                           "corpus": domain_corpus.data_version, "shape": list(emb.shape)})
+        emb_value = DomainEmbedding(version, domain, str(out), emb.shape[0], emb.shape[1],
+                                    tuple(float(x) for x in mean), proxy_model.data_version)
+    emb = np.load(out / "embeddings.npy")
+    point_current(out)
+    prune_versions(out.parent)
     norms = np.linalg.norm(emb, axis=1)
-    context.add_output_metadata({
+    return dg.Output(emb_value, data_version=dg.DataVersion(version), metadata={
         "num_samples": emb.shape[0],
         "dim": emb.shape[1],
         "norm_mean": float(norms.mean()),
         "norm_std": float(norms.std()),
-        "mean_norm": float(np.linalg.norm(mean)),
-        "proxy_identity": proxy_model.identity,
+        "mean_norm": float(np.linalg.norm(np.asarray(emb_value.mean))),
+        "proxy_version": proxy_model.data_version,
         "path": dg.MetadataValue.path(str(out)),
     })
-    return DomainEmbedding(domain, str(out), emb.shape[0], emb.shape[1], tuple(float(x) for x in mean), proxy_model.identity)
+
+
+def _embed(profile, domain: str, shards: CorpusShards, proxy: ProxyModel):  # noqa: ANN001, ANN202
+    from chameleon_assets.core.corpus import domain_seed
+    from chameleon_assets.core.embed import embed_windows, sample_windows
+    from chameleon_assets.core.model import load_model, resolve_device
+    from chameleon_assets.core.tokenizer import load_tokenizer
+
+    cfg = profile.embedding
+    tok = load_tokenizer(profile.tokenizer)
+    device = resolve_device(profile.device)
+    model = load_model(proxy.path, device)
+    windows = sample_windows(shards.train(), cfg.num_samples, cfg.sample_length, domain_seed(profile.seed, domain))
+    return embed_windows(model, windows, cfg.batch_size, tok.pad_token_id, device, progress=True, desc=f"embed {domain}")
 
 
 @dg.asset(
-    ins={"domain_embeddings": dg.AssetIn(partition_mapping=ALL_DOMAINS)},
-    group_name="chameleon",
-    code_version="affinity-v1",
-    automation_condition=dg.AutomationCondition.eager(),
+    ins={"domain_embeddings": ALL_DOMAINS},
+    deps=[domain_registry],
+    group_name="mixing",
+    code_version=AFFINITY_CODE_VERSION,
+    automation_condition=policy.FOLLOWS,
     kinds={"numpy"},
 )
-def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings) -> AffinityMatrix:
+def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) -> dg.Output[AffinityMatrix]:
     """Domain affinity: the linear kernel of the domain mean embeddings, K = E E^T, and
     its centred form K_c = H K H (H = I - 11^T/k), the matrix KRLS is computed on.
     """
-    emb = by_domain(domain_embeddings)
+    import numpy as np
+    import pandas as pd
+
+    from chameleon_assets.core.krls import center_kernel, linear_kernel
+
+    emb: dict[str, DomainEmbedding] = domain_embeddings
     domains = list(emb)
-    proxies = {e.proxy_identity for e in emb.values()}
+    proxies = sorted({e.proxy_version for e in emb.values()})
     if len(proxies) > 1:
-        context.log.warning(f"domain embeddings come from different proxies: {sorted(proxies)}")
+        context.log.warning(f"domain embeddings come from different proxies: {proxies}")
+    version = sha256_text(AFFINITY_CODE_VERSION, _versions({d: e.data_version for d, e in emb.items()}))[:24]
     means = np.array([emb[d].mean for d in domains])
     kern = linear_kernel(means)
     kern_c = center_kernel(kern)
-    out = paths.weights_dir() / "affinity_heatmap.png"
-    b64 = plots.heatmap(kern_c, domains, "centred affinity K_c", out)
+    out = paths.artifacts_dir() / "affinity" / version
+    with atomic_dir(out) as tmp:
+        b64 = plots.heatmap(kern_c, domains, "centred affinity K_c", tmp / "affinity_heatmap.png")
+        write_json(tmp / "affinity.json", {"domains": domains, "kernel": kern, "kernel_centered": kern_c})
+    point_current(out)
+    prune_versions(out.parent)
     table = pd.DataFrame(kern_c, index=domains, columns=domains).round(4)
-    context.add_output_metadata({
+    value = AffinityMatrix(version, str(out), domains, kern.tolist(), kern_c.tolist(), proxies,
+                           str(out / "affinity_heatmap.png"))
+    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
         "domains": len(domains),
         "affinity_centered": dg.MetadataValue.md(table.to_markdown()),
         "heatmap": dg.MetadataValue.md(plots.markdown_image(b64, "centred affinity heatmap")),
-        "heatmap_path": dg.MetadataValue.path(str(out)),
+        "heatmap_path": dg.MetadataValue.path(value.heatmap_path),
     })
-    return AffinityMatrix(domains, kern.tolist(), kern_c.tolist(), ",".join(sorted(proxies)), str(out))
 
 
 @dg.asset(
-    ins={"domain_corpus": dg.AssetIn(partition_mapping=ALL_DOMAINS)},
-    group_name="chameleon",
-    code_version="weights-v1",
+    ins={"domain_corpus": ALL_DOMAINS},
+    deps=[CONFIG_SOURCES["mixing"]],
+    group_name="mixing",
+    code_version=WEIGHTS_CODE_VERSION,
     kinds={"pandas", "mlflow"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=policy.FOLLOWS,
 )
 def mixture_weights(
     context: dg.AssetExecutionContext,
     chameleon: ChameleonConfig,
     mlflow_tracking: MLflowTracking,
     affinity_matrix: AffinityMatrix,
-    domain_corpus,
-) -> MixtureTable:
+    domain_corpus: dict,
+) -> dg.Output[MixtureTable]:
     """Mixture weights over the domains, CHAMELEON's and the baselines' side by side.
 
     KRLS tau_i = [K_c (K_c + lambda k I)^-1]_ii, normalised to sum 1;
@@ -258,13 +268,21 @@ def mixture_weights(
     the presets of conf/mixtures.yaml whose domain names match. Each materialisation is
     logged to MLflow as a new weights version, tagged with its domain set.
     """
+    import numpy as np
+
+    from chameleon_assets.core import baselines
+    from chameleon_assets.core.krls import chameleon_weights
+
     profile = chameleon.profile()
     mix = chameleon.mixtures()
     domains = list(affinity_matrix.domains)
-    shards = by_domain(domain_corpus)
+    shards: dict[str, CorpusShards] = domain_corpus
     missing = [d for d in domains if d not in shards]
     if missing:
         raise ValueError(f"domains {missing} have embeddings but no domain_corpus partition")
+    corpus_versions = {d: shards[d].data_version for d in domains}
+    version = sha256_text(WEIGHTS_CODE_VERSION, chameleon.section_version("mixing"), affinity_matrix.data_version,
+                          _versions(corpus_versions))[:24]
     tokens = np.array([shards[d].train_tokens for d in domains], dtype=np.float64)
     p = mix.chameleon
     cw = chameleon_weights(domains, np.asarray(affinity_matrix.kernel), p.lam, p.t_pretrain, p.t_finetune)
@@ -288,7 +306,10 @@ def mixture_weights(
     for name in mix.mixtures:
         if name not in weights and name not in skipped:
             skipped[name] = "not computed"
+    out = paths.weights_dir(version)
     table = MixtureTable(
+        data_version=version,
+        path=str(out),
         domains=domains,
         weights=weights,
         krls=[float(x) for x in cw.krls],
@@ -298,16 +319,22 @@ def mixture_weights(
         skipped=skipped,
         notes=cw.notes,
         train_tokens={d: int(t) for d, t in zip(domains, tokens)},
-        proxy_identity=affinity_matrix.proxy_identity,
+        corpus_versions=corpus_versions,
+        proxy_versions=list(affinity_matrix.proxy_versions),
+        heatmap_path=affinity_matrix.heatmap_path,
     )
-    for note in cw.notes:
-        context.log.warning(note)
-    _write_weights(table)
     frame = table.frame()
-    b64 = plots.grouped_bars(weights, domains, "mixture weights", paths.weights_dir() / "weights_bars.png")
+    with atomic_dir(out) as tmp:
+        _write_weights(table, tmp)
+        b64 = plots.grouped_bars({m: frame.loc[m].tolist() for m in frame.index}, domains, "mixture weights",
+                                 tmp / "weights_bars.png")
+    point_current(out)
+    prune_versions(out.parent)
     run_id = _log_weights_version(mlflow_tracking, table, context.run_id)
-    krls_frame = pd.DataFrame({"krls": table.krls, "krls_raw": table.krls_raw}, index=domains)
-    context.add_output_metadata({
+    krls_frame = frame.iloc[:0].copy()
+    krls_frame.loc["krls (normalised)"] = table.krls
+    krls_frame.loc["krls (raw)"] = table.krls_raw
+    return dg.Output(table, data_version=dg.DataVersion(version), metadata={
         "weights": dg.MetadataValue.md(frame.round(4).to_markdown()),
         "krls": dg.MetadataValue.md(krls_frame.to_markdown(floatfmt=".4g")),
         "bar_chart": dg.MetadataValue.md(plots.markdown_image(b64, "mixture weights")),
@@ -315,10 +342,9 @@ def mixture_weights(
         "mixtures": ", ".join(weights),
         "skipped": dg.MetadataValue.json(skipped),
         "notes": "; ".join(cw.notes) or "none",
-        "csv": dg.MetadataValue.path(str(paths.weights_dir() / "weights.csv")),
+        "csv": dg.MetadataValue.path(str(out / "weights.csv")),
         "mlflow_run_id": run_id,
     })
-    return table
 
 
 def _log_weights_version(tracking: MLflowTracking, table: MixtureTable, dagster_run_id: str) -> str:
@@ -326,21 +352,27 @@ def _log_weights_version(tracking: MLflowTracking, table: MixtureTable, dagster_
     import mlflow
 
     tags = {"kind": "weights", "domains": ",".join(table.domains), "num_domains": str(len(table.domains)),
-            "dagster_run_id": dagster_run_id, "proxy_identity": table.proxy_identity}
+            "dagster_run_id": dagster_run_id, "weights_version": table.data_version,
+            "proxy_versions": ",".join(table.proxy_versions),
+            **{f"data_version.{d}": v for d, v in table.corpus_versions.items()}}
     with tracking.start_run(run_name=f"mixture_weights[{len(table.domains)} domains]", tags=tags) as run:
         mlflow.log_params({f"{m}.{d}": round(w, 6) for m, ws in table.weights.items() for d, w in zip(table.domains, ws)})
         mlflow.log_params({f"param.{k}": v for k, v in table.params.items()})
         mlflow.log_metrics({f"krls.{d}": t for d, t in zip(table.domains, table.krls)})
-        for name in ("weights.json", "weights.csv", "affinity_heatmap.png", "weights_bars.png"):
-            mlflow.log_artifact(str(paths.weights_dir() / name))
+        for name in ("weights.json", "weights.csv", "weights_bars.png"):
+            mlflow.log_artifact(f"{table.path}/{name}")
+        mlflow.log_artifact(table.heatmap_path)
         return run.info.run_id
 
 
-def _write_weights(table: MixtureTable) -> None:
-    out = paths.weights_dir()
+def _write_weights(table: MixtureTable, out) -> None:  # noqa: ANN001
+    from chameleon_assets.core.artifacts import atomic_file
+
     write_json(out / "weights.json", {
-        "domains": table.domains, "weights": table.weights, "krls": table.krls, "krls_raw": table.krls_raw,
-        "params": table.params, "skipped": table.skipped, "notes": table.notes, "train_tokens": table.train_tokens,
+        "data_version": table.data_version, "domains": table.domains, "weights": table.weights, "krls": table.krls,
+        "krls_raw": table.krls_raw, "params": table.params, "skipped": table.skipped, "notes": table.notes,
+        "train_tokens": table.train_tokens, "corpus_versions": table.corpus_versions,
+        "proxy_versions": table.proxy_versions,
     })
     with atomic_file(out / "weights.csv") as fh:
         frame = table.frame()

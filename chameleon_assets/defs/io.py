@@ -1,0 +1,110 @@
+"""The IO manager: every output stored under its data version, every input loaded by version.
+
+Dagster's default IO manager keeps one file per asset partition and overwrites it on
+each run, so a step could read a value that a newer or concurrent run wrote after the
+step's inputs were recorded. Here each output (a small descriptor: paths, counts, its
+own ``data_version``) is written once to ``<values>/<asset>/<partition>/<version>.pkl``
+and never changed; an input is loaded from the file named by the data version of the
+upstream partition's latest materialisation, the same record Dagster stores as the
+step's input provenance. The large artefacts the descriptors point to live in
+version-named folders too (``paths``), so a descriptor and its files always agree.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from chameleon_assets import paths
+from chameleon_assets.core.artifacts import atomic_file
+
+DATA_VERSION_TAG = "dagster/data_version"
+UNPARTITIONED = "__all__"
+
+# Input metadata asking for ``{partition: value}`` even when exactly one partition exists;
+# with AS_DICT_EXISTING, partitions never materialised are left out instead of failing.
+AS_DICT = {"as_dict": True}
+AS_DICT_EXISTING = {"as_dict": True, "existing_only": True}
+
+
+def latest_record(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None):
+    """The event record of the latest materialisation of ``key`` (``[partition]``), or None."""
+    asset_key = key if isinstance(key, dg.AssetKey) else dg.AssetKey(key)
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def latest_version(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None) -> str | None:
+    """The data version of the latest materialisation of ``key`` (``[partition]``), if any."""
+    record = latest_record(instance, key, partition)
+    return record.asset_materialization.tags.get(DATA_VERSION_TAG) if record else None
+
+
+def value_path(key: dg.AssetKey, partition: str | None, version: str) -> Path:
+    return paths.values_dir() / "/".join(key.path) / (partition or UNPARTITIONED) / f"{version}.pkl"
+
+
+def load_value(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None) -> Any:
+    """The value of the latest materialisation of ``key`` (``[partition]``), loaded by its data version."""
+    asset_key = key if isinstance(key, dg.AssetKey) else dg.AssetKey(key)
+    name = asset_key.to_user_string() + (f"[{partition}]" if partition else "")
+    version = latest_version(instance, asset_key, partition)
+    if version is None:
+        raise FileNotFoundError(f"{name} has never been materialised; run `chameleon run` (or `chameleon sync`)")
+    path = value_path(asset_key, partition, version)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: the value of data version {version} is missing ({path}); re-materialise it")
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+class VersionedValueIOManager(dg.ConfigurableIOManager):
+    """Writes each output once under its data version; loads inputs by recorded version.
+
+    Every output object carries a ``data_version`` attribute (the same string the asset
+    reports to Dagster). Inputs mapped to several partitions, or declared with
+    ``metadata=AS_DICT``, arrive as ``{partition: value}``.
+    """
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        version = getattr(obj, "data_version", None)
+        if not version:
+            raise TypeError(f"{context.asset_key.to_user_string()}: output has no data_version to store it under")
+        partition = context.partition_key if context.has_partition_key else None
+        target = value_path(context.asset_key, partition, version)
+        with atomic_file(target, "wb") as fh:
+            pickle.dump(obj, fh)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        instance = context.instance
+        if not context.has_asset_partitions:
+            return load_value(instance, context.asset_key)
+        meta = context.definition_metadata or {}
+        keys = sorted(context.asset_partition_keys)
+        if meta.get("existing_only"):
+            keys = [k for k in keys if latest_version(instance, context.asset_key, k) is not None]
+        values = {k: load_value(instance, context.asset_key, k) for k in keys}
+        as_dict = bool(meta.get("as_dict"))
+        if len(values) == 1 and not as_dict:
+            return next(iter(values.values()))
+        return values
+
+
+def stored_value(key: str, partition: str | None, version: str) -> Any | None:
+    """The value stored for data version ``version`` of ``key[partition]``, if its files are still there.
+
+    A version is a content address (a hash of everything that made it), so a value found
+    here is exactly what recomputing would give: assets reuse it instead of retraining.
+    """
+    path = value_path(dg.AssetKey(key), partition, version)
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        value = pickle.load(fh)
+    artefact = getattr(value, "path", None)
+    return value if artefact is None or Path(artefact).exists() else None

@@ -1,0 +1,143 @@
+"""What is out of date, and what recomputes by itself: one policy for the CLI, the sensor and the UI.
+
+*Out of date* is Dagster's stale status, nothing else: an asset partition is STALE
+when its code version changed or when an input's data version differs from the one
+recorded when it was materialised (data versions carry the configuration sections and
+the domains' bytes, see ``defs.sources``). MISSING when never materialised.
+
+Two kinds of assets:
+
+* **follow their inputs** (``FOLLOWS``): domain_corpus, domain_embeddings,
+  affinity_matrix, mixture_weights, evaluation, mixture_comparison. Their automation
+  condition, which the UI's automation sensor evaluates, is "missing or stale, and no
+  input is missing, stale or running".
+* **on request** (``ON_REQUEST``): proxy_model and base_model. They train models, so
+  nothing starts them by itself; the UI's Materialize button, ``chameleon run`` (stale
+  or missing proxy; stale or missing base models of the requested mixtures) and
+  ``chameleon sync`` (the proxy only when missing) request them.
+
+``requested`` evaluates these same conditions with ``dg.evaluate_automation_conditions``
+(request mode switches the on-request assets to ``FOLLOWS``), which is how the CLI
+decides what to run: the UI's stale marks and the CLI's plan cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+
+
+class StaleCondition(AC):
+    """True for the candidate partitions whose Dagster stale status is STALE."""
+
+    @property
+    def name(self) -> str:
+        return "stale"
+
+    @property
+    def description(self) -> str:
+        return "Dagster's stale status: new code version or an input with a new data version"
+
+    def evaluate(self, context):  # noqa: ANN001 (AutomationContext is internal)
+        view = context.asset_graph_view
+        resolver = _resolver(view, context.asset_graph)
+        stale = {
+            ap
+            for ap in context.candidate_subset.expensively_compute_asset_partitions()
+            if resolver.get_status(ap.asset_key, ap.partition_key).value == "STALE"
+        }
+        return dg.AutomationResult(context, view.get_asset_subset_from_asset_partitions(context.key, stale))
+
+
+_RESOLVERS: dict[int, object] = {}
+
+
+def _resolver(view, asset_graph):  # noqa: ANN001, ANN202
+    """One stale-status resolver per evaluation (it caches the instance queries)."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+
+    if id(view) not in _RESOLVERS:
+        _RESOLVERS.clear()
+        _RESOLVERS[id(view)] = CachingStaleStatusResolver(view.instance, asset_graph, view)
+    return _RESOLVERS[id(view)]
+
+
+MISSING_OR_STALE = (AC.missing() | StaleCondition()).with_label("missing or stale")
+INPUTS_READY = (~AC.any_deps_match(AC.missing() | StaleCondition() | AC.in_progress())).with_label(
+    "no input missing, stale or running"
+)
+FOLLOWS = (MISSING_OR_STALE & INPUTS_READY & ~AC.in_progress()).with_label("follows its inputs")
+
+# The comparison gathers whatever evaluations exist (mixtures that were never trained
+# have none), so a missing input does not hold it back; it keeps only current ones.
+FOLLOWS_ANY_INPUT = (
+    MISSING_OR_STALE
+    & ~AC.in_progress()
+    & ~AC.any_deps_in_progress()
+    & AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets("evaluation"))
+).with_label("follows whichever evaluations exist")
+
+ON_REQUEST = ("proxy_model", "base_model")
+
+
+def request_conditions(mode: str) -> dict[str, AC]:
+    """The conditions the on-request assets get when the CLI requests them.
+
+    ``run``: train what is missing or stale. ``sync``: only a missing proxy (a domain
+    change never retrains it; a stale proxy waits for ``chameleon run``).
+    """
+    if mode == "run":
+        return {"proxy_model": FOLLOWS, "base_model": FOLLOWS}
+    if mode == "sync":
+        return {"proxy_model": (AC.missing() & INPUTS_READY & ~AC.in_progress()).with_label("missing")}
+    raise ValueError(f"unknown mode {mode!r}: 'run' or 'sync'")
+
+
+def with_requests(assets: Iterable, mode: str) -> list:
+    """``assets`` with the on-request assets given their request-mode condition."""
+    conditions = request_conditions(mode)
+    out = []
+    for a in assets:
+        key = a.key.to_user_string() if isinstance(a, dg.AssetsDefinition) and len(a.keys) == 1 else None
+        out.append(a.with_attributes(automation_condition=conditions[key]) if key in conditions else a)
+    return out
+
+
+def requested(
+    defs: dg.Definitions, instance: dg.DagsterInstance, mixtures: Sequence[str] | None = None
+) -> list[tuple[dg.AssetKey, str | None]]:
+    """Asset partitions the policy requests now, in topological order.
+
+    ``mixtures`` limits base_model to those partitions (the rest stay as they are).
+    """
+    result = dg.evaluate_automation_conditions(defs, instance)
+    graph = defs.resolve_asset_graph()
+    out = []
+    for key in graph.toposorted_asset_keys:
+        if key not in graph.materializable_asset_keys:
+            continue
+        partitions = result.get_requested_partitions(key)
+        if key == dg.AssetKey("base_model") and mixtures is not None:
+            partitions = {p for p in partitions if p in mixtures}
+        out += [(key, p) for p in sorted(partitions, key=lambda p: p or "")]
+    return out
+
+
+def stale_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> set[tuple[str, str | None]]:
+    """Every (asset, partition) that Dagster's stale status marks STALE: what the UI shows."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
+    graph = defs.resolve_asset_graph()
+    resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+    out = set()
+    for key in graph.materializable_asset_keys:
+        pdef = graph.get(key).partitions_def
+        keys = pdef.get_partition_keys(dynamic_partitions_store=instance) if pdef else [None]
+        for p in keys:
+            if resolver.get_status(key, p).value == "STALE":
+                out.add((key.to_user_string(), p))
+    return out

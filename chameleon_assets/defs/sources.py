@@ -1,0 +1,132 @@
+"""What the graph observes: each configuration section and each domain's raw files.
+
+These are observable source assets. Their data version is a hash of what they stand
+for (a normalised configuration section; a domain's source bytes), so Dagster marks
+stale exactly the assets that read something that changed. ``source_observations``
+computes the current versions and returns observations only for those that differ
+from the latest recorded; ``chameleon run``/``sync`` record them directly and the
+registry sensor emits them as asset events. Raw files are re-read only when their size
+or modification time changed (``core.fingerprint``).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from chameleon_assets.defs.io import DATA_VERSION_TAG
+from chameleon_assets.defs.partitions import domain_partitions
+from chameleon_assets.defs.resources import ChameleonConfig
+from chameleon_assets.settings import CONFIG_SECTIONS
+
+SECTION_DOCS = {
+    "corpus": "tokenizer (content fingerprint), seed and val_fraction: how every domain is tokenised and split. "
+              "Read by domain_corpus.",
+    "proxy": "the proxy's model and training settings with the tokenizer and seed, or the fingerprint of "
+             "`proxy.checkpoint`. Read by proxy_model.",
+    "embedding": "num_samples, sample_length, batch_size with the tokenizer and seed. Read by domain_embeddings.",
+    "mixing": "conf/mixtures.yaml: the mixtures, lambda, temperatures, UniMax and presets (UniMax's budget "
+              "resolved when it defaults to the base models' token budget). Read by mixture_weights.",
+    "base_model": "the base models' architecture and training settings (token budget, batch, schedule) with the "
+                  "tokenizer and seed. Read by base_model. The profile's list of mixtures to train is not part of "
+                  "it: that only says what `make run` requests.",
+    "evaluation": "tasks, shots, example limit, perplexity windows, batch size. Read by evaluation.",
+}
+
+
+def _config_source(section: str) -> dg.SourceAsset:
+    @dg.observable_source_asset(
+        name=f"config_{section}",
+        group_name="config",
+        description=f"Configuration section `{section}`: {SECTION_DOCS[section]} "
+                    "Data version = sha256 of the normalised section.",
+    )
+    def _observe(chameleon: ChameleonConfig) -> dg.DataVersion:
+        return dg.DataVersion(chameleon.section_version(section))
+
+    return _observe
+
+
+CONFIG_SOURCES = {section: _config_source(section) for section in CONFIG_SECTIONS}
+
+
+@dg.observable_source_asset(
+    partitions_def=domain_partitions,
+    group_name="corpus",
+    description="The raw files of each registered domain (conf/domains.yaml). Data version = sha256 of the "
+                "domain's source bytes and reading options, so exactly the domains whose files changed are stale.",
+)
+def domain_source(chameleon: ChameleonConfig) -> dg.DataVersionsByPartition:
+    """One data version per registered domain: the fingerprint of its source bytes."""
+    return dg.DataVersionsByPartition(chameleon.domain_versions())
+
+
+@dg.observable_source_asset(
+    group_name="corpus",
+    description="The set of registered domains (the names in conf/domains.yaml). Data version = sha256 of the "
+                "sorted names, so adding or removing a domain stales affinity_matrix (Dagster's stale status "
+                "sees new and changed upstream partitions, not removed ones).",
+)
+def domain_registry(chameleon: ChameleonConfig) -> dg.DataVersion:
+    """The registered domain set."""
+    return dg.DataVersion(registry_version([s.name for s in chameleon.registry()]))
+
+
+def registry_version(domains: list[str]) -> str:
+    """sha256 of the sorted domain names (24 hex digits)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(domains)).encode()).hexdigest()[:24]
+
+
+def current_source_versions(chameleon: ChameleonConfig) -> tuple[dict[tuple[str, str | None], str], dict[str, str]]:
+    """``{(asset, partition): version}`` of every source now, and ``{what: error}`` for those that failed.
+
+    A section or registry that fails to load is reported, not raised: the rest is still
+    observed, and the asset that reads the broken part fails with the same message.
+    """
+    versions: dict[tuple[str, str | None], str] = {}
+    errors: dict[str, str] = {}
+    for section in CONFIG_SECTIONS:
+        try:
+            versions[(f"config_{section}", None)] = chameleon.section_version(section)
+        except (ValueError, OSError) as exc:
+            errors[f"config_{section}"] = str(exc)
+    try:
+        domain_versions = chameleon.domain_versions()
+        versions[("domain_registry", None)] = registry_version(list(domain_versions))
+        for domain, version in domain_versions.items():
+            versions[("domain_source", domain)] = version
+    except (ValueError, OSError) as exc:
+        errors["domain_source"] = str(exc)
+    return versions, errors
+
+
+def source_observations(
+    instance: dg.DagsterInstance, chameleon: ChameleonConfig
+) -> tuple[list[dg.AssetObservation], dict[str, str]]:
+    """Observations for the sources whose current version differs from the latest recorded one."""
+    versions, errors = current_source_versions(chameleon)
+    partitions = set(instance.get_dynamic_partitions(domain_partitions.name))
+    out = []
+    for (key, partition), version in sorted(versions.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        if partition is not None and partition not in partitions:
+            continue  # registered by partition_changes first
+        if _latest_observed(instance, key, partition) != version:
+            out.append(dg.AssetObservation(asset_key=key, partition=partition, tags={DATA_VERSION_TAG: version}))
+    return out, errors
+
+
+def record_observations(instance: dg.DagsterInstance, observations: list[dg.AssetObservation]) -> None:
+    """Store observations in the event log without a run (what the sensor's asset events do)."""
+    for obs in observations:
+        instance.report_runless_asset_event(obs)
+
+
+def _latest_observed(instance: dg.DagsterInstance, key: str, partition: str | None) -> str | None:
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    if not records:
+        return None
+    return records[0].event_log_entry.asset_observation.tags.get(DATA_VERSION_TAG)

@@ -1,0 +1,109 @@
+"""What each asset hands downstream: small descriptors of artefacts on disk.
+
+Each carries the ``data_version`` it was materialised as; the IO manager stores it
+under that version and the artefact files it names live in a folder of the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ProxyModel:
+    data_version: str
+    path: str
+    num_layers: int
+    hidden_size: int
+    middle_layer: int
+    parameters: int
+    trained_here: bool
+    tokenizer: str
+    tokenizer_fingerprint: str
+    train_domains: dict = field(default_factory=dict)  # domain -> domain_corpus data version it trained on
+
+
+@dataclass(frozen=True)
+class DomainEmbedding:
+    data_version: str
+    domain: str
+    path: str
+    num_samples: int
+    dim: int
+    mean: tuple
+    proxy_version: str
+
+
+@dataclass(frozen=True)
+class AffinityMatrix:
+    data_version: str
+    path: str
+    domains: list
+    kernel: list
+    kernel_centered: list
+    proxy_versions: list
+    heatmap_path: str
+
+
+@dataclass
+class MixtureTable:
+    """Every mixture's weights over ``domains`` (each list sums to 1), plus KRLS details."""
+
+    data_version: str
+    path: str
+    domains: list
+    weights: dict
+    krls: list
+    krls_raw: list
+    params: dict
+    skipped: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    train_tokens: dict = field(default_factory=dict)
+    corpus_versions: dict = field(default_factory=dict)
+    proxy_versions: list = field(default_factory=list)
+    heatmap_path: str = ""
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.weights, index=self.domains).T
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    data_version: str
+    mixture: str
+    path: str
+    weights: dict
+    corpus_versions: dict
+    tokens: int
+    steps: int
+    final_loss: float
+    tokens_per_s: float
+    epochs: dict
+    mlflow_run_id: str
+    resumed_from_step: int = 0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    data_version: str
+    mixture: str
+    path: str
+    base_model_version: str
+    perplexity: dict
+    bits_per_byte: dict
+    perplexity_avg: float
+    bits_per_byte_avg: float
+    tasks: dict
+    num_fewshot: int
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class ComparisonTable:
+    data_version: str
+    path: str  # folder holding mixture_comparison.csv and the plot
+    rows: dict  # mixture -> {column: value}
+    included: dict  # mixture -> {"base_model": version, "evaluation": version}
+    excluded: dict  # mixture -> why its evaluation is not in the table
