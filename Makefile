@@ -51,6 +51,7 @@ ui: $(STAMP)
 bench: corpus
 	mkdir -p $(DAGSTER_HOME)
 	$(PY) bench/bench_add_domain.py
+	$(PY) bench/bench_provenance.py
 
 clean:
 	rm -rf data/artifacts data/dagster_home data/mlflow

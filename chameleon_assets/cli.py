@@ -34,7 +34,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from chameleon_assets.runner import sync, weights_report
 
     report = sync(dry_run=args.dry_run)
-    if not args.dry_run and report.materialized:
+    if not args.dry_run and report.materialized and not report.failed:
         print(weights_report())
     return _exit_code(report)
 
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("sync", help="bring partitions in line with conf/domains.yaml")
-    p.add_argument("--dry-run", action="store_true", help="report what would run, run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="report partition and source changes and what is stale now; record and run nothing")
     p.set_defaults(func=_cmd_sync)
 
     p = sub.add_parser("train-tokenizer", help="retrain the bundled byte-level BPE from data/raw/")

@@ -31,6 +31,8 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # instance's event log (Dagster UI, Runs).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 MAX_WAVES = 200
+# dagster._core.definitions.data_version.SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD
+STALENESS_PARTITION_LIMIT = 100
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -97,37 +99,50 @@ def converge(
 
     ``mode="run"``: everything missing or stale, proxy and base models included (base
     models of ``mixtures``, default the profile's list). ``mode="sync"``: the assets that
-    follow their inputs, and the proxy only if there is none. With ``dry_run`` only the
-    first wave is reported (later waves depend on what it produces).
+    follow their inputs, and the proxy only if there is none. With ``dry_run`` nothing is
+    recorded or run: it reports the partition changes and the sources that changed.
     """
     from chameleon_assets.defs import policy
     from chameleon_assets.defs.partitions import partition_changes
     from chameleon_assets.defs.resources import ChameleonConfig
     from chameleon_assets.defs.sources import record_observations, source_observations
+    from chameleon_assets.settings import ConfigError
 
     instance = instance or get_instance()
     chameleon = ChameleonConfig()
-    mix_cfg = chameleon.mixtures()
+    report = ConvergeReport()
+    try:
+        mixture_names: list[str] | None = chameleon.mixtures().mixtures
+    except ConfigError as exc:
+        # Domain work goes on; mixture_weights fails with this same message when it runs.
+        mixture_names = None
+        report.source_errors["conf/mixtures.yaml"] = str(exc)
     if mode == "run":
         mixtures = list(mixtures or chameleon.profile().base_model.mixtures)
-        unknown = [m for m in mixtures if m not in mix_cfg.mixtures]
+        unknown = [m for m in mixtures if mixture_names is not None and m not in mixture_names]
         if unknown:
-            raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {mix_cfg.mixtures})")
-    report = ConvergeReport()
-    changes = partition_changes(instance, [s.name for s in chameleon.registry()], mix_cfg.mixtures)
+            raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {mixture_names})")
+    domains = [s.name for s in chameleon.registry()]
+    if len(domains) >= STALENESS_PARTITION_LIMIT:
+        print(f"warning: {len(domains)} domains: Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} "
+              "or more partitions, so an edited domain will not mark affinity_matrix stale (see README)", flush=True)
+    changes = partition_changes(instance, domains, mixture_names)
     report.partition_changes = changes.describe()
     if dry_run:
         print(f"partitions: {report.partition_changes}", flush=True)
     if not changes.empty and not dry_run:
         changes.apply(instance)
         print(f"partitions: {report.partition_changes}", flush=True)
-    observations, report.source_errors = source_observations(instance, chameleon)
+    observations, errors = source_observations(instance, chameleon)
+    report.source_errors.update(errors)
     for what, message in report.source_errors.items():
         print(f"warning: {what}: {message}", flush=True)
     report.observed = [o.asset_key.to_user_string() + (f"[{o.partition}]" if o.partition else "") for o in observations]
     if dry_run:
         if report.observed:
-            print(f"changed sources: {', '.join(report.observed)} (recorded by the real run)", flush=True)
+            print(f"changed sources (not recorded by a dry run): {', '.join(report.observed)}", flush=True)
+        report.planned = sorted(f"{k}[{p}]" if p else k for k, p in policy.stale_partitions(load_defs(), instance))
+        print(f"stale now: {', '.join(report.planned) or 'nothing'}", flush=True)
         return report
     record_observations(instance, observations)
     if report.observed:
@@ -136,11 +151,12 @@ def converge(
     base = load_defs()
     defs = dg.Definitions(assets=policy.with_requests(base.assets, mode), asset_checks=base.asset_checks,
                           resources=base.resources)
-    graph = defs.resolve_asset_graph()
-    blocked: set[dg.AssetKey] = set()
+    # A failed partition is not retried within this call. What depends on it is held back
+    # by the policy itself (its input stays missing or stale); everything else goes on.
+    failed: set[tuple[dg.AssetKey, str | None]] = set()
     done: set[tuple[dg.AssetKey, str | None]] = set()
     for _ in range(MAX_WAVES):
-        wanted = [(k, p) for k, p in policy.requested(defs, instance, mixtures if mode == "run" else []) if k not in blocked]
+        wanted = [w for w in policy.requested(defs, instance, mixtures if mode == "run" else []) if w not in failed]
         if not wanted:
             break
         key = wanted[0][0]
@@ -156,22 +172,12 @@ def converge(
                 report.materialized.append(name)
                 print(f"  {name} {time.perf_counter() - t0:.1f}s", flush=True)
             else:
+                failed.add((k, p))
                 report.failed[name] = _failure_message(result)
                 print(f"  FAILED {name}: {report.failed[name]}", flush=True)
-                blocked |= _descendants(graph, key)
     else:
         raise RuntimeError(f"more than {MAX_WAVES} waves of materialisations: the policy does not converge")
     return report
-
-
-def _descendants(graph, key: dg.AssetKey) -> set[dg.AssetKey]:  # noqa: ANN001
-    out, todo = {key}, [key]
-    while todo:
-        for child in graph.get(todo.pop()).child_keys:
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return out
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -214,29 +220,26 @@ def run_everything(mixtures: Sequence[str] | None = None, instance: dg.DagsterIn
 def weights_report(instance: dg.DagsterInstance | None = None) -> str:
     """The current weights table (mixtures x domains) and KRLS, as text."""
     from chameleon_assets.defs.io import load_value
+    from chameleon_assets.defs.models import text_table
 
     table = load_value(instance or get_instance(), "mixture_weights")
-    frame = table.frame()
-    frame.loc["krls"] = table.krls
-    return f"Mixture weights (rows: mixtures, columns: domains; version {table.data_version})\n" + \
-        frame.round(4).to_string()
+    cells = {m: {d: f"{w:.4f}" for d, w in zip(table.domains, ws)} for m, ws in table.weights.items()}
+    cells["krls"] = {d: f"{t:.4f}" for d, t in zip(table.domains, table.krls)}
+    return f"Mixture weights (rows: mixtures, columns: domains; version {table.data_version})\n" + text_table(cells)
 
 
 def comparison_report(instance: dg.DagsterInstance | None = None) -> str:
-    """The mixture comparison (weights, perplexities, accuracies) as text, best marked with *."""
-    import pandas as pd
-
+    """The mixture comparison (perplexities, accuracies) as text, best marked with *."""
     from chameleon_assets.defs.io import load_value
-    from chameleon_assets.defs.models import mark_best
+    from chameleon_assets.defs.models import star_best, text_table
 
     table = load_value(instance or get_instance(), "mixture_comparison")
     if not table.rows:
         return "\nNo evaluation of a current model to compare: " + "; ".join(
             f"{m}: {why}" for m, why in table.excluded.items())
-    frame = pd.DataFrame.from_dict(table.rows, orient="index")
-    scores = frame[[c for c in frame.columns if not c.startswith("w.")]]
+    scores = {m: {c: v for c, v in row.items() if not c.startswith("w.")} for m, row in table.rows.items()}
     lines = ["\nHeld-out perplexity per domain, averages, few-shot accuracy (* = best; version "
-             f"{table.data_version})", mark_best(scores).to_string()]
+             f"{table.data_version})", text_table(star_best(scores))]
     if table.excluded:
         lines.append("not compared (stale): " + "; ".join(f"{m}: {why}" for m, why in table.excluded.items()))
     return "\n".join(lines)

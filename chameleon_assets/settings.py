@@ -234,6 +234,10 @@ def load_mixtures(path: Path | None = None) -> MixturesConfig:
             raise ConfigError(f"{path}: presets.{name}: weights must be non-negative with a positive sum")
     if cfg.chameleon.lam <= 0 or cfg.chameleon.t_pretrain <= 0 or cfg.chameleon.t_finetune <= 0:
         raise ConfigError(f"{path}: chameleon: lam, t_pretrain and t_finetune must be positive")
+    if cfg.temperature <= 0 or cfg.unimax_max_epochs <= 0:
+        raise ConfigError(f"{path}: temperature and unimax_max_epochs must be positive")
+    if cfg.unimax_budget_tokens is not None and cfg.unimax_budget_tokens <= 0:
+        raise ConfigError(f"{path}: unimax_budget_tokens must be positive, or null for the base models' budget")
     return cfg
 
 
@@ -260,11 +264,12 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
         return {**common, "val_fraction": profile.val_fraction}
     if section == "proxy":
         proxy = dataclasses.asdict(profile.proxy)
+        proxy["train"] = _result_fields(proxy["train"])
         if profile.proxy.checkpoint:  # a user's model: its files are what matters, not our recipe
             proxy = {"checkpoint": profile.proxy.checkpoint, "checkpoint_fingerprint": checkpoint_fingerprint(profile)}
         return {**common, "proxy": proxy}
     if section == "embedding":
-        return {**common, "embedding": dataclasses.asdict(profile.embedding)}
+        return {**common, "embedding": _without(dataclasses.asdict(profile.embedding), "batch_size")}
     if section == "mixing":
         mixtures = mixtures or load_mixtures()
         data = dataclasses.asdict(mixtures)
@@ -274,10 +279,20 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
         return data
     if section == "base_model":
         return {**common, "model": dataclasses.asdict(profile.base_model.model),
-                "train": dataclasses.asdict(profile.base_model.train)}
+                "train": _result_fields(dataclasses.asdict(profile.base_model.train))}
     if section == "evaluation":
-        return {**common, "evaluation": dataclasses.asdict(profile.evaluation)}
+        return {**common, "evaluation": _without(dataclasses.asdict(profile.evaluation), "batch_size")}
     raise KeyError(f"unknown configuration section {section!r}; known: {CONFIG_SECTIONS}")
+
+
+def _without(data: dict, *keys: str) -> dict:
+    return {k: v for k, v in data.items() if k not in keys}
+
+
+def _result_fields(train: dict) -> dict:
+    """Training settings that change the trained model; not how often it is checkpointed or
+    whether it is compiled (resuming and compiling reproduce the same trajectory)."""
+    return _without(train, "checkpoint_every", "compile")
 
 
 def section_version(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> str:

@@ -51,12 +51,14 @@ def _weights(project: Path) -> dict:
 
 
 def test_adding_a_domain_materialises_only_its_partitions(synced) -> None:
-    from chameleon_assets.runner import sync
+    from chameleon_assets.defs.policy import stale_partitions
+    from chameleon_assets.runner import load_defs, sync
 
     project, instance = synced
     before = _materializations(instance)
     write_registry(project, ["alpha", "beta", "gamma", "delta"])
     report = sync(instance=instance)
+    assert ("proxy_model", None) not in stale_partitions(load_defs(), instance)  # nor would `run` retrain it
     assert report.partition_changes == "+domain: delta"
     assert report.observed == ["domain_registry", "domain_source[delta]"]
     assert _new(before, _materializations(instance)) == {
@@ -90,6 +92,10 @@ def test_removing_a_domain_recomputes_weights_from_stored_embeddings(synced) -> 
     write_registry(project, ["alpha", "gamma"])
     report = sync(instance=instance)
     assert report.partition_changes == "-domain: beta"
+    from chameleon_assets.defs.policy import stale_partitions
+    from chameleon_assets.runner import load_defs
+
+    assert stale_partitions(load_defs(), instance) == set()
     new = _new(before, _materializations(instance))
     assert new["domain_embeddings"] == [] and new["domain_corpus"] == [] and new["proxy_model"] == []
     assert new["mixture_weights"] == [""]

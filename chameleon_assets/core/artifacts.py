@@ -101,9 +101,11 @@ def point_current(version_dir: Path) -> None:
     """Make ``<parent>/current`` a symbolic link to ``version_dir`` (replaced atomically).
 
     Only for people and outside tools (``lm_eval --model_args pretrained=.../current``);
-    the pipeline itself always reads the folder its input's data version names.
+    the pipeline itself always reads the folder its input's data version names. The
+    folder's mtime is set to now, so ``prune_versions`` keeps the versions used last.
     """
     version_dir = Path(version_dir)
+    os.utime(version_dir)
     link = version_dir.parent / "current"
     tmp = version_dir.parent / f".current.tmp-{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
@@ -113,7 +115,7 @@ def point_current(version_dir: Path) -> None:
 
 
 def prune_versions(parent: Path, keep: int = 3) -> list[Path]:
-    """Delete all but the ``keep`` most recently written version folders under ``parent``.
+    """Delete all but the ``keep`` most recently used version folders under ``parent``.
 
     The folder ``current`` points to is always kept. Returns what was deleted.
     """

@@ -15,10 +15,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from chameleon_assets.core.artifacts import atomic_dir, read_json, write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported inside the functions: the asset modules import CorpusShards when the
+# code location loads, and loading it should cost no more than importing dagster.
 
 
 def domain_seed(seed: int, domain: str) -> int:
@@ -26,17 +31,21 @@ def domain_seed(seed: int, domain: str) -> int:
     return int(hashlib.sha256(f"{seed}:{domain}".encode()).hexdigest()[:8], 16)
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
+def token_dtype(vocab_size: int) -> "np.dtype":
     """uint16 when every id fits (vocab <= 65,536), else uint32."""
+    import numpy as np
+
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def split_documents(n_docs: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_documents(n_docs: int, val_fraction: float, seed: int) -> "tuple[np.ndarray, np.ndarray]":
     """Shuffle document indices with ``seed`` and cut off ``round(val_fraction * n)`` for validation.
 
     At least one document goes to each side when there are two or more documents and
     ``val_fraction > 0``. Returns (train indices, val indices), each in shuffled order.
     """
+    import numpy as np
+
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     perm = np.random.default_rng(seed).permutation(n_docs)
@@ -46,8 +55,10 @@ def split_documents(n_docs: int, val_fraction: float, seed: int) -> tuple[np.nda
     return perm[n_val:], perm[:n_val]
 
 
-def pack(docs: list[list[int]], order: np.ndarray, eos_id: int, dtype: np.dtype) -> np.ndarray:
+def pack(docs: list[list[int]], order: "np.ndarray", eos_id: int, dtype: "np.dtype") -> "np.ndarray":
     """Concatenate the documents in ``order``, each followed by ``eos_id``."""
+    import numpy as np
+
     total = sum(len(docs[i]) + 1 for i in order)
     out = np.empty(total, dtype=dtype)
     pos = 0
@@ -74,19 +85,31 @@ class CorpusShards:
     text_bytes: int
     val_text_bytes: int
     data_version: str
+    tokenizer_fingerprint: str = ""
 
-    def train(self) -> np.ndarray:
+    def train(self) -> "np.ndarray":
         """The training tokens, memory-mapped read-only."""
         return self._map("train.bin", self.train_tokens)
 
-    def val(self) -> np.ndarray:
+    def val(self) -> "np.ndarray":
         """The validation tokens, memory-mapped read-only (empty for a one-document domain)."""
         return self._map("val.bin", self.val_tokens)
 
-    def _map(self, name: str, count: int) -> np.ndarray:
+    def _map(self, name: str, count: int) -> "np.ndarray":
+        import numpy as np
+
         if count == 0:  # numpy cannot memory-map an empty file
             return np.empty(0, dtype=self.dtype)
         return np.memmap(Path(self.directory) / name, dtype=self.dtype, mode="r", shape=(count,))
+
+    def require_tokenizer(self, fingerprint: str, name: str) -> None:
+        """Refuse token ids made by another tokenizer than the one about to read them."""
+        if self.tokenizer_fingerprint != fingerprint:
+            raise ValueError(
+                f"domain '{self.domain}': its shards ({self.data_version}) were tokenised with tokenizer "
+                f"{self.tokenizer_fingerprint or 'unknown'}, not '{name}' ({fingerprint}); "
+                "run `chameleon run` so domain_corpus is rebuilt first"
+            )
 
     @classmethod
     def load(cls, directory: Path) -> "CorpusShards":
@@ -103,6 +126,7 @@ def write_shards(
     val_fraction: float,
     seed: int,
     data_version: str,
+    tokenizer_fingerprint: str = "",
 ) -> CorpusShards:
     """Split, pack and atomically write one domain's shards; return their descriptor."""
     if not texts:
@@ -126,6 +150,7 @@ def write_shards(
             text_bytes=sum(len(texts[i].encode("utf-8")) for i in train_idx),
             val_text_bytes=sum(len(texts[i].encode("utf-8")) for i in val_idx),
             data_version=data_version,
+            tokenizer_fingerprint=tokenizer_fingerprint,
         )
         write_json(tmp / "meta.json", shards.__dict__)
     return shards

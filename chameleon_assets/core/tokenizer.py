@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from chameleon_assets import paths
 
@@ -46,16 +44,24 @@ def tokenizer_files(name: str) -> list[Path]:
     )
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def tokenizer_fingerprint(name: str) -> str:
     """A short sha256 over the files defining the tokenizer: its identity in every data version.
 
-    Reads a few files and imports nothing heavy, so observing the configuration stays cheap.
+    Imports nothing heavy; the files are read once per process unless their size or
+    modification time changes, so observing the configuration stays cheap.
     """
-    h = hashlib.sha256()
-    for f in tokenizer_files(name):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    files = tokenizer_files(name)
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+        _FINGERPRINTS[key] = h.hexdigest()[:16]
+    return _FINGERPRINTS[key]
 
 
 def load_tokenizer(name: str) -> "PreTrainedTokenizerFast":

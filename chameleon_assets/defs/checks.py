@@ -1,7 +1,6 @@
 """Asset checks: what a person would verify first about the affinity and the weights."""
 
 import dagster as dg
-import numpy as np
 
 from chameleon_assets.defs.values import AffinityMatrix, MixtureTable
 from chameleon_assets.defs.weights import affinity_matrix, mixture_weights
@@ -13,6 +12,8 @@ DOMINANCE_LIMIT = 0.9
 @dg.asset_check(asset=mixture_weights, blocking=True)
 def weights_are_distributions(mixture_weights: MixtureTable) -> dg.AssetCheckResult:
     """Every mixture's weights are finite, non-negative and sum to 1 within 1e-9."""
+    import numpy as np
+
     bad = {}
     for name, w in mixture_weights.weights.items():
         w = np.asarray(w, dtype=np.float64)
@@ -28,6 +29,8 @@ def weights_are_distributions(mixture_weights: MixtureTable) -> dg.AssetCheckRes
 @dg.asset_check(asset=mixture_weights)
 def no_mixture_dominated_by_one_domain(mixture_weights: MixtureTable) -> dg.AssetCheckResult:
     """Warn when any mixture puts more than 90% of its weight on one domain."""
+    import numpy as np
+
     heavy = {
         name: f"{mixture_weights.domains[int(np.argmax(w))]}: {max(w):.3f}"
         for name, w in mixture_weights.weights.items()
@@ -41,6 +44,8 @@ def no_mixture_dominated_by_one_domain(mixture_weights: MixtureTable) -> dg.Asse
 @dg.asset_check(asset=affinity_matrix, blocking=True)
 def affinity_is_symmetric(affinity_matrix: AffinityMatrix) -> dg.AssetCheckResult:
     """The centred affinity matrix K_c = H K H is symmetric (and finite)."""
+    import numpy as np
+
     kc = np.asarray(affinity_matrix.kernel_centered, dtype=np.float64)
     asym = float(np.abs(kc - kc.T).max()) if kc.size else 0.0
     scale = max(float(np.abs(kc).max()), 1e-12) if kc.size else 1.0

@@ -12,7 +12,7 @@ from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_source
 
 # Bump when the tokenising/packing code changes what it writes: it is the asset's code
 # version and part of every domain's data version, so all domain partitions go stale.
-CORPUS_CODE_VERSION = "corpus-v2"
+CORPUS_CODE_VERSION = "corpus-v3"
 
 
 def corpus_data_version(source_version: str, corpus_section_version: str) -> str:
@@ -50,7 +50,7 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
     else:
         from chameleon_assets.core.corpus import write_shards
         from chameleon_assets.core.registry import iter_documents
-        from chameleon_assets.core.tokenizer import encode_documents, load_tokenizer
+        from chameleon_assets.core.tokenizer import encode_documents, load_tokenizer, tokenizer_fingerprint
 
         tok = load_tokenizer(profile.tokenizer)
         texts = list(iter_documents(spec))
@@ -64,6 +64,7 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
             val_fraction=profile.val_fraction,
             seed=profile.seed,
             data_version=version,
+            tokenizer_fingerprint=tokenizer_fingerprint(profile.tokenizer),
         )
         preview = texts[0][:300].replace("\n", " ") if texts else ""
     point_current(out)

@@ -24,10 +24,6 @@ from chameleon_assets.core.artifacts import atomic_file
 DATA_VERSION_TAG = "dagster/data_version"
 UNPARTITIONED = "__all__"
 
-# Input metadata asking for ``{partition: value}`` even when exactly one partition exists;
-# with AS_DICT_EXISTING, partitions never materialised are left out instead of failing.
-AS_DICT = {"as_dict": True}
-AS_DICT_EXISTING = {"as_dict": True, "existing_only": True}
 
 
 def latest_record(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None):
@@ -39,10 +35,23 @@ def latest_record(instance: dg.DagsterInstance, key: str | dg.AssetKey, partitio
     return records[0] if records else None
 
 
-def latest_version(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None) -> str | None:
-    """The data version of the latest materialisation of ``key`` (``[partition]``), if any."""
-    record = latest_record(instance, key, partition)
-    return record.asset_materialization.tags.get(DATA_VERSION_TAG) if record else None
+def latest_version(
+    instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None, observed: bool = False
+) -> str | None:
+    """The data version of the latest materialisation (``observed``: observation) of ``key[partition]``."""
+    if not observed:
+        record = latest_record(instance, key, partition)
+        return record.asset_materialization.tags.get(DATA_VERSION_TAG) if record else None
+    asset_key = key if isinstance(key, dg.AssetKey) else dg.AssetKey(key)
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    return records[0].event_log_entry.asset_observation.tags.get(DATA_VERSION_TAG) if records else None
+
+
+def versions_text(versions: dict[str, str]) -> str:
+    """``a=v1,b=v2``: a mapping of data versions in a fixed order, for hashing."""
+    return ",".join(f"{k}={v}" for k, v in sorted(versions.items()))
 
 
 def value_path(key: dg.AssetKey, partition: str | None, version: str) -> Path:
@@ -67,8 +76,9 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
     """Writes each output once under its data version; loads inputs by recorded version.
 
     Every output object carries a ``data_version`` attribute (the same string the asset
-    reports to Dagster). Inputs mapped to several partitions, or declared with
-    ``metadata=AS_DICT``, arrive as ``{partition: value}``.
+    reports to Dagster). Inputs mapped to several partitions, or declared with input
+    metadata ``as_dict`` (``partitions.ALL_PARTITIONS``), arrive as ``{partition: value}``;
+    with ``existing_only``, partitions never materialised are left out.
     """
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
@@ -77,6 +87,8 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
             raise TypeError(f"{context.asset_key.to_user_string()}: output has no data_version to store it under")
         partition = context.partition_key if context.has_partition_key else None
         target = value_path(context.asset_key, partition, version)
+        if target.is_file():
+            return  # a version is written once: the same version has the same content
         with atomic_file(target, "wb") as fh:
             pickle.dump(obj, fh)
 

@@ -1,5 +1,6 @@
 """From weights to evidence: base_model[mixture] -> evaluation[mixture] -> mixture_comparison."""
 
+import dataclasses
 import json
 
 import dagster as dg
@@ -7,8 +8,8 @@ import dagster as dg
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import AS_DICT, AS_DICT_EXISTING, stored_value
-from chameleon_assets.defs.partitions import mixture_partitions
+from chameleon_assets.defs.io import stored_value, versions_text
+from chameleon_assets.defs.partitions import ALL_EXISTING, ALL_PARTITIONS, mixture_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES
 from chameleon_assets.defs.tracking import MLflowTracking
@@ -18,9 +19,6 @@ BASE_CODE_VERSION = "base-v2"
 EVAL_CODE_VERSION = "eval-v2"
 COMPARISON_CODE_VERSION = "comparison-v2"
 
-ALL_DOMAINS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata=AS_DICT)
-ALL_MIXTURES = dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata=AS_DICT_EXISTING)
-
 
 def base_model_version(section_version: str, weights: dict[str, float], corpus_versions: dict[str, str]) -> str:
     """hash(code, `config_base_model`, the mixture's weights, the data versions of its domains).
@@ -29,13 +27,13 @@ def base_model_version(section_version: str, weights: dict[str, float], corpus_v
     uniform's, so the uniform model's version (and its folder) stays the same.
     """
     w = json.dumps({d: round(x, 12) for d, x in sorted(weights.items())})
-    v = ",".join(f"{d}={corpus_versions[d]}" for d in sorted(weights) if weights[d] > 0)
+    v = versions_text({d: corpus_versions[d] for d in weights if weights[d] > 0})
     return sha256_text(BASE_CODE_VERSION, section_version, w, v)[:24]
 
 
 @dg.asset(
     partitions_def=mixture_partitions,
-    ins={"domain_corpus": ALL_DOMAINS},
+    ins={"domain_corpus": ALL_PARTITIONS},
     deps=[CONFIG_SOURCES["base_model"]],
     group_name="models",
     code_version=BASE_CODE_VERSION,
@@ -80,16 +78,9 @@ def base_model(
         "mlflow_run_id": model.mlflow_run_id,
         "reused_existing_version": reused,
         "resumed_from_step": model.resumed_from_step,
-        "loss_curve": dg.MetadataValue.md(plots.markdown_image(_b64(out / "loss.png"), "training loss")),
+        "loss_curve": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "loss.png"), "training loss")),
         "path": dg.MetadataValue.path(model.path),
     })
-
-
-def _b64(path) -> str:  # noqa: ANN001
-    """A PNG file as base64, for a markdown image in the metadata."""
-    import base64
-
-    return base64.b64encode(path.read_bytes()).decode()
 
 
 def _train_base_model(context, chameleon, tracking, mixture, weights, shards, version, table) -> BaseModel:  # noqa: ANN001
@@ -102,8 +93,12 @@ def _train_base_model(context, chameleon, tracking, mixture, weights, shards, ve
     from chameleon_assets.core.tokenizer import load_tokenizer
     from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
 
+    from chameleon_assets.core.tokenizer import tokenizer_fingerprint
+
     profile = chameleon.profile()
     cfg = profile.base_model
+    for d in weights:
+        shards[d].require_tokenizer(tokenizer_fingerprint(profile.tokenizer), profile.tokenizer)
     tok = load_tokenizer(profile.tokenizer)
     model = build_model(cfg.model, len(tok), tok.eos_token_id, profile.seed)
     sampler = WeightedDomainSampler({d: shards[d].train() for d in weights}, weights, cfg.model.context_length,
@@ -170,7 +165,7 @@ def _model_card(mixture: str, weights: dict, result, cfg, params: int, version: 
 
 @dg.asset(
     partitions_def=mixture_partitions,
-    ins={"domain_corpus": ALL_DOMAINS},
+    ins={"domain_corpus": ALL_PARTITIONS},
     deps=[CONFIG_SOURCES["evaluation"]],
     group_name="evaluation",
     code_version=EVAL_CODE_VERSION,
@@ -194,10 +189,12 @@ def evaluation(
     mixture = context.partition_key
     val_versions = {d: domain_corpus[d].data_version for d in base_model.weights}
     version = sha256_text(EVAL_CODE_VERSION, chameleon.section_version("evaluation"), base_model.data_version,
-                          ",".join(f"{d}={v}" for d, v in sorted(val_versions.items())))[:24]
+                          versions_text(val_versions))[:24]
     result = stored_value("evaluation", mixture, version)
     if result is None:
         result = _evaluate(context, chameleon, mlflow_tracking, base_model, domain_corpus, version)
+        result = dataclasses.replace(result, config_version=chameleon.section_version("evaluation"),
+                                     val_versions=val_versions)
     out = paths.evaluation_dir(mixture, version)
     point_current(out)
     prune_versions(out.parent)
@@ -217,8 +214,12 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
     from chameleon_assets.core.model import load_model, resolve_device
     from chameleon_assets.core.tokenizer import load_tokenizer
 
+    from chameleon_assets.core.tokenizer import tokenizer_fingerprint
+
     profile = chameleon.profile()
     cfg = profile.evaluation
+    for d in base_model.weights:
+        shards[d].require_tokenizer(tokenizer_fingerprint(profile.tokenizer), profile.tokenizer)
     device = resolve_device(profile.device)
     tok = load_tokenizer(profile.tokenizer)
     model = load_model(base_model.path, device)
@@ -268,7 +269,8 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
 
 
 @dg.asset(
-    ins={"base_model": ALL_MIXTURES, "evaluation": ALL_MIXTURES},
+    ins={"base_model": ALL_EXISTING, "evaluation": ALL_EXISTING},
+    deps=[CONFIG_SOURCES["evaluation"]],
     group_name="evaluation",
     code_version=COMPARISON_CODE_VERSION,
     kinds={"pandas", "mlflow"},
@@ -276,6 +278,7 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
 )
 def mixture_comparison(
     context: dg.AssetExecutionContext,
+    chameleon: ChameleonConfig,
     mlflow_tracking: MLflowTracking,
     mixture_weights: MixtureTable,
     base_model: dict,
@@ -284,40 +287,44 @@ def mixture_comparison(
     """One table across the mixtures whose evaluation is of the *current* model: its
     domain weights, per-domain held-out perplexity, the average perplexity and bits per
     byte, and each task's accuracy, with the model and evaluation data versions. An
-    evaluation of an older model, or a model trained on other weights or domains, is
-    left out and listed under `excluded`. Best value per column marked with `*`.
+    evaluation of an older model, of a model trained on other weights or domains, or
+    made with other evaluation settings or validation data is left out and listed
+    under `excluded`. Best value per column marked with `*`.
     """
     import pandas as pd
 
-    rows, included, excluded = comparison_rows(mixture_weights, base_model, evaluation)
+    eval_config = chameleon.section_version("evaluation")
+    rows, included, excluded = comparison_rows(mixture_weights, base_model, evaluation, eval_config)
     if not rows:
         context.log.warning(f"no evaluation of a current model yet (stale: {excluded}); run `chameleon run`")
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["ppl_avg"] if not rows else None)
     version = sha256_text(COMPARISON_CODE_VERSION, mixture_weights.data_version,
-                          json.dumps(included, sort_keys=True))[:24]
+                          json.dumps([included, excluded], sort_keys=True))[:24]
     out = paths.comparison_dir(version)
-    with atomic_dir(out) as tmp:
-        with atomic_file(tmp / "mixture_comparison.csv") as fh:
-            frame.to_csv(fh, float_format="%.6g")
-        b64 = plots.grouped_bars({"avg perplexity": frame["ppl_avg"].tolist()}, list(frame.index),
-                                 "average held-out perplexity", tmp / "perplexity.png", ylabel="perplexity")
-        write_json(tmp / "provenance.json", {"weights_version": mixture_weights.data_version,
-                                             "included": included, "excluded": excluded})
+    value = stored_value("mixture_comparison", None, version)
+    if value is None:
+        frame = pd.DataFrame.from_dict(rows, orient="index", columns=None if rows else ["ppl_avg"])
+        with atomic_dir(out) as tmp:
+            with atomic_file(tmp / "mixture_comparison.csv") as fh:
+                frame.to_csv(fh, float_format="%.6g")
+            plots.grouped_bars({"avg perplexity": frame["ppl_avg"].tolist()}, list(frame.index),
+                               "average held-out perplexity", tmp / "perplexity.png", ylabel="perplexity")
+            write_json(tmp / "provenance.json", {"weights_version": mixture_weights.data_version,
+                                                 "included": included, "excluded": excluded})
+        with mlflow_tracking.start_run(run_name="mixture_comparison", tags={"dagster_run_id": context.run_id,
+                                                                             "kind": "comparison",
+                                                                             "comparison_version": version}):
+            import mlflow
+
+            mlflow.log_artifact(str(out / "mixture_comparison.csv"))
+            mlflow.log_artifact(str(out / "perplexity.png"))
+            mlflow.log_text(mark_best(frame).to_markdown(), "mixture_comparison.md")
+        value = ComparisonTable(version, str(out), rows, included, excluded)
     point_current(out)
     prune_versions(out.parent)
-    md = mark_best(frame).to_markdown()
-    with mlflow_tracking.start_run(run_name="mixture_comparison", tags={"dagster_run_id": context.run_id,
-                                                                         "kind": "comparison",
-                                                                         "comparison_version": version}):
-        import mlflow
-
-        mlflow.log_artifact(str(out / "mixture_comparison.csv"))
-        mlflow.log_artifact(str(out / "perplexity.png"))
-        mlflow.log_text(md, "mixture_comparison.md")
-    value = ComparisonTable(version, str(out), rows, included, excluded)
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=None if rows else ["ppl_avg"])
     return dg.Output(value, data_version=dg.DataVersion(version), metadata={
-        "table": dg.MetadataValue.md(md),
-        "plot": dg.MetadataValue.md(plots.markdown_image(b64, "average perplexity")),
+        "table": dg.MetadataValue.md(mark_best(frame).to_markdown()),
+        "plot": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "perplexity.png"), "average perplexity")),
         "mixtures": len(frame),
         "versions": dg.MetadataValue.json(included),
         "excluded": dg.MetadataValue.json(excluded),
@@ -325,11 +332,14 @@ def mixture_comparison(
     })
 
 
-def comparison_rows(table: MixtureTable, models: dict, evaluations: dict) -> tuple[dict, dict, dict]:
+def comparison_rows(
+    table: MixtureTable, models: dict, evaluations: dict, eval_config: str
+) -> tuple[dict, dict, dict]:
     """Rows of the comparison, their versions, and why other evaluated mixtures were left out.
 
-    An evaluation counts only if it is of the latest base model of its mixture and that
-    model was trained on the mixture's current weights over the current domains.
+    An evaluation counts only if it is of the latest base model of its mixture, that
+    model was trained on the mixture's current weights over the current domain data,
+    and the evaluation used the current settings (``eval_config``) and validation data.
     """
     rows, included, excluded = {}, {}, {}
     for name, ev in sorted(evaluations.items()):
@@ -343,6 +353,10 @@ def comparison_rows(table: MixtureTable, models: dict, evaluations: dict) -> tup
             excluded[name] = "base model trained on other weights or domains (retrain with `chameleon run`)"
         elif any(model.corpus_versions.get(d) != v for d, v in table.corpus_versions.items() if current[d] > 0):
             excluded[name] = "base model trained on older domain data"
+        elif ev.config_version != eval_config:
+            excluded[name] = "evaluated with other evaluation settings"
+        elif any(ev.val_versions.get(d) != table.corpus_versions[d] for d in current):
+            excluded[name] = "evaluated on older validation data"
         else:
             row = {f"w.{d}": w for d, w in current.items()}
             row.update({f"ppl.{d}": v for d, v in ev.perplexity.items()})
@@ -355,14 +369,42 @@ def comparison_rows(table: MixtureTable, models: dict, evaluations: dict) -> tup
     return {m: rows[m] for m in order}, {m: included[m] for m in order}, excluded
 
 
-def mark_best(frame):  # noqa: ANN001, ANN201 (pandas is imported on use)
-    """Format numbers and star the best per column (min for ppl/bpb, max for acc)."""
-    shown = frame.copy().astype(object)
-    for col in frame.columns:
-        values = frame[col].astype(float)
-        if col.startswith("w.") or values.isna().all():
-            shown[col] = values.map(lambda v: f"{v:.3f}")
-            continue
-        best = values.idxmin() if col.startswith(("ppl", "bpb")) else values.idxmax()
-        shown[col] = [f"{v:.3f}" + ("*" if idx == best and len(frame) > 1 else "") for idx, v in values.items()]
+def star_best(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, str]]:
+    """Format every number with 3 decimals and star the best per column (with two rows or more).
+
+    Best is the lowest for ``ppl*``/``bpb*`` columns, the highest for the others;
+    weights (``w.*``) are never starred.
+    """
+    import math
+
+    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
+    shown = {name: {} for name in rows}
+    for col in columns:
+        values = {name: row.get(col, float("nan")) for name, row in rows.items()}
+        finite = {n: v for n, v in values.items() if isinstance(v, (int, float)) and not math.isnan(v)}
+        best = None
+        if not col.startswith("w.") and finite and len(rows) > 1:
+            pick = min if col.startswith(("ppl", "bpb")) else max
+            best = pick(finite, key=finite.get)
+        for name, v in values.items():
+            shown[name][col] = f"{v:.3f}" + ("*" if name == best else "")
     return shown
+
+
+def mark_best(frame):  # noqa: ANN001, ANN201 (pandas is imported on use)
+    """``star_best`` on a DataFrame (rows: mixtures), returned as a DataFrame of strings."""
+    import pandas as pd
+
+    shown = star_best({name: {c: float(v) for c, v in row.items()} for name, row in frame.iterrows()})
+    return pd.DataFrame.from_dict(shown, orient="index", columns=list(frame.columns))
+
+
+def text_table(cells: dict[str, dict[str, str]], index_title: str = "") -> str:
+    """A plain-text table (rows x columns of strings), right-aligned; no pandas needed."""
+    columns = list(dict.fromkeys(c for row in cells.values() for c in row))
+    header = [index_title] + columns
+    body = [[name] + [row.get(c, "") for c in columns] for name, row in cells.items()]
+    widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(v).ljust(widths[0]) if i == 0 else str(v).rjust(widths[i])  # noqa: E731
+                              for i, v in enumerate(r))
+    return "\n".join(fmt(r) for r in [header] + body)

@@ -16,6 +16,12 @@ import dagster as dg
 domain_partitions = dg.DynamicPartitionsDefinition(name="domain")
 mixture_partitions = dg.DynamicPartitionsDefinition(name="mixture")
 
+# Inputs that read every partition of an upstream asset, as ``{partition: value}``; with
+# ALL_EXISTING, partitions never materialised (mixtures nobody trained) are left out.
+ALL_PARTITIONS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata={"as_dict": True})
+ALL_EXISTING = dg.AssetIn(partition_mapping=dg.AllPartitionMapping(),
+                          metadata={"as_dict": True, "existing_only": True})
+
 
 @dataclass
 class PartitionChanges:
@@ -49,10 +55,17 @@ class PartitionChanges:
         return out
 
 
-def partition_changes(instance: dg.DagsterInstance, domains: Sequence[str], mixtures: Sequence[str]) -> PartitionChanges:
-    """What to add and delete so that partitions equal the registered domains and mixtures."""
+def partition_changes(
+    instance: dg.DagsterInstance, domains: Sequence[str], mixtures: Sequence[str] | None
+) -> PartitionChanges:
+    """What to add and delete so that partitions equal the registered domains and mixtures.
+
+    ``mixtures=None`` (``conf/mixtures.yaml`` does not load) leaves mixture partitions as they are.
+    """
     changes = PartitionChanges()
     for pdef, wanted in ((domain_partitions, domains), (mixture_partitions, mixtures)):
+        if wanted is None:
+            continue
         existing = list(instance.get_dynamic_partitions(pdef.name))
         changes.add[pdef.name] = [k for k in wanted if k not in existing]
         changes.delete[pdef.name] = sorted(k for k in existing if k not in wanted)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Sequence
 
 from chameleon_assets.core.artifacts import atomic_file
+
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _pyplot():
@@ -33,12 +35,19 @@ def _save(fig, path: Path) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def file_b64(path: Path) -> str:
+    """A PNG file as base64, for ``markdown_image``."""
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
 def markdown_image(b64: str, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{b64})"
 
 
-def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path) -> str:
+def heatmap(matrix: "np.ndarray", labels: Sequence[str], title: str, path: Path) -> str:
     """Annotated heatmap of a (k x k) matrix; writes ``path`` and returns the PNG as base64."""
+    import numpy as np
+
     plt = _pyplot()
     k = len(labels)
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k))
@@ -59,6 +68,8 @@ def grouped_bars(
     table: dict[str, Sequence[float]], labels: Sequence[str], title: str, path: Path, ylabel: str = "weight"
 ) -> str:
     """One group of bars per label, one bar per entry of ``table``; returns the PNG as base64."""
+    import numpy as np
+
     plt = _pyplot()
     names = list(table)
     k = len(labels)

@@ -16,9 +16,11 @@ Two kinds of assets:
   or missing proxy; stale or missing base models of the requested mixtures) and
   ``chameleon sync`` (the proxy only when missing) request them.
 
-``requested`` evaluates these same conditions with ``dg.evaluate_automation_conditions``
-(request mode switches the on-request assets to ``FOLLOWS``), which is how the CLI
-decides what to run: the UI's stale marks and the CLI's plan cannot disagree.
+``requested`` evaluates these same conditions with Dagster's own evaluator (the one
+behind ``dg.evaluate_automation_conditions`` and the automation sensor); the CLI's
+request modes only switch the on-request assets on: ``run`` gives them ``FOLLOWS``,
+``sync`` gives the proxy "missing". So for everything that follows its inputs the UI's
+stale marks, the daemon and the CLI come to the same answer.
 """
 
 from __future__ import annotations
@@ -52,17 +54,15 @@ class StaleCondition(AC):
         return dg.AutomationResult(context, view.get_asset_subset_from_asset_partitions(context.key, stale))
 
 
-_RESOLVERS: dict[int, object] = {}
-
-
 def _resolver(view, asset_graph):  # noqa: ANN001, ANN202
-    """One stale-status resolver per evaluation (it caches the instance queries)."""
+    """One stale-status resolver per evaluation (it caches instance queries), kept on the evaluation's view."""
     from dagster._core.definitions.data_version import CachingStaleStatusResolver
 
-    if id(view) not in _RESOLVERS:
-        _RESOLVERS.clear()
-        _RESOLVERS[id(view)] = CachingStaleStatusResolver(view.instance, asset_graph, view)
-    return _RESOLVERS[id(view)]
+    resolver = getattr(view, "_chameleon_stale_resolver", None)
+    if resolver is None:
+        resolver = CachingStaleStatusResolver(view.instance, asset_graph, view)
+        view._chameleon_stale_resolver = resolver
+    return resolver
 
 
 MISSING_OR_STALE = (AC.missing() | StaleCondition()).with_label("missing or stale")
@@ -77,10 +77,11 @@ FOLLOWS_ANY_INPUT = (
     MISSING_OR_STALE
     & ~AC.in_progress()
     & ~AC.any_deps_in_progress()
+    & ~AC.any_deps_match(AC.missing() | StaleCondition()).allow(dg.AssetSelection.assets("mixture_weights"))
     & AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets("evaluation"))
 ).with_label("follows whichever evaluations exist")
 
-ON_REQUEST = ("proxy_model", "base_model")
+ON_REQUEST = ("proxy_model", "base_model")  # no automation condition: see request_conditions
 
 
 def request_conditions(mode: str) -> dict[str, AC]:
@@ -90,7 +91,7 @@ def request_conditions(mode: str) -> dict[str, AC]:
     change never retrains it; a stale proxy waits for ``chameleon run``).
     """
     if mode == "run":
-        return {"proxy_model": FOLLOWS, "base_model": FOLLOWS}
+        return {key: FOLLOWS for key in ON_REQUEST}
     if mode == "sync":
         return {"proxy_model": (AC.missing() & INPUTS_READY & ~AC.in_progress()).with_label("missing")}
     raise ValueError(f"unknown mode {mode!r}: 'run' or 'sync'")
@@ -111,15 +112,36 @@ def requested(
 ) -> list[tuple[dg.AssetKey, str | None]]:
     """Asset partitions the policy requests now, in topological order.
 
-    ``mixtures`` limits base_model to those partitions (the rest stay as they are).
+    ``mixtures`` limits base_model to those partitions (the rest stay as they are). This
+    is ``dg.evaluate_automation_conditions`` without its cursor round-trip, which a
+    one-off evaluation does not need and which costs more than the evaluation itself.
     """
-    result = dg.evaluate_automation_conditions(defs, instance)
+    import logging
+
+    from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+    from dagster._core.definitions.declarative_automation.automation_condition_evaluator import (
+        AutomationConditionEvaluator,
+    )
+
     graph = defs.resolve_asset_graph()
+    evaluator = AutomationConditionEvaluator(
+        asset_graph=graph,
+        instance=instance,
+        entity_keys={k for k in graph.materializable_asset_keys if graph.get(k).automation_condition is not None},
+        evaluation_time=None,
+        emit_backfills=False,
+        logger=logging.getLogger("chameleon.policy"),
+        cursor=AssetDaemonCursor.empty(),
+        evaluation_id=0,
+    )
+    _, subsets = evaluator.evaluate()
+    wanted: dict[dg.AssetKey, set] = {}
+    for subset in subsets:
+        for ap in subset.expensively_compute_asset_partitions():
+            wanted.setdefault(ap.asset_key, set()).add(ap.partition_key)
     out = []
     for key in graph.toposorted_asset_keys:
-        if key not in graph.materializable_asset_keys:
-            continue
-        partitions = result.get_requested_partitions(key)
+        partitions = wanted.get(key, set())
         if key == dg.AssetKey("base_model") and mixtures is not None:
             partitions = {p for p in partitions if p in mixtures}
         out += [(key, p) for p in sorted(partitions, key=lambda p: p or "")]

@@ -14,14 +14,18 @@ import dagster as dg
 from chameleon_assets.defs.partitions import partition_changes
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import source_observations
+from chameleon_assets.settings import ConfigError
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: ChameleonConfig) -> dg.SensorResult:
     """Registers and deletes domain and mixture partitions; observes changed config and sources."""
-    changes = partition_changes(
-        context.instance, [s.name for s in chameleon.registry()], chameleon.mixtures().mixtures
-    )
+    try:
+        mixtures: list[str] | None = chameleon.mixtures().mixtures
+    except ConfigError as exc:  # domains still follow; mixture_weights fails with this message
+        context.log.error(str(exc))
+        mixtures = None
+    changes = partition_changes(context.instance, [s.name for s in chameleon.registry()], mixtures)
     if not changes.empty:
         # Observe after the partitions exist (next tick): an observation of an unknown
         # partition would be dropped.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from chameleon_assets.defs.io import DATA_VERSION_TAG
+from chameleon_assets.defs.io import DATA_VERSION_TAG, latest_version
 from chameleon_assets.defs.partitions import domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.settings import CONFIG_SECTIONS
@@ -111,7 +111,7 @@ def source_observations(
     for (key, partition), version in sorted(versions.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         if partition is not None and partition not in partitions:
             continue  # registered by partition_changes first
-        if _latest_observed(instance, key, partition) != version:
+        if latest_version(instance, key, partition, observed=True) != version:
             out.append(dg.AssetObservation(asset_key=key, partition=partition, tags={DATA_VERSION_TAG: version}))
     return out, errors
 
@@ -120,13 +120,3 @@ def record_observations(instance: dg.DagsterInstance, observations: list[dg.Asse
     """Store observations in the event log without a run (what the sensor's asset events do)."""
     for obs in observations:
         instance.report_runless_asset_event(obs)
-
-
-def _latest_observed(instance: dg.DagsterInstance, key: str, partition: str | None) -> str | None:
-    records = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None),
-        limit=1,
-    ).records
-    if not records:
-        return None
-    return records[0].event_log_entry.asset_observation.tags.get(DATA_VERSION_TAG)

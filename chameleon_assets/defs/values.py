@@ -62,6 +62,7 @@ class MixtureTable:
     corpus_versions: dict = field(default_factory=dict)
     proxy_versions: list = field(default_factory=list)
     heatmap_path: str = ""
+    mlflow_run_id: str = ""
 
     def frame(self):
         import pandas as pd
@@ -98,6 +99,8 @@ class Evaluation:
     tasks: dict
     num_fewshot: int
     limit: int | None
+    config_version: str = ""  # the `config_evaluation` data version it was computed with
+    val_versions: dict = field(default_factory=dict)  # domain -> domain_corpus data version scored
 
 
 @dataclass(frozen=True)

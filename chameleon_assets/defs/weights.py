@@ -4,7 +4,7 @@ proxy_model -> domain_embeddings[domain] -> affinity_matrix -> mixture_weights
 
 Every asset computes its data version up front from its inputs' data versions, its
 configuration section and its code version, writes its artefacts into a folder named
-by that version, and reuses the folder if that exact version was already built.
+by that version, and reuses what it stored if that exact version was built before.
 """
 
 import dagster as dg
@@ -13,23 +13,17 @@ from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.core.corpus import CorpusShards
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import AS_DICT, load_value, stored_value
-from chameleon_assets.defs.partitions import domain_partitions
+from chameleon_assets.defs.io import load_value, stored_value, versions_text
+from chameleon_assets.defs.partitions import ALL_PARTITIONS, domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import AffinityMatrix, DomainEmbedding, MixtureTable, ProxyModel
 
-ALL_DOMAINS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata=AS_DICT)
-
 PROXY_CODE_VERSION = "proxy-v2"
 EMBED_CODE_VERSION = "embed-v2"
 AFFINITY_CODE_VERSION = "affinity-v2"
 WEIGHTS_CODE_VERSION = "weights-v2"
-
-
-def _versions(items: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(items.items()))
 
 
 @dg.asset(
@@ -78,8 +72,10 @@ def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -
         if not domains:
             raise ValueError("no domain is registered: add one to conf/domains.yaml and run `chameleon sync`")
         shards: dict[str, CorpusShards] = {d: load_value(context.instance, "domain_corpus", d) for d in domains}
+        for s in shards.values():
+            s.require_tokenizer(tok_fp, profile.tokenizer)
         train_versions = {d: s.data_version for d, s in shards.items()}
-        version = sha256_text(PROXY_CODE_VERSION, section, _versions(train_versions))[:24]
+        version = sha256_text(PROXY_CODE_VERSION, section, versions_text(train_versions))[:24]
         proxy = stored_value("proxy_model", None, version)
         if proxy is None:
             proxy = _train_proxy(context, profile, tok, tok_fp, shards, version)
@@ -158,6 +154,7 @@ def domain_embeddings(
             f"({proxy_model.tokenizer_fingerprint}) but the profile now uses '{profile.tokenizer}'; "
             "run `chameleon run` to retrain the proxy first"
         )
+    domain_corpus.require_tokenizer(proxy_model.tokenizer_fingerprint, proxy_model.tokenizer)
     version = sha256_text(EMBED_CODE_VERSION, chameleon.section_version("embedding"),
                           domain_corpus.data_version, proxy_model.data_version)[:24]
     out = paths.embeddings_dir(domain, version)
@@ -202,7 +199,7 @@ def _embed(profile, domain: str, shards: CorpusShards, proxy: ProxyModel):  # no
 
 
 @dg.asset(
-    ins={"domain_embeddings": ALL_DOMAINS},
+    ins={"domain_embeddings": ALL_PARTITIONS},
     deps=[domain_registry],
     group_name="mixing",
     code_version=AFFINITY_CODE_VERSION,
@@ -223,19 +220,22 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
     proxies = sorted({e.proxy_version for e in emb.values()})
     if len(proxies) > 1:
         context.log.warning(f"domain embeddings come from different proxies: {proxies}")
-    version = sha256_text(AFFINITY_CODE_VERSION, _versions({d: e.data_version for d, e in emb.items()}))[:24]
-    means = np.array([emb[d].mean for d in domains])
-    kern = linear_kernel(means)
-    kern_c = center_kernel(kern)
+    version = sha256_text(AFFINITY_CODE_VERSION, versions_text({d: e.data_version for d, e in emb.items()}))[:24]
     out = paths.artifacts_dir() / "affinity" / version
-    with atomic_dir(out) as tmp:
-        b64 = plots.heatmap(kern_c, domains, "centred affinity K_c", tmp / "affinity_heatmap.png")
-        write_json(tmp / "affinity.json", {"domains": domains, "kernel": kern, "kernel_centered": kern_c})
+    value = stored_value("affinity_matrix", None, version)
+    if value is None:
+        means = np.array([emb[d].mean for d in domains])
+        kern = linear_kernel(means)
+        kern_c = center_kernel(kern)
+        with atomic_dir(out) as tmp:
+            plots.heatmap(kern_c, domains, "centred affinity K_c", tmp / "affinity_heatmap.png")
+            write_json(tmp / "affinity.json", {"domains": domains, "kernel": kern, "kernel_centered": kern_c})
+        value = AffinityMatrix(version, str(out), domains, kern.tolist(), kern_c.tolist(), proxies,
+                               str(out / "affinity_heatmap.png"))
     point_current(out)
     prune_versions(out.parent)
-    table = pd.DataFrame(kern_c, index=domains, columns=domains).round(4)
-    value = AffinityMatrix(version, str(out), domains, kern.tolist(), kern_c.tolist(), proxies,
-                           str(out / "affinity_heatmap.png"))
+    b64 = plots.file_b64(out / "affinity_heatmap.png")
+    table = pd.DataFrame(value.kernel_centered, index=domains, columns=domains).round(4)
     return dg.Output(value, data_version=dg.DataVersion(version), metadata={
         "domains": len(domains),
         "affinity_centered": dg.MetadataValue.md(table.to_markdown()),
@@ -245,7 +245,7 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
 
 
 @dg.asset(
-    ins={"domain_corpus": ALL_DOMAINS},
+    ins={"domain_corpus": ALL_PARTITIONS},
     deps=[CONFIG_SOURCES["mixing"]],
     group_name="mixing",
     code_version=WEIGHTS_CODE_VERSION,
@@ -268,13 +268,6 @@ def mixture_weights(
     the presets of conf/mixtures.yaml whose domain names match. Each materialisation is
     logged to MLflow as a new weights version, tagged with its domain set.
     """
-    import numpy as np
-
-    from chameleon_assets.core import baselines
-    from chameleon_assets.core.krls import chameleon_weights
-
-    profile = chameleon.profile()
-    mix = chameleon.mixtures()
     domains = list(affinity_matrix.domains)
     shards: dict[str, CorpusShards] = domain_corpus
     missing = [d for d in domains if d not in shards]
@@ -282,11 +275,49 @@ def mixture_weights(
         raise ValueError(f"domains {missing} have embeddings but no domain_corpus partition")
     corpus_versions = {d: shards[d].data_version for d in domains}
     version = sha256_text(WEIGHTS_CODE_VERSION, chameleon.section_version("mixing"), affinity_matrix.data_version,
-                          _versions(corpus_versions))[:24]
+                          versions_text(corpus_versions))[:24]
+    table = stored_value("mixture_weights", None, version)
+    if table is None:
+        table = _compute_weights(chameleon, affinity_matrix, shards, version)
+        table.mlflow_run_id = _log_weights_version(mlflow_tracking, table, context.run_id)
+    out = paths.weights_dir(version)
+    point_current(out)
+    prune_versions(out.parent)
+    frame = table.frame()
+    krls_frame = frame.iloc[:0].copy()
+    krls_frame.loc["krls (normalised)"] = table.krls
+    krls_frame.loc["krls (raw)"] = table.krls_raw
+    return dg.Output(table, data_version=dg.DataVersion(version), metadata={
+        "weights": dg.MetadataValue.md(frame.round(4).to_markdown()),
+        "krls": dg.MetadataValue.md(krls_frame.to_markdown(floatfmt=".4g")),
+        "bar_chart": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "weights_bars.png"),
+                                                              "mixture weights")),
+        "domains": len(domains),
+        "mixtures": ", ".join(table.weights),
+        "skipped": dg.MetadataValue.json(table.skipped),
+        "notes": "; ".join(table.notes) or "none",
+        "csv": dg.MetadataValue.path(str(out / "weights.csv")),
+        "mlflow_run_id": table.mlflow_run_id,
+    })
+
+
+def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, shards: dict, version: str) -> MixtureTable:
+    """KRLS and every baseline over the affinity's domains; writes the version's folder."""
+    import shutil
+
+    import numpy as np
+
+    from chameleon_assets.core import baselines
+    from chameleon_assets.core.krls import chameleon_weights
+
+    profile = chameleon.profile()
+    mix = chameleon.mixtures()
+    domains = list(affinity.domains)
     tokens = np.array([shards[d].train_tokens for d in domains], dtype=np.float64)
     p = mix.chameleon
-    cw = chameleon_weights(domains, np.asarray(affinity_matrix.kernel), p.lam, p.t_pretrain, p.t_finetune)
-    budget = mix.unimax_budget_tokens or profile.base_model.train.tokens
+    cw = chameleon_weights(domains, np.asarray(affinity.kernel), p.lam, p.t_pretrain, p.t_finetune)
+    # The same rule as settings.config_section("mixing"): null means the base models' budget.
+    budget = mix.unimax_budget_tokens if mix.unimax_budget_tokens is not None else profile.base_model.train.tokens
     candidates = {
         "uniform": baselines.uniform(len(domains)),
         "natural": baselines.natural(tokens),
@@ -306,6 +337,9 @@ def mixture_weights(
     for name in mix.mixtures:
         if name not in weights and name not in skipped:
             skipped[name] = "not computed"
+    params = {"lambda": p.lam, "t_pretrain": p.t_pretrain, "t_finetune": p.t_finetune, "temperature": mix.temperature}
+    if "unimax" in weights:
+        params.update({"unimax_budget": budget, "unimax_max_epochs": mix.unimax_max_epochs})
     out = paths.weights_dir(version)
     table = MixtureTable(
         data_version=version,
@@ -314,37 +348,21 @@ def mixture_weights(
         weights=weights,
         krls=[float(x) for x in cw.krls],
         krls_raw=[float(x) for x in cw.krls_raw],
-        params={"lambda": p.lam, "t_pretrain": p.t_pretrain, "t_finetune": p.t_finetune,
-                "temperature": mix.temperature, "unimax_budget": budget, "unimax_max_epochs": mix.unimax_max_epochs},
+        params=params,
         skipped=skipped,
         notes=cw.notes,
         train_tokens={d: int(t) for d, t in zip(domains, tokens)},
-        corpus_versions=corpus_versions,
-        proxy_versions=list(affinity_matrix.proxy_versions),
-        heatmap_path=affinity_matrix.heatmap_path,
+        corpus_versions={d: shards[d].data_version for d in domains},
+        proxy_versions=list(affinity.proxy_versions),
+        heatmap_path=str(out / "affinity_heatmap.png"),
     )
     frame = table.frame()
     with atomic_dir(out) as tmp:
         _write_weights(table, tmp)
-        b64 = plots.grouped_bars({m: frame.loc[m].tolist() for m in frame.index}, domains, "mixture weights",
-                                 tmp / "weights_bars.png")
-    point_current(out)
-    prune_versions(out.parent)
-    run_id = _log_weights_version(mlflow_tracking, table, context.run_id)
-    krls_frame = frame.iloc[:0].copy()
-    krls_frame.loc["krls (normalised)"] = table.krls
-    krls_frame.loc["krls (raw)"] = table.krls_raw
-    return dg.Output(table, data_version=dg.DataVersion(version), metadata={
-        "weights": dg.MetadataValue.md(frame.round(4).to_markdown()),
-        "krls": dg.MetadataValue.md(krls_frame.to_markdown(floatfmt=".4g")),
-        "bar_chart": dg.MetadataValue.md(plots.markdown_image(b64, "mixture weights")),
-        "domains": len(domains),
-        "mixtures": ", ".join(weights),
-        "skipped": dg.MetadataValue.json(skipped),
-        "notes": "; ".join(cw.notes) or "none",
-        "csv": dg.MetadataValue.path(str(out / "weights.csv")),
-        "mlflow_run_id": run_id,
-    })
+        shutil.copyfile(affinity.heatmap_path, tmp / "affinity_heatmap.png")
+        plots.grouped_bars({m: frame.loc[m].tolist() for m in frame.index}, domains, "mixture weights",
+                           tmp / "weights_bars.png")
+    return table
 
 
 def _log_weights_version(tracking: MLflowTracking, table: MixtureTable, dagster_run_id: str) -> str:
