@@ -61,15 +61,31 @@ def value_path(key: dg.AssetKey, partition: str | None, version: str) -> Path:
 def load_value(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None) -> Any:
     """The value of the latest materialisation of ``key`` (``[partition]``), loaded by its data version."""
     asset_key = key if isinstance(key, dg.AssetKey) else dg.AssetKey(key)
-    name = asset_key.to_user_string() + (f"[{partition}]" if partition else "")
     version = latest_version(instance, asset_key, partition)
     if version is None:
+        name = asset_key.to_user_string() + (f"[{partition}]" if partition else "")
         raise FileNotFoundError(f"{name} has never been materialised; run `chameleon run` (or `chameleon sync`)")
+    return load_version(asset_key, partition, version)
+
+
+def load_version(key: str | dg.AssetKey, partition: str | None, version: str) -> Any:
+    """The value of data version ``version`` of ``key[partition]``, whose files must still exist.
+
+    Steps use it to read exactly the version their input names (the weights name the
+    corpus versions their affinity was computed from, a base model the ones it trained on).
+    """
+    asset_key = key if isinstance(key, dg.AssetKey) else dg.AssetKey(key)
+    name = asset_key.to_user_string() + (f"[{partition}]" if partition else "")
     path = value_path(asset_key, partition, version)
     if not path.is_file():
-        raise FileNotFoundError(f"{name}: the value of data version {version} is missing ({path}); re-materialise it")
+        raise FileNotFoundError(f"{name}: no stored value for data version {version} ({path}); re-materialise it")
     with open(path, "rb") as fh:
-        return pickle.load(fh)
+        value = pickle.load(fh)
+    files = getattr(value, "path", None) or getattr(value, "directory", None)
+    if files is not None and not Path(files).exists():
+        raise FileNotFoundError(f"{name}: the files of data version {version} are gone ({files}); "
+                                "run `chameleon run` to rebuild them")
+    return value
 
 
 class VersionedValueIOManager(dg.ConfigurableIOManager):

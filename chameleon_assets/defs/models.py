@@ -8,8 +8,8 @@ import dagster as dg
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import stored_value, versions_text
-from chameleon_assets.defs.partitions import ALL_EXISTING, ALL_PARTITIONS, mixture_partitions
+from chameleon_assets.defs.io import load_version, stored_value, versions_text
+from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, mixture_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES
 from chameleon_assets.defs.tracking import MLflowTracking
@@ -24,17 +24,17 @@ def base_model_version(section_version: str, weights: dict[str, float], corpus_v
     """hash(code, `config_base_model`, the mixture's weights, the data versions of its domains).
 
     Only this mixture's own weights count: a new lambda changes CHAMELEON's weights, not
-    uniform's, so the uniform model's version (and its folder) stays the same.
+    uniform's, so the uniform model's version (and its folder) stays the same. Every
+    domain of the mixture counts, also at weight 0: its evaluation scores them all.
     """
     w = json.dumps({d: round(x, 12) for d, x in sorted(weights.items())})
-    v = versions_text({d: corpus_versions[d] for d in weights if weights[d] > 0})
+    v = versions_text({d: corpus_versions[d] for d in weights})
     return sha256_text(BASE_CODE_VERSION, section_version, w, v)[:24]
 
 
 @dg.asset(
     partitions_def=mixture_partitions,
-    ins={"domain_corpus": ALL_PARTITIONS},
-    deps=[CONFIG_SOURCES["base_model"]],
+    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["base_model"]],
     group_name="models",
     code_version=BASE_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
@@ -44,7 +44,6 @@ def base_model(
     chameleon: ChameleonConfig,
     mlflow_tracking: MLflowTracking,
     mixture_weights: MixtureTable,
-    domain_corpus: dict,
 ) -> dg.Output[BaseModel]:
     """A causal LM trained from scratch on one mixture. Every partition uses the same
     model config, seed, token budget and schedule; only the domain sampling differs:
@@ -58,12 +57,14 @@ def base_model(
         reason = mixture_weights.skipped.get(mixture, "not in conf/mixtures.yaml")
         raise ValueError(f"mixture '{mixture}' has no weights: {reason}")
     weights = dict(zip(mixture_weights.domains, mixture_weights.weights[mixture]))
-    corpus_versions = {d: domain_corpus[d].data_version for d in weights}
+    corpus_versions = {d: mixture_weights.corpus_versions[d] for d in weights}
     version = base_model_version(chameleon.section_version("base_model"), weights, corpus_versions)
     model = stored_value("base_model", mixture, version)
     reused = model is not None
     if model is None:
-        model = _train_base_model(context, chameleon, mlflow_tracking, mixture, weights, domain_corpus, version,
+        # The corpus versions the weights were computed over, exactly.
+        shards = {d: load_version("domain_corpus", d, v) for d, v in corpus_versions.items()}
+        model = _train_base_model(context, chameleon, mlflow_tracking, mixture, weights, shards, version,
                                   mixture_weights)
     out = paths.base_model_dir(mixture, version)
     point_current(out)
@@ -165,8 +166,7 @@ def _model_card(mixture: str, weights: dict, result, cfg, params: int, version: 
 
 @dg.asset(
     partitions_def=mixture_partitions,
-    ins={"domain_corpus": ALL_PARTITIONS},
-    deps=[CONFIG_SOURCES["evaluation"]],
+    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["evaluation"]],
     group_name="evaluation",
     code_version=EVAL_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
@@ -177,7 +177,6 @@ def evaluation(
     chameleon: ChameleonConfig,
     mlflow_tracking: MLflowTracking,
     base_model: BaseModel,
-    domain_corpus: dict,
 ) -> dg.Output[Evaluation]:
     """Per-domain held-out perplexity (the same validation windows for every mixture),
     their average and bits per byte, plus few-shot accuracy on lm-eval tasks
@@ -187,12 +186,13 @@ def evaluation(
     import pandas as pd
 
     mixture = context.partition_key
-    val_versions = {d: domain_corpus[d].data_version for d in base_model.weights}
+    val_versions = dict(base_model.corpus_versions)  # the held-out split of the data it trained on
     version = sha256_text(EVAL_CODE_VERSION, chameleon.section_version("evaluation"), base_model.data_version,
                           versions_text(val_versions))[:24]
     result = stored_value("evaluation", mixture, version)
     if result is None:
-        result = _evaluate(context, chameleon, mlflow_tracking, base_model, domain_corpus, version)
+        shards = {d: load_version("domain_corpus", d, v) for d, v in val_versions.items()}
+        result = _evaluate(context, chameleon, mlflow_tracking, base_model, shards, version)
         result = dataclasses.replace(result, config_version=chameleon.section_version("evaluation"),
                                      val_versions=val_versions)
     out = paths.evaluation_dir(mixture, version)

@@ -22,6 +22,12 @@ ALL_PARTITIONS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping(), metadata
 ALL_EXISTING = dg.AssetIn(partition_mapping=dg.AllPartitionMapping(),
                           metadata={"as_dict": True, "existing_only": True})
 
+# A dependency drawn in the lineage that stales nothing: the step reads the exact
+# upstream versions that its other inputs name (the proxy: the domains it trains on; the
+# weights, base models and evaluations: the corpus versions named by affinity, weights
+# and base model), so the version chain, not this edge, carries the provenance.
+LINEAGE_ONLY = dg.SpecificPartitionsPartitionMapping([])
+
 
 @dataclass
 class PartitionChanges:

@@ -32,6 +32,7 @@ class DomainEmbedding:
     dim: int
     mean: tuple
     proxy_version: str
+    corpus_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class AffinityMatrix:
     kernel_centered: list
     proxy_versions: list
     heatmap_path: str
+    corpus_versions: dict = field(default_factory=dict)  # domain -> corpus version its embedding read
 
 
 @dataclass

@@ -13,25 +13,24 @@ from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.core.corpus import CorpusShards
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import load_value, stored_value, versions_text
-from chameleon_assets.defs.partitions import ALL_PARTITIONS, domain_partitions
+from chameleon_assets.defs.io import load_value, load_version, stored_value, versions_text
+from chameleon_assets.defs.partitions import ALL_PARTITIONS, LINEAGE_ONLY, domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import AffinityMatrix, DomainEmbedding, MixtureTable, ProxyModel
 
 PROXY_CODE_VERSION = "proxy-v2"
-EMBED_CODE_VERSION = "embed-v2"
+EMBED_CODE_VERSION = "embed-v3"
 AFFINITY_CODE_VERSION = "affinity-v2"
 WEIGHTS_CODE_VERSION = "weights-v2"
 
 
 @dg.asset(
-    # The edge shows where the proxy's training data comes from, but maps to no
-    # partition: the proxy's inputs are the domains it was trained on (recorded in its
-    # value and metadata), so adding, editing or removing a domain never stales it.
+    # The proxy's inputs are the domains it was trained on (recorded in its value and
+    # metadata), not every current partition: adding, editing or removing a domain never stales it.
     deps=[
-        dg.AssetDep("domain_corpus", partition_mapping=dg.SpecificPartitionsPartitionMapping([])),
+        dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY),
         CONFIG_SOURCES["proxy"],
     ],
     group_name="mixing",
@@ -168,7 +167,8 @@ def domain_embeddings(
             write_json(tmp / "meta.json", {"domain": domain, "proxy": proxy_model.data_version,
                                            "corpus": domain_corpus.data_version, "shape": list(emb.shape)})
         emb_value = DomainEmbedding(version, domain, str(out), emb.shape[0], emb.shape[1],
-                                    tuple(float(x) for x in mean), proxy_model.data_version)
+                                    tuple(float(x) for x in mean), proxy_model.data_version,
+                                    domain_corpus.data_version)
     emb = np.load(out / "embeddings.npy")
     point_current(out)
     prune_versions(out.parent)
@@ -231,7 +231,7 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
             plots.heatmap(kern_c, domains, "centred affinity K_c", tmp / "affinity_heatmap.png")
             write_json(tmp / "affinity.json", {"domains": domains, "kernel": kern, "kernel_centered": kern_c})
         value = AffinityMatrix(version, str(out), domains, kern.tolist(), kern_c.tolist(), proxies,
-                               str(out / "affinity_heatmap.png"))
+                               str(out / "affinity_heatmap.png"), {d: e.corpus_version for d, e in emb.items()})
     point_current(out)
     prune_versions(out.parent)
     b64 = plots.file_b64(out / "affinity_heatmap.png")
@@ -245,8 +245,7 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
 
 
 @dg.asset(
-    ins={"domain_corpus": ALL_PARTITIONS},
-    deps=[CONFIG_SOURCES["mixing"]],
+    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["mixing"]],
     group_name="mixing",
     code_version=WEIGHTS_CODE_VERSION,
     kinds={"pandas", "mlflow"},
@@ -257,7 +256,6 @@ def mixture_weights(
     chameleon: ChameleonConfig,
     mlflow_tracking: MLflowTracking,
     affinity_matrix: AffinityMatrix,
-    domain_corpus: dict,
 ) -> dg.Output[MixtureTable]:
     """Mixture weights over the domains, CHAMELEON's and the baselines' side by side.
 
@@ -266,13 +264,13 @@ def mixture_weights(
     chameleon_finetune = softmax(tau/T_ft) (favour what is unique).
     Baselines: uniform, natural (by train tokens), temperature (n^(1/T)), UniMax, and
     the presets of conf/mixtures.yaml whose domain names match. Each materialisation is
-    logged to MLflow as a new weights version, tagged with its domain set.
+    logged to MLflow as a new weights version, tagged with its domain set. Token counts
+    come from the corpus versions the affinity's embeddings were computed from.
     """
     domains = list(affinity_matrix.domains)
-    shards: dict[str, CorpusShards] = domain_corpus
-    missing = [d for d in domains if d not in shards]
-    if missing:
-        raise ValueError(f"domains {missing} have embeddings but no domain_corpus partition")
+    shards: dict[str, CorpusShards] = {
+        d: load_version("domain_corpus", d, affinity_matrix.corpus_versions[d]) for d in domains
+    }
     corpus_versions = {d: shards[d].data_version for d in domains}
     version = sha256_text(WEIGHTS_CODE_VERSION, chameleon.section_version("mixing"), affinity_matrix.data_version,
                           versions_text(corpus_versions))[:24]
