@@ -7,6 +7,7 @@ error naming the file and the key path. The active profile is ``$CHAMELEON_PROFI
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -185,13 +186,26 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+_YAML_CACHE: dict[tuple[str, int, int], Any] = {}
+
+
 def _read_yaml(path: Path) -> Any:
+    """Parse a YAML file (libyaml when available), once per process per file content.
+
+    Cached by (path, size, mtime): observing the configuration reads every section,
+    and each section reads the profile.
+    """
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _YAML_CACHE:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        try:
+            _YAML_CACHE[key] = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe loader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return copy.deepcopy(_YAML_CACHE[key])
 
 
 def active_profile_name() -> str:

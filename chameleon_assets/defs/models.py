@@ -8,7 +8,7 @@ import dagster as dg
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import load_version, stored_value, versions_text
+from chameleon_assets.defs.io import load_value, load_version, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, mixture_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES
@@ -269,8 +269,10 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
 
 
 @dg.asset(
-    ins={"base_model": ALL_EXISTING, "evaluation": ALL_EXISTING},
-    deps=[CONFIG_SOURCES["evaluation"]],
+    ins={"evaluation": ALL_EXISTING},
+    # Each evaluation names its model's version; the comparison checks it against the
+    # latest model of the mixture, so the models themselves need no staling edge.
+    deps=[dg.AssetDep("base_model", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["evaluation"]],
     group_name="evaluation",
     code_version=COMPARISON_CODE_VERSION,
     kinds={"pandas", "mlflow"},
@@ -281,7 +283,6 @@ def mixture_comparison(
     chameleon: ChameleonConfig,
     mlflow_tracking: MLflowTracking,
     mixture_weights: MixtureTable,
-    base_model: dict,
     evaluation: dict,
 ) -> dg.Output[ComparisonTable]:
     """One table across the mixtures whose evaluation is of the *current* model: its
@@ -294,7 +295,8 @@ def mixture_comparison(
     import pandas as pd
 
     eval_config = chameleon.section_version("evaluation")
-    rows, included, excluded = comparison_rows(mixture_weights, base_model, evaluation, eval_config)
+    models = {m: load_value(context.instance, "base_model", m) for m in evaluation}
+    rows, included, excluded = comparison_rows(mixture_weights, models, evaluation, eval_config)
     if not rows:
         context.log.warning(f"no evaluation of a current model yet (stale: {excluded}); run `chameleon run`")
     version = sha256_text(COMPARISON_CODE_VERSION, mixture_weights.data_version,

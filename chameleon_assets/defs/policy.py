@@ -55,12 +55,14 @@ class StaleCondition(AC):
 
 
 def _resolver(view, asset_graph):  # noqa: ANN001, ANN202
-    """One stale-status resolver per evaluation (it caches instance queries), kept on the evaluation's view."""
+    """One stale-status resolver per evaluation, kept on the evaluation's view and sharing its
+    instance queryer (whose asset records the evaluator has prefetched)."""
     from dagster._core.definitions.data_version import CachingStaleStatusResolver
 
     resolver = getattr(view, "_chameleon_stale_resolver", None)
     if resolver is None:
-        resolver = CachingStaleStatusResolver(view.instance, asset_graph, view)
+        queryer = view.get_inner_queryer_for_back_compat()
+        resolver = CachingStaleStatusResolver(view.instance, asset_graph, view, instance_queryer=queryer)
         view._chameleon_stale_resolver = resolver
     return resolver
 

@@ -107,13 +107,34 @@ def source_observations(
     """Observations for the sources whose current version differs from the latest recorded one."""
     versions, errors = current_source_versions(chameleon)
     partitions = set(instance.get_dynamic_partitions(domain_partitions.name))
+    recorded = _recorded_versions(instance, sorted({key for key, _ in versions}), sorted(partitions))
     out = []
     for (key, partition), version in sorted(versions.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         if partition is not None and partition not in partitions:
             continue  # registered by partition_changes first
-        if latest_version(instance, key, partition, observed=True) != version:
+        if recorded.get((key, partition)) != version:
             out.append(dg.AssetObservation(asset_key=key, partition=partition, tags={DATA_VERSION_TAG: version}))
     return out, errors
+
+
+def _recorded_versions(
+    instance: dg.DagsterInstance, keys: list[str], partitions: list[str]
+) -> dict[tuple[str, str | None], str]:
+    """The latest observed data version of each source (one query for all domain partitions)."""
+    from dagster._core.events import DagsterEventType
+
+    out: dict[tuple[str, str | None], str] = {}
+    for key in keys:
+        if key != "domain_source":
+            version = latest_version(instance, key, observed=True)
+            if version:
+                out[(key, None)] = version
+    if "domain_source" in keys and partitions:
+        tags = instance.event_log_storage.get_latest_tags_by_partition(
+            dg.AssetKey("domain_source"), DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG], partitions
+        )
+        out.update({("domain_source", p): t[DATA_VERSION_TAG] for p, t in tags.items() if DATA_VERSION_TAG in t})
+    return out
 
 
 def record_observations(instance: dg.DagsterInstance, observations: list[dg.AssetObservation]) -> None:
