@@ -55,10 +55,14 @@ def main() -> int:
     from chameleon_assets.runner import get_instance, load_defs, materialize, sync
 
     def forget(domains: list[str]) -> None:
-        """Delete the shards and embeddings of ``domains``, so rebuilding them computes."""
+        """Delete the shards and embeddings of ``domains`` and every affinity and weights
+        version, so rebuilding them computes (a version built before would be reused)."""
+        artifacts = WORK / "data" / "artifacts"
         for d in domains:
             for kind in ("corpus", "embeddings"):
-                shutil.rmtree(WORK / "data" / "artifacts" / kind / d, ignore_errors=True)
+                shutil.rmtree(artifacts / kind / d, ignore_errors=True)
+        for kind in ("affinity", "weights"):
+            shutil.rmtree(artifacts / kind, ignore_errors=True)
 
     every = [d.name for d in DEFAULT_DOMAINS]
     if not all((REPO / "data/raw" / d / "documents.jsonl").exists() for d in every):

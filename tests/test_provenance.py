@@ -261,3 +261,32 @@ def test_the_comparison_says_which_versions_it_holds_and_drops_stale_evaluations
     table = load_value(instance, "mixture_comparison")
     assert list(table.rows) == ["uniform"]  # its weights did not change
     assert "other weights" in table.excluded["chameleon_pretrain"]
+
+
+def test_removing_a_domain_retrains_and_reevaluates_but_never_touches_the_proxy(ran) -> None:
+    project, instance = ran
+    write_registry(project, ["alpha", "beta"])
+    stale, materialized = _rerun(instance)
+    assert stale == {"affinity_matrix"}  # the registered domain set is an input of the affinity
+    assert set(materialized) == {"affinity_matrix", "mixture_weights", *_names("base_model", BOTH),
+                                 *_names("evaluation", BOTH), "mixture_comparison"}
+    assert json.loads((current(project, "weights") / "weights.json").read_text())["domains"] == ["alpha", "beta"]
+
+
+def test_a_retrained_model_whose_evaluation_failed_leaves_the_comparison(ran, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chameleon_assets.defs import models
+    from chameleon_assets.defs.io import load_value
+    from chameleon_assets.runner import run_everything
+
+    project, instance = ran
+    _edit(project / "conf/profiles/tiny.yaml", "tokens: 4096", "tokens: 2048")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    monkeypatch.setattr(models, "_evaluate", broken)
+    report = run_everything(instance=instance)
+    assert set(report.failed) == _names("evaluation", BOTH)
+    table = load_value(instance, "mixture_comparison")
+    assert table.rows == {}  # both rows were of the models that were just replaced
+    assert table.excluded == {m: "evaluation of an older base model" for m in BOTH}

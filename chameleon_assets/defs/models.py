@@ -270,9 +270,10 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
 
 @dg.asset(
     ins={"evaluation": ALL_EXISTING},
-    # Each evaluation names its model's version; the comparison checks it against the
-    # latest model of the mixture, so the models themselves need no staling edge.
-    deps=[dg.AssetDep("base_model", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["evaluation"]],
+    # Not an input (it loads the latest model of each evaluated mixture itself), but a
+    # staling dependency: a retrained model makes the table stale even while its new
+    # evaluation is missing or failing, so the old row is dropped, not shown as current.
+    deps=[dg.AssetDep("base_model", partition_mapping=dg.AllPartitionMapping()), CONFIG_SOURCES["evaluation"]],
     group_name="evaluation",
     code_version=COMPARISON_CODE_VERSION,
     kinds={"pandas", "mlflow"},

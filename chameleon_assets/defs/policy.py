@@ -8,9 +8,11 @@ the domains' bytes, see ``defs.sources``). MISSING when never materialised.
 Two kinds of assets:
 
 * **follow their inputs** (``FOLLOWS``): domain_corpus, domain_embeddings,
-  affinity_matrix, mixture_weights, evaluation, mixture_comparison. Their automation
-  condition, which the UI's automation sensor evaluates, is "missing or stale, and no
-  input is missing, stale or running".
+  affinity_matrix, mixture_weights, evaluation. Their automation condition, which the
+  UI's automation sensor evaluates, is "missing or stale, and no input is missing,
+  stale or running". mixture_comparison follows whichever evaluations exist
+  (``FOLLOWS_ANY_INPUT``): only current weights and running steps hold it back, and it
+  shows only the rows of current models.
 * **on request** (``ON_REQUEST``): proxy_model and base_model. They train models, so
   nothing starts them by itself; the UI's Materialize button, ``chameleon run`` (stale
   or missing proxy; stale or missing base models of the requested mixtures) and

@@ -33,6 +33,7 @@ class DomainEmbedding:
     mean: tuple
     proxy_version: str
     corpus_version: str = ""
+    train_tokens: int = 0  # of that corpus version (what the natural/UniMax baselines weigh)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class AffinityMatrix:
     proxy_versions: list
     heatmap_path: str
     corpus_versions: dict = field(default_factory=dict)  # domain -> corpus version its embedding read
+    train_tokens: dict = field(default_factory=dict)  # domain -> train tokens of that version
 
 
 @dataclass

@@ -13,7 +13,7 @@ from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.core.corpus import CorpusShards
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import load_value, load_version, stored_value, versions_text
+from chameleon_assets.defs.io import load_value, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_PARTITIONS, LINEAGE_ONLY, domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry
@@ -21,8 +21,8 @@ from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import AffinityMatrix, DomainEmbedding, MixtureTable, ProxyModel
 
 PROXY_CODE_VERSION = "proxy-v2"
-EMBED_CODE_VERSION = "embed-v3"
-AFFINITY_CODE_VERSION = "affinity-v2"
+EMBED_CODE_VERSION = "embed-v4"
+AFFINITY_CODE_VERSION = "affinity-v3"
 WEIGHTS_CODE_VERSION = "weights-v2"
 
 
@@ -168,7 +168,7 @@ def domain_embeddings(
                                            "corpus": domain_corpus.data_version, "shape": list(emb.shape)})
         emb_value = DomainEmbedding(version, domain, str(out), emb.shape[0], emb.shape[1],
                                     tuple(float(x) for x in mean), proxy_model.data_version,
-                                    domain_corpus.data_version)
+                                    domain_corpus.data_version, domain_corpus.train_tokens)
     emb = np.load(out / "embeddings.npy")
     point_current(out)
     prune_versions(out.parent)
@@ -231,7 +231,8 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
             plots.heatmap(kern_c, domains, "centred affinity K_c", tmp / "affinity_heatmap.png")
             write_json(tmp / "affinity.json", {"domains": domains, "kernel": kern, "kernel_centered": kern_c})
         value = AffinityMatrix(version, str(out), domains, kern.tolist(), kern_c.tolist(), proxies,
-                               str(out / "affinity_heatmap.png"), {d: e.corpus_version for d, e in emb.items()})
+                               str(out / "affinity_heatmap.png"), {d: e.corpus_version for d, e in emb.items()},
+                               {d: e.train_tokens for d, e in emb.items()})
     point_current(out)
     prune_versions(out.parent)
     b64 = plots.file_b64(out / "affinity_heatmap.png")
@@ -265,18 +266,15 @@ def mixture_weights(
     Baselines: uniform, natural (by train tokens), temperature (n^(1/T)), UniMax, and
     the presets of conf/mixtures.yaml whose domain names match. Each materialisation is
     logged to MLflow as a new weights version, tagged with its domain set. Token counts
-    come from the corpus versions the affinity's embeddings were computed from.
+    are those of the corpus versions the affinity's embeddings were computed from.
     """
     domains = list(affinity_matrix.domains)
-    shards: dict[str, CorpusShards] = {
-        d: load_version("domain_corpus", d, affinity_matrix.corpus_versions[d]) for d in domains
-    }
-    corpus_versions = {d: shards[d].data_version for d in domains}
+    corpus_versions = dict(affinity_matrix.corpus_versions)
     version = sha256_text(WEIGHTS_CODE_VERSION, chameleon.section_version("mixing"), affinity_matrix.data_version,
                           versions_text(corpus_versions))[:24]
     table = stored_value("mixture_weights", None, version)
     if table is None:
-        table = _compute_weights(chameleon, affinity_matrix, shards, version)
+        table = _compute_weights(chameleon, affinity_matrix, version)
         table.mlflow_run_id = _log_weights_version(mlflow_tracking, table, context.run_id)
     out = paths.weights_dir(version)
     point_current(out)
@@ -299,7 +297,7 @@ def mixture_weights(
     })
 
 
-def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, shards: dict, version: str) -> MixtureTable:
+def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, version: str) -> MixtureTable:
     """KRLS and every baseline over the affinity's domains; writes the version's folder."""
     import shutil
 
@@ -311,7 +309,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, shard
     profile = chameleon.profile()
     mix = chameleon.mixtures()
     domains = list(affinity.domains)
-    tokens = np.array([shards[d].train_tokens for d in domains], dtype=np.float64)
+    tokens = np.array([affinity.train_tokens[d] for d in domains], dtype=np.float64)
     p = mix.chameleon
     cw = chameleon_weights(domains, np.asarray(affinity.kernel), p.lam, p.t_pretrain, p.t_finetune)
     # The same rule as settings.config_section("mixing"): null means the base models' budget.
@@ -350,7 +348,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, shard
         skipped=skipped,
         notes=cw.notes,
         train_tokens={d: int(t) for d, t in zip(domains, tokens)},
-        corpus_versions={d: shards[d].data_version for d in domains},
+        corpus_versions=dict(affinity.corpus_versions),
         proxy_versions=list(affinity.proxy_versions),
         heatmap_path=str(out / "affinity_heatmap.png"),
     )
