@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from chameleon_assets.core.artifacts import sha256_text
 from chameleon_assets.core.model import build_model
 from chameleon_assets.core.train import WeightedDomainSampler, lr_at, total_steps, train_causal_lm
 from chameleon_assets.settings import ModelConfig, TrainConfig
@@ -86,3 +87,45 @@ def test_a_checkpoint_of_different_settings_is_not_resumed(tmp_path: Path) -> No
     other = TrainConfig(tokens=4 * 8 * 12, batch_size=4, lr=5e-3, warmup_steps=2, checkpoint_every=5)
     result = train_causal_lm(model, sampler, other, torch.device("cpu"), tmp_path / "ckpt", "k", progress=False)
     assert result.resumed_from == 0
+
+
+class _Payload:
+    """Unpickling this runs code: it creates a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_holding_a_code_running_pickle_is_refused(tmp_path: Path) -> None:
+    import json
+
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Payload(marker)}, tmp_path / "state.pt")
+    model = build_model(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                                    context_length=8), 32, 0, seed=0)
+    sampler = WeightedDomainSampler({"a": np.arange(200) % 32}, {"a": 1.0}, 8, seed=0)
+    cfg = TrainConfig(tokens=64, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=1)
+    key = sha256_text("k", repr(cfg))[:16]  # the key train_causal_lm resumes under
+    (tmp_path / "state.json").write_text(json.dumps({"key": key, "step": 1, "losses": [1.0]}))
+    with pytest.raises(Exception, match="Weights only load failed"):
+        train_causal_lm(model, sampler, cfg, torch.device("cpu"), checkpoint_dir=tmp_path, run_key="k", progress=False)
+    assert not marker.exists()
+
+
+def test_a_model_folder_with_only_pickled_weights_is_refused(tmp_path: Path) -> None:
+    from chameleon_assets.core.model import load_model
+
+    model = build_model(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                                    context_length=8), 32, 0, seed=0)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    load_model(tmp_path)  # safetensors: fine
+    for f in tmp_path.glob("*.safetensors"):
+        f.unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"w": _Payload(marker)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="no .safetensors weights"):
+        load_model(tmp_path)
+    assert not marker.exists()

@@ -59,12 +59,21 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_id: int, seed: int) -> Pr
 
 
 def load_model(path: str | Path, device: torch.device | None = None) -> PreTrainedModel:
-    """Load any local HF causal LM (``save_pretrained`` folder) in eval mode."""
+    """Load any local HF causal LM (``save_pretrained`` folder) in eval mode.
+
+    Weights are read from safetensors only and no code shipped with the folder is run
+    (``trust_remote_code`` stays off): a folder that only holds pickled weights
+    (``pytorch_model.bin``), which could execute code when loaded, is refused.
+    """
     path = Path(path).expanduser()
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model folder")
+    if not any(path.glob("*.safetensors")):
+        raise ValueError(f"{path}: no .safetensors weights; pickled weights (.bin/.pt) are not loaded because "
+                         "unpickling can run code. Convert with `model.save_pretrained(folder)` (safetensors)")
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, attn_implementation="sdpa",
+                                                 use_safetensors=True, trust_remote_code=False)
     model.eval()
     return model.to(device) if device is not None else model
 

@@ -157,7 +157,8 @@ def train_causal_lm(
     if checkpoint_dir is not None and (checkpoint_dir / "state.json").exists():
         meta = read_json(checkpoint_dir / "state.json")
         if meta.get("key") == key:
-            state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=False)
+            # Tensors and plain values only: a checkpoint file is never allowed to run code.
+            state = torch.load(checkpoint_dir / "state.pt", map_location=device, weights_only=True)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
