@@ -15,6 +15,7 @@ It never decides staleness itself. Runs land in the instance that ``make ui`` sh
 from __future__ import annotations
 
 import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # Step failures are summarised in one line by ``converge``; the full log stays in the
 # instance's event log (Dagster UI, Runs).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# Every run the CLI starts carries its process, so a later CLI can tell a run that is
+# still going from one whose process was killed (it would otherwise stay STARTED, and
+# its partitions "in progress", forever).
+PID_TAG, HOST_TAG = "chameleon/pid", "chameleon/host"
 MAX_WAVES = 200
 # dagster._core.definitions.data_version.SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD
 STALENESS_PARTITION_LIMIT = 100
@@ -70,7 +75,32 @@ def materialize(
         resources=dict(defs.resources or {}),
         run_config=QUIET,
         raise_on_error=raise_on_error,
+        tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
     )
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark as failed the CLI runs of this host still STARTED whose process is gone; return their ids."""
+    host = socket.gethostname()
+    runs = instance.get_runs(filters=dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={HOST_TAG: host}))
+    orphaned = []
+    for run in runs:
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(run, f"its process ({pid}) ended without finishing the run (killed?)")
+            orphaned.append(run.run_id)
+    return orphaned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -127,6 +157,9 @@ def converge(
         print(f"warning: {len(domains)} domains: Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} "
               "or more partitions, so an edited domain will not mark affinity_matrix stale (see README)", flush=True)
     changes = partition_changes(instance, domains, mixture_names)
+    if not dry_run:
+        for run_id in fail_orphaned_runs(instance):
+            print(f"run {run_id} was killed before it finished: marked failed, its work is redone", flush=True)
     report.partition_changes = changes.describe()
     if dry_run:
         print(f"partitions: {report.partition_changes}", flush=True)

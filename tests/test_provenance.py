@@ -290,3 +290,30 @@ def test_a_retrained_model_whose_evaluation_failed_leaves_the_comparison(ran, mo
     table = load_value(instance, "mixture_comparison")
     assert table.rows == {}  # both rows were of the models that were just replaced
     assert table.excluded == {m: "evaluation of an older base model" for m in BOTH}
+
+
+def test_a_run_killed_mid_step_is_redone_by_the_next_run(project: Path) -> None:
+    """SIGKILL leaves a Dagster run STARTED; the next CLI call marks it failed and redoes the partition."""
+    import os
+    import subprocess
+    import sys
+
+    from chameleon_assets.runner import get_instance, sync
+
+    (project / "conf/profiles/tiny.yaml").write_text(PROFILE)
+    write_domain(project / "raw", "alpha")
+    write_registry(project, ["alpha"])
+    killer = (
+        "import os, signal\n"
+        "import chameleon_assets.core.corpus as c\n"
+        "c.write_shards = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from chameleon_assets.runner import sync\n"
+        "sync()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", killer], env=dict(os.environ), capture_output=True, text=True)
+    assert out.returncode == -9
+    instance = get_instance()
+    assert [r.status.value for r in instance.get_runs()] == ["STARTED"]
+    report = sync(instance=instance)
+    assert "domain_corpus[alpha]" in report.materialized and not report.failed
+    assert sorted(r.status.value for r in instance.get_runs()) == ["FAILURE"] + ["SUCCESS"] * len(report.materialized)
