@@ -40,7 +40,7 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
     domain = context.partition_key
     spec = chameleon.domain(domain)
     profile = chameleon.profile()
-    source_version = chameleon.domain_versions()[domain]
+    source_version = chameleon.domain_versions([spec])[domain]
     version = corpus_data_version(source_version, chameleon.section_version("corpus"))
     out = paths.corpus_dir(domain, version)
     reused = (out / "meta.json").is_file()

@@ -1,6 +1,5 @@
 """From weights to evidence: base_model[mixture] -> evaluation[mixture] -> mixture_comparison."""
 
-import dataclasses
 import json
 
 import dagster as dg
@@ -192,9 +191,7 @@ def evaluation(
     result = stored_value("evaluation", mixture, version)
     if result is None:
         shards = {d: load_version("domain_corpus", d, v) for d, v in val_versions.items()}
-        result = _evaluate(context, chameleon, mlflow_tracking, base_model, shards, version)
-        result = dataclasses.replace(result, config_version=chameleon.section_version("evaluation"),
-                                     val_versions=val_versions)
+        result = _evaluate(context, chameleon, mlflow_tracking, base_model, shards, version, val_versions)
     out = paths.evaluation_dir(mixture, version)
     point_current(out)
     prune_versions(out.parent)
@@ -207,7 +204,8 @@ def evaluation(
     })
 
 
-def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict, version: str) -> Evaluation:  # noqa: ANN001
+def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict, version: str,  # noqa: ANN001
+              val_versions: dict) -> Evaluation:
     import numpy as np
 
     from chameleon_assets.core.evaluate import perplexity, run_lm_eval, validation_windows
@@ -248,6 +246,8 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
         tasks=tasks,
         num_fewshot=cfg.num_fewshot,
         limit=cfg.limit,
+        config_version=chameleon.section_version("evaluation"),
+        val_versions=val_versions,
     )
     with atomic_dir(out) as tmp:
         write_json(tmp / "evaluation.json", {**result.__dict__, "mlflow_run_id": base_model.mlflow_run_id})

@@ -39,14 +39,15 @@ class ChameleonConfig(dg.ConfigurableResource):
     def registry(self) -> list[DomainSpec]:
         return load_registry(self.registry_file())
 
-    def domain_versions(self) -> dict[str, str]:
-        """``{domain: fingerprint of its source bytes}``; unchanged files are not re-read."""
+    def domain_versions(self, specs: list[DomainSpec] | None = None) -> dict[str, str]:
+        """``{domain: fingerprint of its source bytes}`` for ``specs`` (default: every registered
+        domain); files whose size and mtime are unchanged are not re-read."""
         from chameleon_assets.core.fingerprint import FingerprintCache
         from chameleon_assets.core.registry import source_fingerprint
 
         cache = FingerprintCache(paths.fingerprint_cache())
         try:
-            return {spec.name: source_fingerprint(spec, cache)[:24] for spec in self.registry()}
+            return {spec.name: source_fingerprint(spec, cache)[:24] for spec in specs or self.registry()}
         finally:
             cache.save()
 
