@@ -119,21 +119,49 @@ class ConvergeReport:
         return not (self.materialized or self.failed or self.planned)
 
 
+def project_lock_path():  # noqa: ANN201
+    """The lock one ``chameleon run``/``sync`` holds while it converges (``<data>/.chameleon.lock``)."""
+    return paths.data_dir() / ".chameleon.lock"
+
+
 def converge(
     mode: str = "run",
     mixtures: Sequence[str] | None = None,
     instance: dg.DagsterInstance | None = None,
     dry_run: bool = False,
+    wait: bool = True,
 ) -> ConvergeReport:
     """Materialise what ``defs.policy`` requests until nothing is requested.
 
-    ``mode="run"``: everything missing or stale, proxy and base models included (base
-    models of ``mixtures``, default the profile's list). ``mode="sync"``: the assets that
-    follow their inputs, and the proxy only if there is none. With ``dry_run`` nothing is
-    recorded or run: it reports the partition changes and the sources that changed.
+    ``mode="run"``: everything missing, stale or damaged, proxy and base models included
+    (base models of ``mixtures``, default the profile's list). ``mode="sync"``: the assets
+    that follow their inputs, and the proxy only if there is none. With ``dry_run``
+    nothing is recorded or run: it reports the partition changes, the sources that
+    changed and what is stale or damaged.
+
+    One converge at a time per data directory: a second one waits for the project lock
+    (``wait=False``: raises ``LockBusy`` naming the holder) and then finds the work done.
+    Runs the UI launches meanwhile are kept apart per asset partition (``io.one_writer``).
     """
+    from chameleon_assets.core.artifacts import check_writable
+    from chameleon_assets.core.locks import file_lock
+
+    if dry_run:
+        return _converge(mode, mixtures, instance, dry_run)
+    check_writable(paths.data_dir())
+
+    def waiting(who: str) -> None:
+        print(f"waiting: {who} (lock {project_lock_path()}); this run starts when it ends", flush=True)
+
+    with file_lock(project_lock_path(), f"chameleon {mode}", wait=wait, on_wait=waiting):
+        return _converge(mode, mixtures, instance, dry_run)
+
+
+def _converge(
+    mode: str, mixtures: Sequence[str] | None, instance: dg.DagsterInstance | None, dry_run: bool
+) -> ConvergeReport:
     from chameleon_assets.defs import policy
-    from chameleon_assets.defs.partitions import partition_changes
+    from chameleon_assets.defs.partitions import partition_changes, remove_unregistered_domain_artefacts
     from chameleon_assets.defs.resources import ChameleonConfig
     from chameleon_assets.defs.sources import record_observations, source_observations
     from chameleon_assets.settings import ConfigError
@@ -166,6 +194,9 @@ def converge(
     if not changes.empty and not dry_run:
         changes.apply(instance)
         print(f"partitions: {report.partition_changes}", flush=True)
+    if not dry_run:
+        for folder in remove_unregistered_domain_artefacts(instance):
+            print(f"removed {folder} (its domain is no longer registered)", flush=True)
     observations, errors = source_observations(instance, chameleon)
     report.source_errors.update(errors)
     for what, message in report.source_errors.items():
@@ -174,8 +205,13 @@ def converge(
     if dry_run:
         if report.observed:
             print(f"changed sources (not recorded by a dry run): {', '.join(report.observed)}", flush=True)
-        report.planned = sorted(f"{k}[{p}]" if p else k for k, p in policy.stale_partitions(load_defs(), instance))
+        defs = load_defs()
+        report.planned = sorted(f"{k}[{p}]" if p else k for k, p in policy.stale_partitions(defs, instance))
         print(f"stale now: {', '.join(report.planned) or 'nothing'}", flush=True)
+        damaged = policy.damaged_partitions(defs, instance)
+        for (k, p), why in sorted(damaged.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            report.planned.append(f"{k}[{p}]" if p else k)
+            print(f"damaged: {k}[{p}]: {why}" if p else f"damaged: {k}: {why}", flush=True)
         return report
     record_observations(instance, observations)
     if report.observed:
@@ -223,22 +259,24 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "the run failed (see the Dagster UI for its event log)"
 
 
-def sync(dry_run: bool = False, instance: dg.DagsterInstance | None = None) -> ConvergeReport:
+def sync(dry_run: bool = False, instance: dg.DagsterInstance | None = None, wait: bool = True) -> ConvergeReport:
     """Bring partitions, corpus, embeddings and weights in line with the configuration.
 
     The proxy is trained only if none exists; stale models wait for ``chameleon run``.
     """
-    report = converge("sync", instance=instance, dry_run=dry_run)
+    report = converge("sync", instance=instance, dry_run=dry_run, wait=wait)
     if report.empty and not dry_run:
         print("up to date: nothing to do", flush=True)
     return report
 
 
-def run_everything(mixtures: Sequence[str] | None = None, instance: dg.DagsterInstance | None = None) -> ConvergeReport:
+def run_everything(
+    mixtures: Sequence[str] | None = None, instance: dg.DagsterInstance | None = None, wait: bool = True
+) -> ConvergeReport:
     """Materialise the whole graph (the body of ``make run``), recomputing only what is missing or stale."""
     instance = instance or get_instance()
     t_start = time.perf_counter()
-    report = converge("run", mixtures=mixtures, instance=instance)
+    report = converge("run", mixtures=mixtures, instance=instance, wait=wait)
     if report.empty:
         print("up to date: nothing to do", flush=True)
     print(f"\ndone in {time.perf_counter() - t_start:.0f}s", flush=True)

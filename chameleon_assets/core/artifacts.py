@@ -1,61 +1,263 @@
-"""Atomic artefact writing: an interrupted run never leaves a half-written file.
+"""Artefact writing and checking: nothing half-written is ever read, nothing damaged is used.
 
-Every file is written under a temporary name in the same directory and renamed into
-place; multi-file artefacts (a token shard set, a saved model) are built in a temporary
-directory that replaces the old one in one step, so readers see either the old complete
-artefact or the new complete one.
+**Atomic and durable.** Every file is written under a temporary name in its directory,
+flushed to disk (``fsync``) and renamed into place, and the directory is ``fsync``-ed
+so the rename survives a power cut. Multi-file artefacts (a token shard set, a saved
+model) are built in a temporary directory (``atomic_dir``) whose files and itself are
+synced before it is renamed to its target. Targets are version-named folders
+(``paths``), so a new version never replaces an old one in place; when a folder must
+be replaced (a damaged version rebuilt, a default-corpus domain rebuilt), the two are
+swapped with one ``renameat2(RENAME_EXCHANGE)``, so the target path never goes missing.
+
+**Checked.** ``atomic_dir`` writes ``.manifest.json`` (every file's size and sha256) as
+its last file. ``verify_dir`` compares a folder with its manifest: by size (cheap: the
+policy runs it for every materialised partition on every evaluation) or by content
+(before a stored version is reused). A folder without a manifest is damaged: it was
+never completed.
+
+**Write errors name their path.** A full, read-only or forbidden data directory raises
+``ArtefactWriteError`` naming the file and the free space, instead of a bare
+``[Errno 28]`` from deep inside numpy or torch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
+MANIFEST = ".manifest.json"
+# Test hook (see ``pause_point``): `CHAMELEON_PAUSE_AT=<point>:<path substring>`.
+PAUSE_ENV, PAUSE_MARKER_ENV = "CHAMELEON_PAUSE_AT", "CHAMELEON_PAUSE_MARKER"
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+class ArtefactWriteError(OSError):
+    """An artefact could not be written (disk full, read-only or forbidden); names the path."""
+
+
+def _write_error(exc: OSError, target: Path) -> OSError:
+    """``exc`` re-raised as an ArtefactWriteError naming ``target``, when it is a disk/permission error."""
+    if exc.errno not in _WRITE_ERRNOS or isinstance(exc, ArtefactWriteError):
+        return exc
+    where = Path(target)
+    probe = next((p for p in [where, *where.parents] if p.exists()), Path("/"))
+    try:
+        free = f"{shutil.disk_usage(probe).free / 1e6:,.0f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    what = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system"}.get(exc.errno, "permission denied")
+    return ArtefactWriteError(exc.errno, f"cannot write {target}: {what} ({free}); free space or point "
+                                         "CHAMELEON_DATA_DIR at a writable disk, then run again")
+
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory that replaces ``target`` on success.
+def naming_write_errors(target: Path) -> Iterator[None]:
+    """Turn a disk-full / read-only / permission OSError inside the block into one naming ``target``."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(exc, target) from exc
 
-    On an exception the temporary directory is removed and ``target`` is untouched.
+
+def pause_point(point: str, path: Path) -> None:
+    """Test hook: stop here while ``$CHAMELEON_PAUSE_AT`` is ``<point>:<substring of path>``.
+
+    It touches ``$CHAMELEON_PAUSE_MARKER`` (if set) and sleeps until killed, so a test can
+    SIGKILL a writer between writing an artefact and committing it. Unset, it costs one
+    environment lookup.
+    """
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    want, _, needle = spec.partition(":")
+    if want != point or needle not in str(path):
+        return
+    marker = os.environ.get(PAUSE_MARKER_ENV)
+    if marker:
+        Path(marker).write_text(f"{os.getpid()} {point} {path}\n")
+    while True:
+        time.sleep(3600)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's data and metadata to disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _temp_prefix(name: str, kind: str) -> str:
+    # The writer's pid is in the name, so leftovers of a killed writer can be told apart
+    # from a live writer's (``remove_leftovers``).
+    return f".{name}.{kind}-{os.getpid()}-"
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, manifest: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary directory that becomes ``target`` on success.
+
+    On success: the manifest is written (unless ``manifest=False``), every file and the
+    directory are synced, and the directory is renamed to ``target`` (swapped with an
+    existing ``target`` in one step), then the parent is synced. On an exception the
+    temporary directory is removed and ``target`` is untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    with naming_write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name, "tmp"), dir=target.parent))
     try:
-        yield tmp
+        with naming_write_errors(target):
+            yield tmp
+            if manifest:
+                write_json(tmp / MANIFEST, _manifest_of(tmp))
+            for f in sorted(tmp.rglob("*"), reverse=True):  # files before the folders holding them
+                fsync_path(f)
+            fsync_path(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    pause_point("commit", target)
+    with naming_write_errors(target):
+        if target.exists() and _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
+        else:
+            if target.exists():  # no atomic swap on this file system: the target is briefly absent
+                old = target.parent / f"{_temp_prefix(target.name, 'old')}{time.time_ns()}"
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        fsync_path(target.parent)
 
 
 @contextlib.contextmanager
 def atomic_file(target: Path, mode: str = "w") -> Iterator[Any]:
-    """Open a temporary file next to ``target``; rename it over ``target`` on success."""
+    """Open a temporary file next to ``target``; on success sync it, rename it over
+    ``target`` and sync the directory."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
+    with naming_write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.name, "tmp"), dir=target.parent)
+        os.close(fd)
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-        os.replace(tmp, target)
+        with naming_write_errors(target):
+            with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            fsync_path(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _manifest_of(folder: Path) -> dict:
+    files = {}
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.name != MANIFEST:
+            files[str(f.relative_to(folder))] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+    return {"files": files}
+
+
+def verify_dir(folder: Path, deep: bool = False) -> str | None:
+    """What is wrong with an artefact folder written by ``atomic_dir``, or None if intact.
+
+    Checks that the folder and its manifest exist and that every file listed has the
+    recorded size (``deep``: also the recorded sha256).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} is missing"
+    try:
+        manifest = read_json(folder / MANIFEST)
+        files = manifest["files"]
+    except FileNotFoundError:
+        return f"{folder} has no {MANIFEST} (it was never completed)"
+    except (ValueError, KeyError, TypeError):
+        return f"{folder / MANIFEST} is damaged"
+    for name, meta in files.items():
+        f = folder / name
+        try:
+            size = f.stat().st_size
+        except FileNotFoundError:
+            return f"{f} is missing"
+        if size != meta["bytes"]:
+            return f"{f} has {size:,} bytes, {meta['bytes']:,} were written"
+        if deep and sha256_file(f) != meta["sha256"]:
+            return f"{f} does not have the content that was written (sha256 differs)"
+    return None
+
+
+def remove_leftovers(parent: Path) -> list[Path]:
+    """Delete temporary files and folders under ``parent`` left by writers that are gone."""
+    parent = Path(parent)
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        parts = p.name.split(".")
+        kind_pid = parts[-1].split("-") if p.name.startswith(".") and len(parts) >= 3 else []
+        if len(kind_pid) < 2 or kind_pid[0] not in ("tmp", "old") or not kind_pid[1].isdigit():
+            continue
+        if _pid_alive(int(kind_pid[1])):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, naming ``folder``, when files cannot be created and synced there."""
+    folder = Path(folder)
+    with naming_write_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    with atomic_file(folder / ".write-check") as fh:
+        fh.write(f"{os.getpid()}\n")
 
 
 def remove_tree(path: Path) -> None:
@@ -117,7 +319,8 @@ def point_current(version_dir: Path) -> None:
 def prune_versions(parent: Path, keep: int = 3) -> list[Path]:
     """Delete all but the ``keep`` most recently used version folders under ``parent``.
 
-    The folder ``current`` points to is always kept. Returns what was deleted.
+    The folder ``current`` points to is always kept; temporary folders of writers that
+    were killed are deleted too. Returns what was deleted.
     """
     parent = Path(parent)
     if not parent.is_dir():
@@ -128,4 +331,4 @@ def prune_versions(parent: Path, keep: int = 3) -> list[Path]:
     doomed = [p for p in versions[keep:] if p.resolve() != current]
     for p in doomed:
         shutil.rmtree(p, ignore_errors=True)
-    return doomed
+    return doomed + remove_leftovers(parent)

@@ -3,9 +3,10 @@
 import dagster as dg
 
 from chameleon_assets import paths
-from chameleon_assets.core.artifacts import point_current, prune_versions, sha256_text
+from chameleon_assets.core.artifacts import point_current, prune_versions, sha256_text, verify_dir
 from chameleon_assets.core.corpus import CorpusShards
 from chameleon_assets.defs import policy
+from chameleon_assets.defs.io import one_writer
 from chameleon_assets.defs.partitions import domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_source
@@ -28,6 +29,7 @@ def corpus_data_version(source_version: str, corpus_section_version: str) -> str
     kinds={"numpy"},
     automation_condition=policy.FOLLOWS,
 )
+@one_writer
 def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -> dg.Output[CorpusShards]:
     """A domain's documents tokenised with the project tokenizer, each followed by
     <|endoftext|>, split by document (seeded, default 95/5) into train and validation
@@ -43,7 +45,7 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
     source_version = chameleon.domain_versions([spec])[domain]
     version = corpus_data_version(source_version, chameleon.section_version("corpus"))
     out = paths.corpus_dir(domain, version)
-    reused = (out / "meta.json").is_file()
+    reused = verify_dir(out, deep=True) is None  # built before and intact (else rebuilt in place)
     if reused:
         shards = CorpusShards.load(out)
         preview = ""

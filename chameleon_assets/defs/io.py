@@ -12,14 +12,15 @@ version-named folders too (``paths``), so a descriptor and its files always agre
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import dagster as dg
 
 from chameleon_assets import paths
-from chameleon_assets.core.artifacts import atomic_file
+from chameleon_assets.core.artifacts import atomic_file, pause_point, verify_dir
 
 DATA_VERSION_TAG = "dagster/data_version"
 UNPARTITIONED = "__all__"
@@ -69,23 +70,69 @@ def load_value(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: 
 
 
 def load_version(key: str | dg.AssetKey, partition: str | None, version: str) -> Any:
-    """The value of data version ``version`` of ``key[partition]``, whose files must still exist.
+    """The value of data version ``version`` of ``key[partition]``, whose files must be intact.
 
     Steps use it to read exactly the version their input names (the weights name the
     corpus versions their affinity was computed from, a base model the ones it trained on).
+    A missing or damaged artefact raises ArtefactDamaged (the policy rebuilds it first,
+    so a step meets one only if it was damaged while the step ran).
     """
     asset_key = key if isinstance(key, dg.AssetKey) else dg.AssetKey(key)
     name = asset_key.to_user_string() + (f"[{partition}]" if partition else "")
     path = value_path(asset_key, partition, version)
     if not path.is_file():
-        raise FileNotFoundError(f"{name}: no stored value for data version {version} ({path}); re-materialise it")
-    with open(path, "rb") as fh:
-        value = pickle.load(fh)
-    files = getattr(value, "path", None) or getattr(value, "directory", None)
-    if files is not None and not Path(files).exists():
-        raise FileNotFoundError(f"{name}: the files of data version {version} are gone ({files}); "
-                                "run `chameleon run` to rebuild them")
+        raise ArtefactDamaged(f"{name}: no stored value for data version {version} ({path}); "
+                              "run `chameleon run` to rebuild it")
+    value = _read_value(path)
+    problem = artefact_problem(value)
+    if problem:
+        raise ArtefactDamaged(f"{name}: the files of data version {version} are damaged: {problem}; "
+                              "run `chameleon run` to rebuild them")
     return value
+
+
+class ArtefactDamaged(FileNotFoundError):
+    """An artefact a step needs is missing or is not what was written; names it and its file."""
+
+
+def artefact_dir(value: Any) -> Path | None:
+    """The folder of files a stored value describes, if this pipeline wrote it.
+
+    None for values without files and for a user's own proxy checkpoint (not ours to check).
+    """
+    if getattr(value, "trained_here", True) is False:
+        return None
+    folder = getattr(value, "path", None) or getattr(value, "directory", None)
+    return Path(folder) if folder else None
+
+
+def artefact_problem(value: Any, deep: bool = False) -> str | None:
+    """What is wrong with the files behind ``value`` (``artifacts.verify_dir``), or None."""
+    folder = artefact_dir(value)
+    return verify_dir(folder, deep=deep) if folder is not None else None
+
+
+def _read_value(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def damage(key: dg.AssetKey, partition: str | None, version: str | None) -> str | None:
+    """Why the recorded version ``version`` of ``key[partition]`` cannot be used as is, or None.
+
+    Its stored value is gone or unreadable, or its files are missing, truncated or were
+    never completed. A size check only, cheap enough for every policy evaluation.
+    """
+    if version is None:
+        return None
+    path = value_path(key, partition, version)
+    try:
+        value = _read_value(path)
+    except FileNotFoundError:
+        return f"its stored value {path} is missing"
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
+        return f"its stored value {path} is unreadable ({type(exc).__name__})"
+    return artefact_problem(value)
 
 
 class VersionedValueIOManager(dg.ConfigurableIOManager):
@@ -102,11 +149,7 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
         if not version:
             raise TypeError(f"{context.asset_key.to_user_string()}: output has no data_version to store it under")
         partition = context.partition_key if context.has_partition_key else None
-        target = value_path(context.asset_key, partition, version)
-        if target.is_file():
-            return  # a version is written once: the same version has the same content
-        with atomic_file(target, "wb") as fh:
-            pickle.dump(obj, fh)
+        _store(value_path(context.asset_key, partition, version), obj)
 
     def load_input(self, context: dg.InputContext) -> Any:
         instance = context.instance
@@ -124,15 +167,58 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
 
 
 def stored_value(key: str, partition: str | None, version: str) -> Any | None:
-    """The value stored for data version ``version`` of ``key[partition]``, if its files are still there.
+    """The value stored for data version ``version`` of ``key[partition]``, if its files are intact.
 
     A version is a content address (a hash of everything that made it), so a value found
     here is exactly what recomputing would give: assets reuse it instead of retraining.
+    Its files are checked byte for byte against their manifest first; a damaged version
+    is rebuilt.
     """
     path = value_path(dg.AssetKey(key), partition, version)
     if not path.is_file():
         return None
-    with open(path, "rb") as fh:
-        value = pickle.load(fh)
-    artefact = getattr(value, "path", None)
-    return value if artefact is None or Path(artefact).exists() else None
+    try:
+        value = _read_value(path)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+        return None
+    return None if artefact_problem(value, deep=True) else value
+
+
+def one_writer(fn: Callable) -> Callable:
+    """Decorate an asset's compute function: one process at a time per asset partition.
+
+    Two runs of the same partition (two CLIs, or the CLI and the UI's automation) would
+    compute the same version twice and write the same folders at once. Under this lock
+    the second waits; it then finds the version the first stored (``stored_value``) and
+    reuses it. The value is stored before the lock is released, so the waiter sees it.
+    Place it directly under ``@dg.asset``.
+    """
+    from chameleon_assets.core.locks import file_lock
+
+    @functools.wraps(fn)
+    def step(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        partition = context.partition_key if context.has_partition_key else None
+        key = context.asset_key
+        lock = paths.artifacts_dir() / ".locks" / "/".join(key.path) / f"{partition or UNPARTITIONED}.lock"
+        name = key.to_user_string() + (f"[{partition}]" if partition else "")
+
+        def waiting(who: str) -> None:
+            context.log.info(f"{name}: waiting for {who} (it is materialising the same partition)")
+
+        with file_lock(lock, f"materialising {name} (run {context.run_id})", on_wait=waiting):
+            pause_point("step", lock)
+            result = fn(context, *args, **kwargs)
+            value = result.value if isinstance(result, dg.Output) else result
+            version = getattr(value, "data_version", None)
+            if version:
+                _store(value_path(key, partition, version), value)
+        return result
+
+    return step
+
+
+def _store(target: Path, value: Any) -> None:
+    if target.is_file():
+        return  # a version is written once: the same version has the same content
+    with atomic_file(target, "wb") as fh:
+        pickle.dump(value, fh)

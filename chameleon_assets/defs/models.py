@@ -7,7 +7,7 @@ import dagster as dg
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import load_value, load_version, stored_value, versions_text
+from chameleon_assets.defs.io import load_value, load_version, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, mixture_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES
@@ -38,6 +38,7 @@ def base_model_version(section_version: str, weights: dict[str, float], corpus_v
     code_version=BASE_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
 )
+@one_writer
 def base_model(
     context: dg.AssetExecutionContext,
     chameleon: ChameleonConfig,
@@ -171,6 +172,7 @@ def _model_card(mixture: str, weights: dict, result, cfg, params: int, version: 
     kinds={"pytorch", "mlflow"},
     automation_condition=policy.FOLLOWS,
 )
+@one_writer
 def evaluation(
     context: dg.AssetExecutionContext,
     chameleon: ChameleonConfig,
@@ -279,6 +281,7 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
     kinds={"pandas", "mlflow"},
     automation_condition=policy.FOLLOWS_ANY_INPUT,
 )
+@one_writer
 def mixture_comparison(
     context: dg.AssetExecutionContext,
     chameleon: ChameleonConfig,

@@ -8,10 +8,14 @@ sensor issues as dynamic-partition requests.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import dagster as dg
+
+from chameleon_assets import paths
 
 domain_partitions = dg.DynamicPartitionsDefinition(name="domain")
 mixture_partitions = dg.DynamicPartitionsDefinition(name="mixture")
@@ -76,3 +80,33 @@ def partition_changes(
         changes.add[pdef.name] = [k for k in wanted if k not in existing]
         changes.delete[pdef.name] = sorted(k for k in existing if k not in wanted)
     return changes
+
+
+# What is derived from one domain alone, per domain partition: its token shards and its
+# embeddings (folders under artifacts/<kind>/<domain>/) and their stored values.
+DOMAIN_ARTEFACTS = ("corpus", "embeddings")
+DOMAIN_ASSETS = ("domain_corpus", "domain_embeddings")
+
+
+def remove_unregistered_domain_artefacts(instance: dg.DagsterInstance) -> list[Path]:
+    """Delete the shards, embeddings and stored values of domains that are no longer partitions.
+
+    Run once the partitions match the registry (after ``PartitionChanges.apply``, and by
+    the registry sensor on the tick after its delete request). Only folders under the
+    artefacts directory are touched, never a domain's raw data. A removed domain that is
+    registered again is tokenised and embedded anew. Returns what was deleted.
+    """
+    from chameleon_assets.defs.io import value_path
+
+    registered = set(instance.get_dynamic_partitions(domain_partitions.name))
+    roots = [paths.artifacts_dir() / kind for kind in DOMAIN_ARTEFACTS]
+    roots += [value_path(dg.AssetKey(a), "x", "v").parent.parent for a in DOMAIN_ASSETS]
+    removed = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in registered:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed

@@ -1,9 +1,12 @@
 """What is out of date, and what recomputes by itself: one policy for the CLI, the sensor and the UI.
 
-*Out of date* is Dagster's stale status, nothing else: an asset partition is STALE
-when its code version changed or when an input's data version differs from the one
-recorded when it was materialised (data versions carry the configuration sections and
-the domains' bytes, see ``defs.sources``). MISSING when never materialised.
+*Out of date* is Dagster's stale status: an asset partition is STALE when its code
+version changed or when an input's data version differs from the one recorded when it
+was materialised (data versions carry the configuration sections and the domains'
+bytes, see ``defs.sources``). MISSING when never materialised. One more state, which
+Dagster cannot see: DAMAGED, when the files behind the recorded version were deleted,
+truncated or never completed (``DamagedCondition``); it is rebuilt like a missing one,
+under the same version, so nothing downstream goes stale.
 
 Two kinds of assets:
 
@@ -69,10 +72,48 @@ def _resolver(view, asset_graph):  # noqa: ANN001, ANN202
     return resolver
 
 
-MISSING_OR_STALE = (AC.missing() | StaleCondition()).with_label("missing or stale")
-INPUTS_READY = (~AC.any_deps_match(AC.missing() | StaleCondition() | AC.in_progress())).with_label(
-    "no input missing, stale or running"
-)
+class DamagedCondition(AC):
+    """True for the candidate partitions whose recorded version's files are missing or damaged."""
+
+    @property
+    def name(self) -> str:
+        return "damaged"
+
+    @property
+    def description(self) -> str:
+        return "the files of the latest materialisation are missing, truncated or incomplete"
+
+    def evaluate(self, context):  # noqa: ANN001 (AutomationContext is internal)
+        view = context.asset_graph_view
+        graph = context.asset_graph
+        key = context.key
+        damaged = set()
+        if key in graph.materializable_asset_keys:
+            for ap in context.candidate_subset.expensively_compute_asset_partitions():
+                if damage_of(view, ap) is not None:
+                    damaged.add(ap)
+        return dg.AutomationResult(context, view.get_asset_subset_from_asset_partitions(key, damaged))
+
+
+def damage_of(view, ap) -> str | None:  # noqa: ANN001
+    """``io.damage`` of an asset partition's latest materialisation, once per evaluation."""
+    from chameleon_assets.defs.io import DATA_VERSION_TAG, damage
+
+    cache = getattr(view, "_chameleon_damage", None)
+    if cache is None:
+        cache = view._chameleon_damage = {}
+    if ap not in cache:
+        record = view.get_inner_queryer_for_back_compat().get_latest_materialization_or_observation_record(ap)
+        materialization = record.asset_materialization if record is not None else None
+        version = materialization.tags.get(DATA_VERSION_TAG) if materialization is not None else None
+        cache[ap] = damage(ap.asset_key, ap.partition_key, version)
+    return cache[ap]
+
+
+MISSING_OR_STALE = (AC.missing() | StaleCondition() | DamagedCondition()).with_label("missing, stale or damaged")
+INPUTS_READY = (
+    ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition() | AC.in_progress())
+).with_label("no input missing, stale, damaged or running")
 FOLLOWS = (MISSING_OR_STALE & INPUTS_READY & ~AC.in_progress()).with_label("follows its inputs")
 
 # The comparison gathers whatever evaluations exist (mixtures that were never trained
@@ -81,7 +122,8 @@ FOLLOWS_ANY_INPUT = (
     MISSING_OR_STALE
     & ~AC.in_progress()
     & ~AC.any_deps_in_progress()
-    & ~AC.any_deps_match(AC.missing() | StaleCondition()).allow(dg.AssetSelection.assets("mixture_weights"))
+    & ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition()).allow(
+        dg.AssetSelection.assets("mixture_weights"))
     & AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets("evaluation"))
 ).with_label("follows whichever evaluations exist")
 
@@ -91,13 +133,14 @@ ON_REQUEST = ("proxy_model", "base_model")  # no automation condition: see reque
 def request_conditions(mode: str) -> dict[str, AC]:
     """The conditions the on-request assets get when the CLI requests them.
 
-    ``run``: train what is missing or stale. ``sync``: only a missing proxy (a domain
-    change never retrains it; a stale proxy waits for ``chameleon run``).
+    ``run``: train what is missing, stale or damaged. ``sync``: only a missing or damaged
+    proxy (a domain change never retrains it; a stale proxy waits for ``chameleon run``).
     """
     if mode == "run":
         return {key: FOLLOWS for key in ON_REQUEST}
     if mode == "sync":
-        return {"proxy_model": (AC.missing() & INPUTS_READY & ~AC.in_progress()).with_label("missing")}
+        return {"proxy_model": ((AC.missing() | DamagedCondition()) & INPUTS_READY & ~AC.in_progress()).with_label(
+            "missing or damaged")}
     raise ValueError(f"unknown mode {mode!r}: 'run' or 'sync'")
 
 
@@ -166,4 +209,20 @@ def stale_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> set[
         for p in keys:
             if resolver.get_status(key, p).value == "STALE":
                 out.add((key.to_user_string(), p))
+    return out
+
+
+def damaged_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[tuple[str, str | None], str]:
+    """Every materialised (asset, partition) whose files are missing or damaged, with why."""
+    from chameleon_assets.defs.io import damage, latest_version
+
+    graph = defs.resolve_asset_graph()
+    out = {}
+    for key in graph.materializable_asset_keys:
+        pdef = graph.get(key).partitions_def
+        keys = pdef.get_partition_keys(dynamic_partitions_store=instance) if pdef else [None]
+        for p in keys:
+            why = damage(key, p, latest_version(instance, key, p))
+            if why:
+                out[(key.to_user_string(), p)] = why
     return out

@@ -11,7 +11,7 @@ evaluation requests it again.
 
 import dagster as dg
 
-from chameleon_assets.defs.partitions import partition_changes
+from chameleon_assets.defs.partitions import partition_changes, remove_unregistered_domain_artefacts
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import source_observations
 from chameleon_assets.settings import ConfigError
@@ -31,6 +31,8 @@ def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: Chame
         # partition would be dropped.
         context.log.info(changes.describe())
         return dg.SensorResult(dynamic_partitions_requests=changes.requests())
+    for folder in remove_unregistered_domain_artefacts(context.instance):
+        context.log.info(f"removed {folder} (its domain is no longer registered)")
     observations, errors = source_observations(context.instance, chameleon)
     for what, message in errors.items():
         context.log.error(f"{what}: {message}")

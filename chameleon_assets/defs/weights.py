@@ -13,7 +13,7 @@ from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.core.corpus import CorpusShards
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import load_value, stored_value, versions_text
+from chameleon_assets.defs.io import load_value, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_PARTITIONS, LINEAGE_ONLY, domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry
@@ -37,6 +37,7 @@ WEIGHTS_CODE_VERSION = "weights-v2"
     code_version=PROXY_CODE_VERSION,
     kinds={"pytorch"},
 )
+@one_writer
 def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -> dg.Output[ProxyModel]:
     """The small proxy LM whose middle layer embeds every domain.
 
@@ -133,6 +134,7 @@ def _train_proxy(context, profile, tok, tok_fp: str, shards: dict, version: str)
     kinds={"pytorch"},
     automation_condition=policy.FOLLOWS,
 )
+@one_writer
 def domain_embeddings(
     context: dg.AssetExecutionContext, chameleon: ChameleonConfig, domain_corpus: CorpusShards, proxy_model: ProxyModel
 ) -> dg.Output[DomainEmbedding]:
@@ -206,6 +208,7 @@ def _embed(profile, domain: str, shards: CorpusShards, proxy: ProxyModel):  # no
     automation_condition=policy.FOLLOWS,
     kinds={"numpy"},
 )
+@one_writer
 def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) -> dg.Output[AffinityMatrix]:
     """Domain affinity: the linear kernel of the domain mean embeddings, K = E E^T, and
     its centred form K_c = H K H (H = I - 11^T/k), the matrix KRLS is computed on.
@@ -252,6 +255,7 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
     kinds={"pandas", "mlflow"},
     automation_condition=policy.FOLLOWS,
 )
+@one_writer
 def mixture_weights(
     context: dg.AssetExecutionContext,
     chameleon: ChameleonConfig,
