@@ -8,6 +8,10 @@ Layout of one domain's shard folder::
 
 The split is by document (never inside one), drawn with a generator seeded by the
 project seed and the domain's name, so it does not depend on which other domains exist.
+
+A domain below the stated minimum (see ``CorpusMinimum``) is refused, not admitted with a
+warning: at least ``MIN_DOCUMENTS`` (2) non-empty documents, and at least
+``embedding.sample_length + 1`` training tokens (separators included).
 """
 
 from __future__ import annotations
@@ -18,9 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chameleon_assets.core.artifacts import atomic_dir, read_json, write_json
+from chameleon_assets.core.registry import RegistryError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from chameleon_assets.settings import Profile
+
+# The stated minimum a domain must meet (enforced by ``CorpusMinimum.check``):
+# 2 documents, so the by-document split can hold one out for validation.
+MIN_DOCUMENTS = 2
 
 # numpy is imported inside the functions: the asset modules import CorpusShards when the
 # code location loads, and loading it should cost no more than importing dagster.
@@ -116,6 +127,49 @@ class CorpusShards:
         return cls(**read_json(Path(directory) / "meta.json"))
 
 
+class CorpusTooSmall(RegistryError):
+    """A domain holds fewer documents or training tokens than ``CorpusMinimum`` requires."""
+
+
+@dataclass(frozen=True)
+class CorpusMinimum:
+    """What a domain must hold to be used; below it ``domain_corpus`` refuses the domain.
+
+    * ``documents`` (``MIN_DOCUMENTS`` = 2) non-empty documents, so that with
+      ``val_fraction > 0`` the by-document split puts one in validation and one in training;
+    * ``train_tokens`` (``embedding.sample_length + 1``) training tokens, the
+      ``<|endoftext|>`` after each document included, so the training split fills at least
+      one full embedding window (with fewer, every "sample" would be the whole domain).
+
+    A document that is empty or whitespace only does not count (``iter_documents`` skips
+    it), so an empty source and a whitespace-only one are refused alike.
+    """
+
+    train_tokens: int
+    documents: int = MIN_DOCUMENTS
+    source: str = ""
+    registry: str = "conf/domains.yaml"
+
+    @classmethod
+    def for_profile(cls, profile: "Profile", source: object = "", registry: object = "conf/domains.yaml") -> "CorpusMinimum":
+        """The minimum under a profile: ``embedding.sample_length + 1`` training tokens."""
+        return cls(train_tokens=profile.embedding.sample_length + 1, source=str(source), registry=str(registry))
+
+    def check(self, domain: str, documents: int, train_tokens: int) -> None:
+        """Raise ``CorpusTooSmall`` naming the domain, its source, what it has and what it needs."""
+        if documents >= self.documents and train_tokens >= self.train_tokens:
+            return
+        where = f"domain '{domain}': {self.source}: " if self.source else f"domain '{domain}': "
+        if documents == 0:
+            has = "no non-empty documents (the source is empty, or every document is empty or whitespace only)"
+        else:
+            has = f"{documents} non-empty document{'s' if documents != 1 else ''} with {train_tokens} training tokens"
+        raise CorpusTooSmall(
+            f"{where}{has}; a domain needs at least {self.documents} documents and {self.train_tokens} "
+            f"training tokens (embedding.sample_length + 1) — add text or remove the domain from {self.registry}"
+        )
+
+
 def write_shards(
     domain: str,
     texts: list[str],
@@ -127,12 +181,17 @@ def write_shards(
     seed: int,
     data_version: str,
     tokenizer_fingerprint: str = "",
+    minimum: CorpusMinimum | None = None,
 ) -> CorpusShards:
-    """Split, pack and atomically write one domain's shards; return their descriptor."""
-    if not texts:
-        raise ValueError(f"domain '{domain}': no non-empty documents")
-    dtype = token_dtype(vocab_size)
+    """Split, pack and atomically write one domain's shards; return their descriptor.
+
+    With ``minimum``, a domain below it is refused (``CorpusTooSmall``) before anything is
+    written; without, only a domain with no documents at all is.
+    """
     train_idx, val_idx = split_documents(len(texts), val_fraction, domain_seed(seed, domain))
+    train_tokens = sum(len(token_ids[i]) + 1 for i in train_idx)
+    (minimum or CorpusMinimum(train_tokens=1, documents=1)).check(domain, len(texts), train_tokens)
+    dtype = token_dtype(vocab_size)
     train = pack(token_ids, train_idx, eos_id, dtype)
     val = pack(token_ids, val_idx, eos_id, dtype)
     with atomic_dir(out_dir) as tmp:

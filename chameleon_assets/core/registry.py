@@ -166,10 +166,15 @@ def source_fingerprint(spec: DomainSpec, cache: "FingerprintCache | None" = None
 
 
 def iter_documents(spec: DomainSpec) -> Iterator[str]:
-    """Yield the domain's non-empty documents in source order (at most ``max_documents``)."""
+    """Yield the domain's non-empty documents in source order (at most ``max_documents``).
+
+    A document that is empty or holds only whitespace counts as empty and is skipped, so a
+    source of whitespace-only documents has no documents, exactly like an empty source.
+    Non-empty documents are yielded unchanged (their whitespace is kept).
+    """
     count = 0
     for text in _raw_documents(spec):
-        if not text:
+        if not text or text.isspace():
             continue
         yield text
         count += 1

@@ -13,7 +13,7 @@ from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_source
 
 # Bump when the tokenising/packing code changes what it writes: it is the asset's code
 # version and part of every domain's data version, so all domain partitions go stale.
-CORPUS_CODE_VERSION = "corpus-v3"
+CORPUS_CODE_VERSION = "corpus-v4"  # v4: whitespace-only documents are skipped
 
 
 def corpus_data_version(source_version: str, corpus_section_version: str) -> str:
@@ -50,7 +50,7 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
         shards = CorpusShards.load(out)
         preview = ""
     else:
-        from chameleon_assets.core.corpus import write_shards
+        from chameleon_assets.core.corpus import CorpusMinimum, write_shards
         from chameleon_assets.core.registry import iter_documents
         from chameleon_assets.core.tokenizer import encode_documents, load_tokenizer, tokenizer_fingerprint
 
@@ -67,6 +67,7 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
             seed=profile.seed,
             data_version=version,
             tokenizer_fingerprint=tokenizer_fingerprint(profile.tokenizer),
+            minimum=CorpusMinimum.for_profile(profile, spec.source, chameleon.registry_file()),
         )
         preview = texts[0][:300].replace("\n", " ") if texts else ""
     point_current(out)

@@ -1,7 +1,23 @@
-"""MLflow tracking as a Dagster resource (one experiment; one run per trained model)."""
+"""MLflow tracking as a Dagster resource (one experiment; one run per trained model).
+
+Every tracking call is bounded in time. For an ``http(s)`` tracking URI, each call first
+asks ``<uri>/health`` and fails within ``timeout_s`` when nothing answers, with a message
+naming the URI; and MLflow's own HTTP client, which by default retries for minutes
+(7 retries, backoff factor 2, 120 s per request), is bounded through its environment
+variables (``timeout_s`` per request, 2 retries, backoff factor 1) unless they are set, so
+a server that stops answering mid-run also fails in bounded time. A SQLite or file store
+(the default, ``data/mlflow/mlflow.db``) is local: no probe, nothing changed.
+"""
 
 import contextlib
 import logging
+import math
+import os
+import ssl
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Iterator
 
 import dagster as dg
@@ -9,6 +25,73 @@ import dagster as dg
 from chameleon_assets import paths
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
+
+# MLflow's HTTP settings applied when the user has not set them (the timeout is timeout_s).
+BOUNDED_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+_set_here: dict[str, str] = {}  # the values this module wrote, told apart from the user's own
+
+
+class TrackingUnreachable(RuntimeError):
+    """The MLflow tracking server did not answer in time."""
+
+
+def bound_mlflow_http(timeout_s: float) -> None:
+    """Bound MLflow's HTTP timeout and retries, leaving any value the user set alone."""
+    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s))), **BOUNDED_MLFLOW_HTTP}
+    for key, value in wanted.items():
+        current = os.environ.get(key)
+        if current is None or current == _set_here.get(key):
+            os.environ[key] = value
+            _set_here[key] = value
+
+
+def _redacted(uri: str) -> str:
+    """The URI without any password in it (for messages)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.netloc.rsplit('@', 1)[1]}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def probe_http(uri: str, timeout_s: float) -> str | None:
+    """None if something answers ``GET <uri>/health`` within ``timeout_s``, else why not.
+
+    Any HTTP answer counts, an error status or a TLS certificate MLflow may accept
+    included: the question is only whether the server is there. Name resolution is
+    bounded too: the request runs in a thread that is waited on for ``timeout_s``.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]  # credentials are not needed to be answered
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                response.read(64)
+            outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)
+        except urllib.error.URLError as exc:
+            outcome.append(None if isinstance(exc.reason, ssl.SSLError) else _reason(exc.reason))
+        except ssl.SSLError:
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - a timeout, a reset, a malformed answer
+            outcome.append(_reason(exc))
+
+    thread = threading.Thread(target=ask, name="mlflow-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    return outcome[0] if outcome else "no answer"
+
+
+def _reason(exc: object) -> str:
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return "no answer"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__
 
 
 class MLflowTracking(dg.ConfigurableResource):
@@ -20,14 +103,31 @@ class MLflowTracking(dg.ConfigurableResource):
     tracking_uri: str = ""
     experiment_name: str = "chameleon"
     artifact_location: str = ""
+    timeout_s: float = 10.0
 
     def uri(self) -> str:
         return self.tracking_uri or paths.mlflow_tracking_uri()
 
+    def _ready_uri(self) -> str:
+        """The tracking URI, checked to answer (http/https only) and with MLflow's HTTP bounded."""
+        uri = self.uri()
+        if urllib.parse.urlsplit(uri).scheme.lower() not in ("http", "https"):
+            return uri
+        bound_mlflow_http(self.timeout_s)
+        reason = probe_http(uri, self.timeout_s)
+        if reason is not None:
+            setting = "the mlflow_tracking resource's tracking_uri" if self.tracking_uri else "MLFLOW_TRACKING_URI"
+            local = paths.data_dir() / "mlflow" / "mlflow.db"
+            raise TrackingUnreachable(
+                f"MLflow tracking server {_redacted(uri)} did not answer within {self.timeout_s:g}s ({reason}); "
+                f"start it, or unset {setting} to use the local store {local}"
+            )
+        return uri
+
     def _ensure_experiment(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(self.uri())
+        client = MlflowClient(self._ready_uri())
         if client.get_experiment_by_name(self.experiment_name) is None:
             location = self.artifact_location or (paths.data_dir() / "mlflow" / "artifacts").as_uri()
             client.create_experiment(self.experiment_name, artifact_location=location)
@@ -50,7 +150,7 @@ class MLflowTracking(dg.ConfigurableResource):
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(self.uri())
+        client = MlflowClient(self._ready_uri())
         metrics = [Metric(key, float(v), 0, step) for step, v in enumerate(values, 1)]
         for i in range(0, len(metrics), 1000):
             client.log_batch(run_id, metrics=metrics[i : i + 1000])
