@@ -1,8 +1,12 @@
 """The user's knobs: profiles (``conf/profiles/<name>.yaml``) and mixtures (``conf/mixtures.yaml``).
 
-Both are validated on load into typed dataclasses; an unknown or mistyped key is an
-error naming the file and the key path. The active profile is ``$CHAMELEON_PROFILE``
-(default ``cpu``).
+Both are validated on load by a schema: pydantic dataclasses that forbid unknown keys,
+check types strictly (``true`` is not an integer, ``"abc"`` is not a number; an integer
+is accepted where a number is expected) and check ranges (a learning rate must be
+positive, a batch size at least 1, ...). A bad file raises ``ConfigError`` with one line
+per problem: ``<file>: <dotted.field>: <what is wrong> (got <value>)``. The loaded objects
+are plain dataclasses to the rest of the code (attributes, ``dataclasses.asdict``). The
+active profile is ``$CHAMELEON_PROFILE`` (default ``cpu``).
 """
 
 from __future__ import annotations
@@ -10,180 +14,268 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import types
+import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, StrictStr, TypeAdapter, ValidationError
+from pydantic import model_validator
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from chameleon_assets import paths
 
 
 class ConfigError(ValueError):
-    """A configuration file is invalid; the message names the file and the key."""
+    """A configuration file is invalid; one line per problem, naming the file and the field."""
 
 
-@dataclass
+# --- Field types: strict scalars with their ranges -------------------------------------
+# Strict: YAML's ``true`` is not an integer and ``"3"`` is not a number, but an integer is
+# a valid float (``lr: 1``) and becomes one. Floats must be finite.
+
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+UnitInterval = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]  # [0, 1]
+HalfOpenUnitInterval = Annotated[float, Strict(), Field(ge=0, lt=1, allow_inf_nan=False)]  # [0, 1)
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+
+_DEVICE = re.compile(r"auto|(cpu|cuda|mps)(:\d+)?")
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE.fullmatch(value):
+        raise PydanticCustomError("device", "must be auto, cpu, cuda, cuda:<index> or mps")
+    return value
+
+
+Device = Annotated[StrictStr, AfterValidator(_check_device)]
+
+_SCHEMA = ConfigDict(extra="forbid")
+
+
+def _invalid(field_path: str, message: str, got: Any) -> PydanticCustomError:
+    """A cross-field error: ``field_path`` (dotted, relative to the validated object) and ``got``
+    end up in the one-line message (see ``_describe``)."""
+    return PydanticCustomError("invalid_setting", "{message}", {"message": message, "field": field_path, "got": got})
+
+
+@dataclass(config=_SCHEMA)
 class ModelConfig:
     """A causal LM built from scratch (``arch``: ``llama`` or ``gpt2``)."""
 
-    arch: str = "llama"
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 512
-    context_length: int = 128
+    arch: Literal["llama", "gpt2"] = "llama"
+    hidden_size: PositiveInt = 128
+    num_layers: PositiveInt = 4
+    num_heads: PositiveInt = 4
+    intermediate_size: PositiveInt = 512
+    context_length: PositiveInt = 128
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise _invalid("hidden_size", f"must be divisible by num_heads ({self.num_heads})", self.hidden_size)
+        return self
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
 class TrainConfig:
     """AdamW with linear warmup and cosine decay to ``min_lr_ratio * lr``."""
 
-    tokens: int = 200_000
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    checkpoint_every: int = 50
-    compile: bool = False
+    tokens: PositiveInt = 200_000
+    batch_size: PositiveInt = 16
+    grad_accum: PositiveInt = 1
+    lr: PositiveFloat = 3e-3
+    min_lr_ratio: UnitInterval = 0.1
+    warmup_steps: NonNegativeInt = 10
+    weight_decay: NonNegativeFloat = 0.1
+    beta1: HalfOpenUnitInterval = 0.9
+    beta2: HalfOpenUnitInterval = 0.95
+    grad_clip: PositiveFloat = 1.0
+    checkpoint_every: PositiveInt = 50
+    compile: StrictBool = False
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
 class ProxyConfig:
     """The proxy LM: trained on the uniform mixture, or a user's local HF ``checkpoint``."""
 
-    checkpoint: str | None = None
+    checkpoint: StrictStr | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
 class EmbeddingConfig:
     """``num_samples`` windows of ``sample_length`` tokens per domain, embedded at the middle layer."""
 
-    num_samples: int = 64
-    sample_length: int = 128
-    batch_size: int = 32
+    num_samples: PositiveInt = 64
+    sample_length: PositiveInt = 128
+    batch_size: PositiveInt = 32
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
 class BaseModelConfig:
     """One model per mixture, same config, seed and token budget; ``mixtures``: what `make run` trains."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    mixtures: list[str] = field(default_factory=lambda: ["uniform", "natural", "chameleon_pretrain"])
+    mixtures: list[NonEmptyStr] = field(default_factory=lambda: ["uniform", "natural", "chameleon_pretrain"])
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
 class EvaluationConfig:
-    """Held-out perplexity windows and lm-eval few-shot tasks."""
+    """Held-out perplexity windows and lm-eval few-shot tasks (``limit``: examples per task, null for all)."""
 
-    tasks: list[str] = field(default_factory=lambda: ["arc_easy_local", "piqa_local"])
-    num_fewshot: int = 0
-    limit: int | None = 100
-    batch_size: int = 16
-    ppl_windows: int = 32
+    tasks: list[NonEmptyStr] = field(default_factory=lambda: ["arc_easy_local", "piqa_local"])
+    num_fewshot: NonNegativeInt = 0
+    limit: PositiveInt | None = 100
+    batch_size: PositiveInt = 16
+    ppl_windows: PositiveInt = 32
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
 class Profile:
     """One named profile (``cpu``: everything in ~10 minutes on 2 cores; ``gpu``: paper scale)."""
 
-    name: str = "cpu"
-    tokenizer: str = "bpe-8k"
-    seed: int = 0
-    device: str = "auto"
-    val_fraction: float = 0.05
+    name: NonEmptyStr = "cpu"
+    tokenizer: NonEmptyStr = "bpe-8k"
+    seed: NonNegativeInt = 0
+    device: Device = "auto"
+    val_fraction: HalfOpenUnitInterval = 0.05
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
+    @model_validator(mode="after")
+    def _windows_fit_the_proxy(self) -> Profile:
+        # A user's checkpoint brings its own context length, checked when it is loaded.
+        if self.embedding.sample_length > self.proxy.model.context_length and not self.proxy.checkpoint:
+            raise _invalid("embedding.sample_length",
+                           f"must not exceed proxy.model.context_length ({self.proxy.model.context_length})",
+                           self.embedding.sample_length)
+        return self
 
-@dataclass
+
+@dataclass(config=_SCHEMA)
 class ChameleonParams:
     """KRLS ridge ``lam`` and the softmax temperatures of the two CHAMELEON mixtures."""
 
-    lam: float = 10.0
-    t_pretrain: float = 5.0
-    t_finetune: float = 0.2
-
-
-@dataclass
-class MixturesConfig:
-    """Which mixtures exist (``mixtures``), their parameters, and fixed presets."""
-
-    mixtures: list[str] = field(
-        default_factory=lambda: ["uniform", "natural", "temperature", "unimax", "chameleon_pretrain", "chameleon_finetune"]
-    )
-    chameleon: ChameleonParams = field(default_factory=ChameleonParams)
-    temperature: float = 3.0
-    unimax_max_epochs: float = 1.0
-    unimax_budget_tokens: int | None = None
-    presets: dict[str, dict[str, float]] = field(default_factory=dict)
+    lam: PositiveFloat = 10.0
+    t_pretrain: PositiveFloat = 5.0
+    t_finetune: PositiveFloat = 0.2
 
 
 BUILTIN_MIXTURES = ("uniform", "natural", "temperature", "unimax", "chameleon_pretrain", "chameleon_finetune")
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, validating keys and scalar types."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+@dataclass(config=_SCHEMA)
+class MixturesConfig:
+    """Which mixtures exist (``mixtures``: built in or a preset, no duplicates), their
+    parameters, and fixed presets (non-negative weights with a positive sum)."""
+
+    mixtures: list[NonEmptyStr] = field(default_factory=lambda: list(BUILTIN_MIXTURES))
+    chameleon: ChameleonParams = field(default_factory=ChameleonParams)
+    temperature: PositiveFloat = 3.0
+    unimax_max_epochs: PositiveFloat = 1.0
+    unimax_budget_tokens: PositiveInt | None = None
+    presets: dict[NonEmptyStr, dict[NonEmptyStr, NonNegativeFloat]] = field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _mixtures_are_known(self) -> MixturesConfig:
+        seen: set[str] = set()
+        for i, name in enumerate(self.mixtures):
+            if name in seen:
+                raise _invalid(f"mixtures[{i}]", "is listed twice", name)
+            seen.add(name)
+            if name not in BUILTIN_MIXTURES and name not in self.presets:
+                raise _invalid(f"mixtures[{i}]", f"must be built in ({', '.join(BUILTIN_MIXTURES)}) "
+                               f"or a preset ({', '.join(self.presets) or 'none defined'})", name)
+        for name, weights in self.presets.items():
+            if sum(weights.values()) <= 0:
+                raise _invalid(f"presets.{name}", "weights must have a positive sum", weights)
+        return self
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list")
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
+# --- Loading and error messages --------------------------------------------------------
+
+_ADAPTERS: dict[type, TypeAdapter] = {}
+
+# Pydantic error types whose message reads better in the file's own terms.
+_MESSAGES = {
+    "dataclass_type": "must be a mapping",
+    "dataclass_exact_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "finite_number": "must be a finite number",
+}
+
+
+def _validate(cls: type, data: Any, path: Path) -> Any:
+    """Validate ``data`` (parsed YAML) into ``cls``, or raise ``ConfigError`` with one line per problem."""
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    try:
+        return _ADAPTERS[cls].validate_python({} if data is None else data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(err, cls, path) for err in exc.errors())) from None
+
+
+def _describe(err: Any, root: type, path: Path) -> str:
+    """One pydantic error as ``<file>: <dotted.field>: <what is wrong> (got <value>)``."""
+    loc, kind, got = tuple(err["loc"]), err["type"], err["input"]
+    ctx = err.get("ctx") or {}
+    where = _dotted(loc)
+    if kind == "invalid_setting":
+        where = f"{where}.{ctx['field']}" if where else ctx["field"]
+        message, got = ctx["message"], ctx["got"]
+    elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        known = _known_keys(root, loc[:-1])
+        message = "unknown key" + (f"; known keys: {', '.join(known)}" if known else "")
+    elif kind in _MESSAGES:
+        message = _MESSAGES[kind]
+    else:
+        message = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    return f"{path}: {where}: {message} (got {_show(got)})" if where else f"{path}: {message} (got {_show(got)})"
+
+
+def _dotted(loc: tuple) -> str:
+    """``('proxy', 'train', 'lr')`` -> ``proxy.train.lr``; list positions as ``[i]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _known_keys(root: type, loc: tuple) -> list[str]:
+    """The keys the mapping at ``loc`` accepts (its dataclass's fields), or [] if unknown."""
+    cls: Any = root
+    for part in loc:
+        if not (dataclasses.is_dataclass(cls) and isinstance(part, str)):
+            return []
+        cls = typing.get_type_hints(cls).get(part)
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML, shortened to one short line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _YAML_CACHE: dict[tuple[str, int, int], Any] = {}
@@ -204,55 +296,44 @@ def _read_yaml(path: Path) -> Any:
         try:
             _YAML_CACHE[key] = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe loader)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from exc
     return copy.deepcopy(_YAML_CACHE[key])
 
 
 def active_profile_name() -> str:
+    """The profile in use: ``$CHAMELEON_PROFILE``, default ``cpu``."""
     return os.environ.get("CHAMELEON_PROFILE", "cpu")
 
 
+def profile_path(name: str) -> Path:
+    """The file of profile ``name``: ``<conf>/profiles/<name>.yaml``."""
+    return paths.conf_dir() / "profiles" / f"{name}.yaml"
+
+
 def load_profile(name: str | None = None) -> Profile:
-    """Load ``conf/profiles/<name>.yaml`` (default: ``$CHAMELEON_PROFILE`` or ``cpu``)."""
+    """Load and validate ``conf/profiles/<name>.yaml`` (default: ``$CHAMELEON_PROFILE`` or ``cpu``).
+
+    Raises ``ConfigError`` (one line per problem, naming the file and the field) if the
+    file is missing, not YAML, or breaks the schema.
+    """
     name = name or active_profile_name()
-    path = paths.conf_dir() / "profiles" / f"{name}.yaml"
+    path = profile_path(name)
     data = _read_yaml(path) or {}
     if isinstance(data, dict):
         data = {"name": name, **data}
-    profile = _build(Profile, data, str(path))
-    _check_profile(profile, str(path))
-    return profile
-
-
-def _check_profile(p: Profile, where: str) -> None:
-    for label, m in (("proxy.model", p.proxy.model), ("base_model.model", p.base_model.model)):
-        if m.arch not in ("llama", "gpt2"):
-            raise ConfigError(f"{where}: {label}.arch: {m.arch!r} is not 'llama' or 'gpt2'")
-        if m.hidden_size % m.num_heads:
-            raise ConfigError(f"{where}: {label}.hidden_size {m.hidden_size} is not divisible by num_heads {m.num_heads}")
-    if not 0 <= p.val_fraction < 1:
-        raise ConfigError(f"{where}: val_fraction must be in [0, 1)")
-    if p.embedding.sample_length > p.proxy.model.context_length and not p.proxy.checkpoint:
-        raise ConfigError(f"{where}: embedding.sample_length exceeds proxy.model.context_length")
+    return _validate(Profile, data, path)
 
 
 def load_mixtures(path: Path | None = None) -> MixturesConfig:
-    """Load ``conf/mixtures.yaml``; every listed mixture must be built in or a preset."""
+    """Load and validate ``conf/mixtures.yaml``; every listed mixture must be built in or a preset.
+
+    Raises ``ConfigError`` like ``load_profile``.
+    """
     path = path or paths.conf_dir() / "mixtures.yaml"
-    cfg = _build(MixturesConfig, _read_yaml(path), str(path))
-    for name in cfg.mixtures:
-        if name not in BUILTIN_MIXTURES and name not in cfg.presets:
-            raise ConfigError(f"{path}: mixtures: {name!r} is neither built in {BUILTIN_MIXTURES} nor a preset")
-    for name, weights in cfg.presets.items():
-        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-            raise ConfigError(f"{path}: presets.{name}: weights must be non-negative with a positive sum")
-    if cfg.chameleon.lam <= 0 or cfg.chameleon.t_pretrain <= 0 or cfg.chameleon.t_finetune <= 0:
-        raise ConfigError(f"{path}: chameleon: lam, t_pretrain and t_finetune must be positive")
-    if cfg.temperature <= 0 or cfg.unimax_max_epochs <= 0:
-        raise ConfigError(f"{path}: temperature and unimax_max_epochs must be positive")
-    if cfg.unimax_budget_tokens is not None and cfg.unimax_budget_tokens <= 0:
-        raise ConfigError(f"{path}: unimax_budget_tokens must be positive, or null for the base models' budget")
-    return cfg
+    return _validate(MixturesConfig, _read_yaml(path), path)
 
 
 # --- Configuration in the provenance -------------------------------------------------
@@ -324,7 +405,8 @@ def checkpoint_fingerprint(profile: Profile) -> str:
 
     folder = paths.resolve(profile.proxy.checkpoint or "")
     if not folder.is_dir():
-        raise ConfigError(f"proxy.checkpoint: {folder} is not a folder")
+        raise ConfigError(f"{profile_path(profile.name)}: proxy.checkpoint: {folder} is not a folder "
+                          f"(got {_show(profile.proxy.checkpoint)})")
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors", ".bin"))
     cache = FingerprintCache(paths.fingerprint_cache())
     try:

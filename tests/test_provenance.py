@@ -162,7 +162,7 @@ def test_a_failed_weights_step_is_completed_once_the_configuration_is_fixed(ran)
     report = sync(instance=instance)
     assert report.materialized == ["domain_corpus[delta]", "domain_embeddings[delta]", "affinity_matrix"]
     assert list(report.failed) == ["mixture_weights"]
-    assert "lam, t_pretrain and t_finetune must be positive" in report.failed["mixture_weights"]
+    assert "chameleon.lam: must be greater than 0 (got 0)" in report.failed["mixture_weights"]
     assert "config_mixing" in report.source_errors
     # The daemon's policy asks for it again at its next evaluation: a failure is not forgotten.
     assert (dg.AssetKey("mixture_weights"), None) in policy.requested(load_defs(), instance)
