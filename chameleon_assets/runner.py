@@ -168,6 +168,7 @@ def _converge(
 
     instance = instance or get_instance()
     chameleon = ChameleonConfig()
+    chameleon.profile()  # every step reads it: a bad value stops here, as one ConfigError naming file and field
     report = ConvergeReport()
     try:
         mixture_names: list[str] | None = chameleon.mixtures().mixtures
@@ -205,6 +206,11 @@ def _converge(
     if dry_run:
         if report.observed:
             print(f"changed sources (not recorded by a dry run): {', '.join(report.observed)}", flush=True)
+        changed = [o.partition for o in observations if o.asset_key.to_user_string() == "domain_source"]
+        changed += changes.add.get("domain", [])  # new domains: not partitions yet, so not observed
+        for what, message in check_documents(chameleon, changed).items():
+            report.source_errors[what] = message
+            print(f"refused: {message}", flush=True)
         defs = load_defs()
         report.planned = sorted(f"{k}[{p}]" if p else k for k, p in policy.stale_partitions(defs, instance))
         print(f"stale now: {', '.join(report.planned) or 'nothing'}", flush=True)
@@ -247,6 +253,35 @@ def _converge(
     else:
         raise RuntimeError(f"more than {MAX_WAVES} waves of materialisations: the policy does not converge")
     return report
+
+
+def check_documents(chameleon, domains: Sequence[str]) -> dict[str, str]:  # noqa: ANN001
+    """Read every document of ``domains`` as ``domain_corpus`` will; return what it would refuse.
+
+    Catches what the registry's own checks cannot see without reading the data: bad
+    JSON lines, non-UTF-8 text, a missing text field, and fewer than ``MIN_DOCUMENTS``
+    non-empty documents. (The token minimum needs the tokenizer; ``domain_corpus``
+    checks it.) Keys are ``domain_source[<domain>]``.
+    """
+    from chameleon_assets.core.corpus import MIN_DOCUMENTS
+    from chameleon_assets.core.registry import iter_documents
+
+    errors = {}
+    specs = {s.name: s for s in chameleon.registry()}
+    for name in domains:
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        try:
+            count = sum(1 for _ in iter_documents(spec))
+        except (ValueError, OSError) as exc:
+            errors[f"domain_source[{name}]"] = str(exc)
+            continue
+        if count < MIN_DOCUMENTS:
+            errors[f"domain_source[{name}]"] = (
+                f"domain '{name}': {spec.source}: {count} non-empty document(s) (empty or whitespace-only ones do "
+                f"not count); a domain needs at least {MIN_DOCUMENTS}: add text or remove it from the registry")
+    return errors
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:

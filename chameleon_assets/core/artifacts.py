@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 MANIFEST = ".manifest.json"
 # Test hook (see ``pause_point``): `CHAMELEON_PAUSE_AT=<point>:<path substring>`.
-PAUSE_ENV, PAUSE_MARKER_ENV = "CHAMELEON_PAUSE_AT", "CHAMELEON_PAUSE_MARKER"
+PAUSE_ENV, PAUSE_MARKER_ENV, PAUSE_SECONDS_ENV = "CHAMELEON_PAUSE_AT", "CHAMELEON_PAUSE_MARKER", "CHAMELEON_PAUSE_SECONDS"
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
@@ -72,9 +72,12 @@ def naming_write_errors(target: Path) -> Iterator[None]:
 def pause_point(point: str, path: Path) -> None:
     """Test hook: stop here while ``$CHAMELEON_PAUSE_AT`` is ``<point>:<substring of path>``.
 
-    It touches ``$CHAMELEON_PAUSE_MARKER`` (if set) and sleeps until killed, so a test can
-    SIGKILL a writer between writing an artefact and committing it. Unset, it costs one
-    environment lookup.
+    It touches ``$CHAMELEON_PAUSE_MARKER`` (if set) and sleeps until killed (or for
+    ``$CHAMELEON_PAUSE_SECONDS``), so a test can SIGKILL a writer between writing an
+    artefact and committing it, or make a second writer meet the first. Points:
+    ``commit`` (``atomic_dir``, files written, not yet renamed; path: the target) and
+    ``step`` (``io.one_writer``, partition lock held; path: the lock file). Unset, it
+    costs one environment lookup.
     """
     spec = os.environ.get(PAUSE_ENV)
     if not spec:
@@ -85,6 +88,10 @@ def pause_point(point: str, path: Path) -> None:
     marker = os.environ.get(PAUSE_MARKER_ENV)
     if marker:
         Path(marker).write_text(f"{os.getpid()} {point} {path}\n")
+    seconds = os.environ.get(PAUSE_SECONDS_ENV)
+    if seconds:
+        time.sleep(float(seconds))
+        return
     while True:
         time.sleep(3600)
 
@@ -161,6 +168,7 @@ def atomic_dir(target: Path, manifest: bool = True) -> Iterator[Path]:
             else:
                 os.replace(tmp, target)
         fsync_path(target.parent)
+    remove_leftovers(target.parent)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from chameleon_assets.core.artifacts import atomic_dir, read_json, sha256_text, write_json
+from chameleon_assets.core.artifacts import atomic_dir, read_json, sha256_text, verify_dir, write_json
 from chameleon_assets.settings import TrainConfig
 
 
@@ -154,7 +154,8 @@ def train_causal_lm(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg, steps) / cfg.lr)
     step, losses = 0, []
     key = sha256_text(run_key, repr(cfg))[:16]
-    if checkpoint_dir is not None and (checkpoint_dir / "state.json").exists():
+    # A checkpoint is resumed only if it is intact (its manifest matches) and of this run.
+    if checkpoint_dir is not None and (checkpoint_dir / "state.json").exists() and verify_dir(checkpoint_dir) is None:
         meta = read_json(checkpoint_dir / "state.json")
         if meta.get("key") == key:
             # Tensors and plain values only: a checkpoint file is never allowed to run code.
