@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from chameleon_assets.core.artifacts import sha256_text
+from chameleon_assets.core.artifacts import MANIFEST, manifest_of, sha256_text
 from chameleon_assets.core.model import build_model
 from chameleon_assets.core.train import WeightedDomainSampler, lr_at, total_steps, train_causal_lm
 from chameleon_assets.settings import ModelConfig, TrainConfig
@@ -109,10 +109,37 @@ def test_a_checkpoint_holding_a_code_running_pickle_is_refused(tmp_path: Path) -
     sampler = WeightedDomainSampler({"a": np.arange(200) % 32}, {"a": 1.0}, 8, seed=0)
     cfg = TrainConfig(tokens=64, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=1)
     key = sha256_text("k", repr(cfg))[:16]  # the key train_causal_lm resumes under
-    (tmp_path / "state.json").write_text(json.dumps({"key": key, "step": 1, "losses": [1.0]}))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (tmp_path / "state.pt").rename(ckpt / "state.pt")
+    (ckpt / "state.json").write_text(json.dumps({"key": key, "step": 1, "losses": [1.0]}))
+    # A complete manifest, as an intact checkpoint has: only the unpickling can refuse it.
+    (ckpt / MANIFEST).write_text(json.dumps(manifest_of(ckpt)))
     with pytest.raises(Exception, match="Weights only load failed"):
-        train_causal_lm(model, sampler, cfg, torch.device("cpu"), checkpoint_dir=tmp_path, run_key="k", progress=False)
+        train_causal_lm(model, sampler, cfg, torch.device("cpu"), checkpoint_dir=ckpt, run_key="k", progress=False)
     assert not marker.exists()
+
+
+def test_a_damaged_checkpoint_is_not_resumed(tmp_path: Path) -> None:
+    model_cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, context_length=8)
+    cfg = TrainConfig(tokens=160, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2)
+
+    def train(stop_after: int | None = None):  # noqa: ANN202
+        model = build_model(model_cfg, 32, 0, seed=0)
+        sampler = WeightedDomainSampler({"a": np.arange(400) % 32}, {"a": 1.0}, 8, seed=0)
+
+        def stop(step: int, loss: float, rate: float) -> None:
+            if stop_after is not None and step == stop_after:
+                raise KeyboardInterrupt
+
+        return train_causal_lm(model, sampler, cfg, torch.device("cpu"), checkpoint_dir=tmp_path / "c",
+                               run_key="k", progress=False, on_step=stop)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(stop_after=5)
+    state = tmp_path / "c" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # truncated on disk
+    assert train().resumed_from == 0  # started over instead of crashing on a torn file
 
 
 def test_a_model_folder_with_only_pickled_weights_is_refused(tmp_path: Path) -> None:

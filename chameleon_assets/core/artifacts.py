@@ -148,7 +148,7 @@ def atomic_dir(target: Path, manifest: bool = True) -> Iterator[Path]:
         with naming_write_errors(target):
             yield tmp
             if manifest:
-                write_json(tmp / MANIFEST, _manifest_of(tmp))
+                write_json(tmp / MANIFEST, manifest_of(tmp))
             for f in sorted(tmp.rglob("*"), reverse=True):  # files before the folders holding them
                 fsync_path(f)
             fsync_path(tmp)
@@ -194,7 +194,8 @@ def atomic_file(target: Path, mode: str = "w") -> Iterator[Any]:
         raise
 
 
-def _manifest_of(folder: Path) -> dict:
+def manifest_of(folder: Path) -> dict:
+    """``{"files": {relative path: {"bytes", "sha256"}}}`` of every file under ``folder`` but the manifest."""
     files = {}
     for f in sorted(folder.rglob("*")):
         if f.is_file() and f.name != MANIFEST:
