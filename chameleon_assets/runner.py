@@ -161,6 +161,7 @@ def _converge(
     mode: str, mixtures: Sequence[str] | None, instance: dg.DagsterInstance | None, dry_run: bool
 ) -> ConvergeReport:
     from chameleon_assets.defs import policy
+    from chameleon_assets.defs.io import adopt_legacy_artefacts, latest_version
     from chameleon_assets.defs.partitions import partition_changes, remove_unregistered_domain_artefacts
     from chameleon_assets.defs.resources import ChameleonConfig
     from chameleon_assets.defs.sources import record_observations, source_observations
@@ -196,6 +197,9 @@ def _converge(
         changes.apply(instance)
         print(f"partitions: {report.partition_changes}", flush=True)
     if not dry_run:
+        adopted = adopt_legacy_artefacts()
+        if adopted:
+            print(f"gave {len(adopted)} artefact folder(s) from before manifests existed a manifest", flush=True)
         for folder in remove_unregistered_domain_artefacts(instance):
             print(f"removed {folder} (its domain is no longer registered)", flush=True)
     observations, errors = source_observations(instance, chameleon)
@@ -208,6 +212,7 @@ def _converge(
             print(f"changed sources (not recorded by a dry run): {', '.join(report.observed)}", flush=True)
         changed = [o.partition for o in observations if o.asset_key.to_user_string() == "domain_source"]
         changed += changes.add.get("domain", [])  # new domains: not partitions yet, so not observed
+        changed += [d for d in domains if d not in changed and latest_version(instance, "domain_corpus", d) is None]
         for what, message in check_documents(chameleon, changed).items():
             report.source_errors[what] = message
             print(f"refused: {message}", flush=True)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -176,13 +177,18 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
 def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    (tmp_path / f".v2.tmp-{dead_pid}-abc").mkdir()
-    (tmp_path / f".weights.json.tmp-{dead_pid}-xyz").write_text("half")
-    (tmp_path / f".v3.tmp-{os.getpid()}-abc").mkdir()
-    (tmp_path / "v1").mkdir()
+    host = artifacts.HOST_ID
+    dead = [f".v2.tmp-{host}-{dead_pid}-abc", f".weights.json.tmp-{host}-{dead_pid}-xyz"]
+    kept = [f".v3.tmp-{host}-{os.getpid()}-abc",  # a live writer
+            f".v4.tmp-0badc0de-{dead_pid}-abc",     # another machine's writer: its pid means nothing here
+            "v1", ".values"]
+    (tmp_path / dead[0]).mkdir()
+    (tmp_path / dead[1]).write_text("half")
+    for name in kept:
+        (tmp_path / name).mkdir()
     removed = artifacts.remove_leftovers(tmp_path)
-    assert sorted(p.name for p in removed) == sorted([f".v2.tmp-{dead_pid}-abc", f".weights.json.tmp-{dead_pid}-xyz"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".v3.tmp-{os.getpid()}-abc", "v1"])
+    assert sorted(p.name for p in removed) == sorted(dead)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
 # --- Locks ------------------------------------------------------------------------------
@@ -205,3 +211,30 @@ def test_a_held_lock_names_its_holder_and_is_released_when_the_holder_dies(tmp_p
     with file_lock(lock, "second", wait=False):
         assert "second" in lock.read_text()
     assert time.monotonic() - t0 < 5
+
+
+@dataclass
+class _Legacy:
+    """A stored descriptor as the IO manager keeps one: a data version and its folder."""
+
+    data_version: str
+    path: str
+
+
+def test_folders_from_before_manifests_are_adopted_once(project: Path) -> None:
+    import pickle
+
+    from chameleon_assets.defs import io
+
+    folder = project / "data" / "artifacts" / "weights" / "v1"
+    folder.mkdir(parents=True)
+    (folder / "weights.json").write_text("{}")
+    target = io.value_path(io.dg.AssetKey("mixture_weights"), None, "v1")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(pickle.dumps(_Legacy("v1", str(folder))))
+    assert "never completed" in io.damage(io.dg.AssetKey("mixture_weights"), None, "v1")
+    assert io.adopt_legacy_artefacts() == [folder]
+    assert io.damage(io.dg.AssetKey("mixture_weights"), None, "v1") is None
+    (folder / artifacts.MANIFEST).unlink()
+    assert io.adopt_legacy_artefacts() == []  # once only: from now on a missing manifest means damage
+    assert "never completed" in io.damage(io.dg.AssetKey("mixture_weights"), None, "v1")

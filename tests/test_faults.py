@@ -75,17 +75,23 @@ def test_deleted_or_truncated_artefacts_are_detected_and_rebuilt(ran) -> None:  
     versions = {k: v[0].asset_materialization.tags["dagster/data_version"]
                 for k, v in _materializations(instance).items()}
 
+    weights_value = next((project / "data" / "artifacts" / ".values" / "mixture_weights").rglob("*.pkl"))
+
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # truncated
     embedding.unlink()                                                 # deleted
     (model / "model.safetensors").unlink()                            # a model folder missing its weights
+    weights_value.write_bytes(weights_value.read_bytes()[:40])        # a stored descriptor, torn
 
     damaged = damaged_partitions(load_defs(), instance)
-    assert set(damaged) == {("domain_corpus", "alpha"), ("domain_embeddings", "beta"), ("base_model", "uniform")}
+    assert set(damaged) == {("domain_corpus", "alpha"), ("domain_embeddings", "beta"), ("base_model", "uniform"),
+                            ("mixture_weights", None)}
     assert "bytes" in damaged[("domain_corpus", "alpha")] and "is missing" in damaged[("domain_embeddings", "beta")]
+    assert "unreadable" in damaged[("mixture_weights", None)]
 
     report = converge("run", mixtures=["uniform"], instance=instance)
     assert not report.failed
-    assert sorted(report.materialized) == ["base_model[uniform]", "domain_corpus[alpha]", "domain_embeddings[beta]"]
+    assert sorted(report.materialized) == ["base_model[uniform]", "domain_corpus[alpha]", "domain_embeddings[beta]",
+                                           "mixture_weights"]
     after = _materializations(instance)
     for name, records in after.items():  # rebuilt under the same version: nothing downstream went stale
         assert records[0].asset_materialization.tags["dagster/data_version"] == versions[name]
@@ -93,7 +99,26 @@ def test_deleted_or_truncated_artefacts_are_detected_and_rebuilt(ran) -> None:  
     for folder in (shard.parent, embedding.parent, model):
         assert verify_dir(folder, deep=True) is None
     assert load_value(instance, "domain_corpus", "alpha").train().shape[0] > 0
+    assert load_value(instance, "mixture_weights").domains == DOMAINS
     assert damaged_partitions(load_defs(), instance) == {}
+
+
+def test_a_damaged_proxy_is_rebuilt_as_it_was_even_after_a_domain_was_added(ran) -> None:  # noqa: ANN001
+    """Rebuilding a damaged proxy is not a domain change: it is retrained on the corpus
+    versions it recorded, under the same version, and no embedding goes stale."""
+    from chameleon_assets.defs.io import latest_version
+    from chameleon_assets.runner import converge
+
+    project, instance = ran
+    proxy_version = latest_version(instance, "proxy_model")
+    (current(project, "proxy_model") / "model.safetensors").unlink()
+    write_domain(project / "raw", "delta")
+    write_registry(project, DOMAINS + ["delta"])
+    report = converge("sync", instance=instance)
+    assert not report.failed
+    assert "proxy_model" in report.materialized and "domain_embeddings[delta]" in report.materialized
+    assert latest_version(instance, "proxy_model") == proxy_version
+    assert not any(f"domain_embeddings[{d}]" in report.materialized for d in DOMAINS)
 
 
 def test_a_writer_killed_before_its_commit_leaves_the_previous_versions_loadable(ran) -> None:  # noqa: ANN001
@@ -190,6 +215,16 @@ def test_the_same_partition_from_two_runs_is_computed_once(project: Path) -> Non
     assert len(records) == 2
     reused = sorted(r.asset_materialization.metadata["reused_existing_version"].value for r in records)
     assert reused == [False, True]  # computed once, by the first; the second waited and reused it
+
+
+def test_an_emptied_registry_deletes_no_artefact(ran) -> None:  # noqa: ANN001
+    from chameleon_assets.defs.partitions import remove_unregistered_domain_artefacts
+    from tests.conftest import register
+
+    project, instance = ran
+    register(instance, [], None)
+    assert remove_unregistered_domain_artefacts(instance) == []
+    assert (project / "data" / "artifacts" / "corpus" / "alpha").is_dir()
 
 
 def test_a_removed_domain_loses_its_derived_artefacts_not_its_raw_data(ran) -> None:  # noqa: ANN001

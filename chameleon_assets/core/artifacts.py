@@ -125,10 +125,23 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _host_id() -> str:
+    """8 hex digits naming this machine and boot: a pid means something only there."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return hashlib.sha256(f"{os.uname().nodename}|{boot}".encode()).hexdigest()[:8]
+
+
+HOST_ID = _host_id()
+
+
 def _temp_prefix(name: str, kind: str) -> str:
-    # The writer's pid is in the name, so leftovers of a killed writer can be told apart
-    # from a live writer's (``remove_leftovers``).
-    return f".{name}.{kind}-{os.getpid()}-"
+    # The writer's host and pid are in the name, so leftovers of a killed writer can be
+    # told apart from a live writer's, also one on another machine sharing the data
+    # directory (``remove_leftovers`` only judges its own host's).
+    return f".{name}.{kind}-{HOST_ID}-{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -156,18 +169,22 @@ def atomic_dir(target: Path, manifest: bool = True) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     pause_point("commit", target)
-    with naming_write_errors(target):
-        if target.exists() and _exchange(tmp, target):
-            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
-        else:
-            if target.exists():  # no atomic swap on this file system: the target is briefly absent
-                old = target.parent / f"{_temp_prefix(target.name, 'old')}{time.time_ns()}"
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
+    try:
+        with naming_write_errors(target):
+            if target.exists() and _exchange(tmp, target):
+                shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
             else:
-                os.replace(tmp, target)
-        fsync_path(target.parent)
+                if target.exists():  # no atomic swap on this file system: the target is briefly absent
+                    old = target.parent / f"{_temp_prefix(target.name, 'old')}{time.time_ns()}"
+                    os.replace(target, old)
+                    os.replace(tmp, target)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, target)
+            fsync_path(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     remove_leftovers(target.parent)
 
 
@@ -240,10 +257,10 @@ def remove_leftovers(parent: Path) -> list[Path]:
         return removed
     for p in parent.iterdir():
         parts = p.name.split(".")
-        kind_pid = parts[-1].split("-") if p.name.startswith(".") and len(parts) >= 3 else []
-        if len(kind_pid) < 2 or kind_pid[0] not in ("tmp", "old") or not kind_pid[1].isdigit():
+        fields = parts[-1].split("-") if p.name.startswith(".") and len(parts) >= 3 else []
+        if len(fields) < 3 or fields[0] not in ("tmp", "old") or fields[1] != HOST_ID or not fields[2].isdigit():
             continue
-        if _pid_alive(int(kind_pid[1])):
+        if _pid_alive(int(fields[2])):
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed.append(p)

@@ -83,7 +83,11 @@ def load_version(key: str | dg.AssetKey, partition: str | None, version: str) ->
     if not path.is_file():
         raise ArtefactDamaged(f"{name}: no stored value for data version {version} ({path}); "
                               "run `chameleon run` to rebuild it")
-    value = _read_value(path)
+    try:
+        value = _read_value(path)
+    except Exception as exc:  # noqa: BLE001
+        raise ArtefactDamaged(f"{name}: the stored value of data version {version} ({path}) is unreadable "
+                              f"({type(exc).__name__}); run `chameleon run` to rebuild it") from exc
     problem = artefact_problem(value)
     if problem:
         raise ArtefactDamaged(f"{name}: the files of data version {version} are damaged: {problem}; "
@@ -117,6 +121,14 @@ def _read_value(path: Path) -> Any:
         return pickle.load(fh)
 
 
+def stored_descriptor(key: str, partition: str | None, version: str) -> Any | None:
+    """The stored value of ``key[partition]`` at ``version`` without checking its files; None if unreadable."""
+    try:
+        return _read_value(value_path(dg.AssetKey(key), partition, version))
+    except Exception:  # noqa: BLE001 (missing or damaged)
+        return None
+
+
 def damage(key: dg.AssetKey, partition: str | None, version: str | None) -> str | None:
     """Why the recorded version ``version`` of ``key[partition]`` cannot be used as is, or None.
 
@@ -130,7 +142,7 @@ def damage(key: dg.AssetKey, partition: str | None, version: str | None) -> str 
         value = _read_value(path)
     except FileNotFoundError:
         return f"its stored value {path} is missing"
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 (a damaged pickle raises almost anything)
         return f"its stored value {path} is unreadable ({type(exc).__name__})"
     return artefact_problem(value)
 
@@ -158,7 +170,14 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
         meta = context.definition_metadata or {}
         keys = sorted(context.asset_partition_keys)
         if meta.get("existing_only"):
-            keys = [k for k in keys if latest_version(instance, context.asset_key, k) is not None]
+            # Never materialised, or damaged (rebuilt by the policy once its own inputs allow): left out.
+            versions = {k: latest_version(instance, context.asset_key, k) for k in keys}
+            for k, v in versions.items():
+                why = damage(context.asset_key, k, v)
+                if why:
+                    context.log.warning(f"{context.asset_key.to_user_string()}[{k}] left out: {why}")
+                    versions[k] = None
+            keys = [k for k in keys if versions[k] is not None]
         values = {k: load_value(instance, context.asset_key, k) for k in keys}
         as_dict = bool(meta.get("as_dict"))
         if len(values) == 1 and not as_dict:
@@ -179,7 +198,7 @@ def stored_value(key: str, partition: str | None, version: str) -> Any | None:
         return None
     try:
         value = _read_value(path)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+    except Exception:  # noqa: BLE001 (a damaged pickle raises almost anything): rebuild it
         return None
     return None if artefact_problem(value, deep=True) else value
 
@@ -210,15 +229,55 @@ def one_writer(fn: Callable) -> Callable:
             result = fn(context, *args, **kwargs)
             value = result.value if isinstance(result, dg.Output) else result
             version = getattr(value, "data_version", None)
-            if version:
-                _store(value_path(key, partition, version), value)
+            if version:  # the single writer of this partition: its value replaces any damaged one
+                _store(value_path(key, partition, version), value, replace=True)
         return result
 
     return step
 
 
-def _store(target: Path, value: Any) -> None:
-    if target.is_file():
-        return  # a version is written once: the same version has the same content
+def _store(target: Path, value: Any, replace: bool = False) -> None:
+    """Write ``value`` to ``target`` atomically, unless (without ``replace``) a readable one is there.
+
+    A version has one content, so an intact stored value is kept; a damaged one, or the
+    descriptor of a version just rebuilt (its MLflow run id is new), replaces it.
+    """
+    if target.is_file() and not replace:
+        try:
+            _read_value(target)
+            return
+        except Exception:  # noqa: BLE001 (damaged: replace it)
+            pass
     with atomic_file(target, "wb") as fh:
         pickle.dump(value, fh)
+
+
+ADOPTED_MARKER = ".manifests-adopted"
+
+
+def adopt_legacy_artefacts() -> list[Path]:
+    """Once per data directory: give a manifest to artefact folders written before manifests existed.
+
+    Those folders were committed by a rename, so they are complete unless damaged since,
+    which nothing can tell any more; adopting them keeps an upgrade from rebuilding (and
+    retraining) everything. After this, a folder without a manifest is damaged. Returns
+    the folders adopted.
+    """
+    from chameleon_assets.core.artifacts import MANIFEST, manifest_of, write_json
+
+    marker = paths.values_dir() / ADOPTED_MARKER
+    if marker.exists():
+        return []
+    adopted = []
+    for pkl in sorted(paths.values_dir().rglob("*.pkl")) if paths.values_dir().is_dir() else []:
+        try:
+            folder = artefact_dir(_read_value(pkl))
+        except Exception:  # noqa: BLE001 (damaged: the policy rebuilds it)
+            continue
+        if folder is not None and folder.is_dir() and not (folder / MANIFEST).exists() \
+                and not folder.name.startswith("."):
+            write_json(folder / MANIFEST, manifest_of(folder))
+            adopted.append(folder)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("artefact folders written before manifests existed were adopted once\n")
+    return adopted

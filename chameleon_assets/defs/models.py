@@ -7,7 +7,7 @@ import dagster as dg
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.defs import plots, policy
-from chameleon_assets.defs.io import load_value, load_version, one_writer, stored_value, versions_text
+from chameleon_assets.defs.io import ArtefactDamaged, load_value, load_version, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, mixture_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES
@@ -299,8 +299,15 @@ def mixture_comparison(
     import pandas as pd
 
     eval_config = chameleon.section_version("evaluation")
-    models = {m: load_value(context.instance, "base_model", m) for m in evaluation}
-    rows, included, excluded = comparison_rows(mixture_weights, models, evaluation, eval_config)
+    models, damaged = {}, {}
+    for m in evaluation:
+        try:
+            models[m] = load_value(context.instance, "base_model", m)
+        except ArtefactDamaged as exc:  # a model nobody requests may stay damaged: leave its row out
+            damaged[m] = f"its model's files are damaged ({exc}); `chameleon run --mixtures {m}` rebuilds it"
+    rows, included, excluded = comparison_rows(mixture_weights, models, {m: e for m, e in evaluation.items()
+                                                                         if m in models}, eval_config)
+    excluded = {**excluded, **damaged}
     if not rows:
         context.log.warning(f"no evaluation of a current model yet (stale: {excluded}); run `chameleon run`")
     version = sha256_text(COMPARISON_CODE_VERSION, mixture_weights.data_version,

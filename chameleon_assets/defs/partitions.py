@@ -93,12 +93,15 @@ def remove_unregistered_domain_artefacts(instance: dg.DagsterInstance) -> list[P
 
     Run once the partitions match the registry (after ``PartitionChanges.apply``, and by
     the registry sensor on the tick after its delete request). Only folders under the
-    artefacts directory are touched, never a domain's raw data. A removed domain that is
-    registered again is tokenised and embedded anew. Returns what was deleted.
+    artefacts directory are touched, never a domain's raw data; with no domain
+    registered at all nothing is deleted. A removed domain that is registered again is
+    tokenised and embedded anew. Returns what was deleted.
     """
     from chameleon_assets.defs.io import value_path
 
     registered = set(instance.get_dynamic_partitions(domain_partitions.name))
+    if not registered:  # an emptied registry is more likely a mistake than a wish to lose every embedding
+        return []
     roots = [paths.artifacts_dir() / kind for kind in DOMAIN_ARTEFACTS]
     roots += [value_path(dg.AssetKey(a), "x", "v").parent.parent for a in DOMAIN_ASSETS]
     removed = []

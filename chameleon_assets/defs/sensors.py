@@ -6,11 +6,13 @@ configuration section or domain source whose version changed (raw files are re-r
 only when their size or mtime changed). It requests no run itself: what to run is
 decided by the automation conditions of ``defs.policy``, evaluated by
 ``chameleon_automation``. A failed partition stays missing or stale, so the next
-evaluation requests it again.
+evaluation requests it again. Once the partitions match, the shards, embeddings and
+stored values of domains that are no longer registered are deleted (never raw data).
 """
 
 import dagster as dg
 
+from chameleon_assets.defs.io import adopt_legacy_artefacts
 from chameleon_assets.defs.partitions import partition_changes, remove_unregistered_domain_artefacts
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import source_observations
@@ -31,6 +33,7 @@ def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: Chame
         # partition would be dropped.
         context.log.info(changes.describe())
         return dg.SensorResult(dynamic_partitions_requests=changes.requests())
+    adopt_legacy_artefacts()
     for folder in remove_unregistered_domain_artefacts(context.instance):
         context.log.info(f"removed {folder} (its domain is no longer registered)")
     observations, errors = source_observations(context.instance, chameleon)

@@ -68,10 +68,12 @@ def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -
                            middle_layer(model.config.num_hidden_layers), count_parameters(model), False,
                            profile.tokenizer, tok_fp)
     else:
-        domains = sorted(context.instance.get_dynamic_partitions(domain_partitions.name))
-        if not domains:
-            raise ValueError("no domain is registered: add one to conf/domains.yaml and run `chameleon sync`")
-        shards: dict[str, CorpusShards] = {d: load_value(context.instance, "domain_corpus", d) for d in domains}
+        shards = _damaged_proxy_inputs(context.instance, section)
+        if shards is None:  # new, stale or requested: train on the domains registered now
+            domains = sorted(context.instance.get_dynamic_partitions(domain_partitions.name))
+            if not domains:
+                raise ValueError("no domain is registered: add one to conf/domains.yaml and run `chameleon sync`")
+            shards = {d: load_value(context.instance, "domain_corpus", d) for d in domains}
         for s in shards.values():
             s.require_tokenizer(tok_fp, profile.tokenizer)
         train_versions = {d: s.data_version for d, s in shards.items()}
@@ -90,6 +92,31 @@ def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -
         "train_domains": dg.MetadataValue.json(proxy.train_domains),
         "path": dg.MetadataValue.path(proxy.path),
     })
+
+
+def _damaged_proxy_inputs(instance: dg.DagsterInstance, section: str) -> dict[str, CorpusShards] | None:
+    """The shards the current proxy was trained on, when it must be rebuilt as it was.
+
+    When the recorded proxy's files are damaged but its configuration is unchanged, it
+    is retrained on exactly the corpus versions it recorded, giving the same data
+    version, so no embedding goes stale (a damaged proxy is not a domain change). None
+    when the proxy is not damaged, its configuration changed, or those corpus versions
+    are gone (then it trains on the domains registered now, a new version).
+    """
+    from chameleon_assets.defs.io import ArtefactDamaged, artefact_problem, latest_version, load_version, stored_descriptor
+
+    version = latest_version(instance, "proxy_model")
+    previous = stored_descriptor("proxy_model", None, version) if version else None
+    if previous is None or not previous.trained_here or not previous.train_domains:
+        return None
+    if sha256_text(PROXY_CODE_VERSION, section, versions_text(previous.train_domains))[:24] != version:
+        return None
+    if artefact_problem(previous) is None:
+        return None
+    try:
+        return {d: load_version("domain_corpus", d, v) for d, v in previous.train_domains.items()}
+    except ArtefactDamaged:
+        return None
 
 
 def _train_proxy(context, profile, tok, tok_fp: str, shards: dict, version: str) -> ProxyModel:  # noqa: ANN001
