@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import subprocess
 import sys
 import time
 import traceback
@@ -80,19 +78,9 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    env = {**os.environ, "DAGSTER_HOME": str(paths.dagster_home())}
-    paths.dagster_home().mkdir(parents=True, exist_ok=True)
-    bindir = os.path.dirname(sys.executable)
-    mlflow = subprocess.Popen(
-        [os.path.join(bindir, "mlflow"), "ui", "--backend-store-uri", paths.mlflow_tracking_uri(),
-         "--host", "127.0.0.1", "--port", str(args.mlflow_port)], env=env)
-    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
-    try:
-        return subprocess.call(
-            [os.path.join(bindir, "dagster"), "dev", "-w", str(paths.REPO_ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(args.dagster_port)], env=env, cwd=paths.REPO_ROOT)
-    finally:
-        mlflow.terminate()
+    from chameleon_assets.ui import serve
+
+    return serve(args.dagster_port, args.mlflow_port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ class AffinityMatrix:
     heatmap_path: str
     corpus_versions: dict = field(default_factory=dict)  # domain -> corpus version its embedding read
     train_tokens: dict = field(default_factory=dict)  # domain -> train tokens of that version
+    embedding_versions: dict = field(default_factory=dict)  # domain -> domain_embeddings version it used
 
 
 @dataclass

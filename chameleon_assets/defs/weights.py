@@ -262,7 +262,7 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
             write_json(tmp / "affinity.json", {"domains": domains, "kernel": kern, "kernel_centered": kern_c})
         value = AffinityMatrix(version, str(out), domains, kern.tolist(), kern_c.tolist(), proxies,
                                str(out / "affinity_heatmap.png"), {d: e.corpus_version for d, e in emb.items()},
-                               {d: e.train_tokens for d, e in emb.items()})
+                               {d: e.train_tokens for d, e in emb.items()}, {d: e.data_version for d, e in emb.items()})
     point_current(out)
     prune_versions(out.parent)
     b64 = plots.file_b64(out / "affinity_heatmap.png")
@@ -319,6 +319,7 @@ def mixture_weights(
         "krls": dg.MetadataValue.md(krls_frame.to_markdown(floatfmt=".4g")),
         "bar_chart": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "weights_bars.png"),
                                                               "mixture weights")),
+        "derived_from": dg.MetadataValue.md(_derived_from(affinity_matrix, table)),
         "domains": len(domains),
         "mixtures": ", ".join(table.weights),
         "skipped": dg.MetadataValue.json(table.skipped),
@@ -326,6 +327,17 @@ def mixture_weights(
         "csv": dg.MetadataValue.path(str(out / "weights.csv")),
         "mlflow_run_id": table.mlflow_run_id,
     })
+
+
+def _derived_from(affinity: AffinityMatrix, table: MixtureTable) -> str:
+    """Markdown: the partition versions these weights were computed from, one row per domain."""
+    embeddings = getattr(affinity, "embedding_versions", None) or {}
+    rows = ["| domain | domain_corpus version | domain_embeddings version | train tokens |", "|---|---|---|---|"]
+    for d in table.domains:
+        rows.append(f"| {d} | {table.corpus_versions.get(d, '?')} | {embeddings.get(d, '?')} | "
+                    f"{table.train_tokens.get(d, 0):,} |")
+    proxies = ", ".join(table.proxy_versions)
+    return "\n".join(rows) + f"\n\naffinity_matrix {affinity.data_version}; proxy_model {proxies}"
 
 
 def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, version: str) -> MixtureTable:

@@ -1,0 +1,232 @@
+"""The UIs used as a person uses them: `chameleon ui` starts and stops cleanly, and the
+Dagster lineage, weights, materialise button and MLflow comparison work in a real
+(headless) Chromium, over a project materialised with the tiny profile.
+
+Screenshots go to ``tests/output/ui/`` (``$CHAMELEON_TEST_OUTPUT``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY_PROFILE, write_domain
+from tests.ui_helpers import OUTPUT, UI, chromium
+
+pytestmark = pytest.mark.slow
+
+DOMAINS = ["alpha", "beta", "gamma"]
+MIXTURES = ["uniform", "chameleon_pretrain"]
+ASSETS = ["domain_corpus", "proxy_model", "domain_embeddings", "affinity_matrix", "mixture_weights", "base_model",
+          "evaluation", "mixture_comparison"]
+
+
+def _project(root: Path, materialise: bool) -> dict:
+    """conf/, raw domains and (optionally) everything materialised; returns the environment."""
+    conf = root / "conf"
+    (conf / "profiles").mkdir(parents=True)
+    (conf / "mixtures.yaml").write_text((REPO / "conf" / "mixtures.yaml").read_text())
+    (conf / "profiles" / "tiny.yaml").write_text(TINY_PROFILE.replace("tasks: [arc_easy_local]", "tasks: []"))
+    lines = ["domains:"]
+    for d in DOMAINS:
+        lines.append(f"  - {{name: {d}, source: {write_domain(root / 'raw', d)}}}")
+    (conf / "domains.yaml").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "CHAMELEON_CONF_DIR": str(conf), "CHAMELEON_DATA_DIR": str(root / "data"),
+           "DAGSTER_HOME": str(root / "dagster_home"), "CHAMELEON_PROFILE": "tiny",
+           "CHAMELEON_REGISTRY": str(conf / "domains.yaml"), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    (root / "dagster_home").mkdir()
+    if materialise:
+        done = subprocess.run([sys.executable, "-m", "chameleon_assets.cli", "run", "--mixtures", *MIXTURES],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return env
+
+
+# --- `make ui` behaves -------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_ui_prints_working_urls_and_stops_everything_it_started(tmp_path: Path, signum: int) -> None:
+    import psutil
+
+    ui = UI(_project(tmp_path, materialise=False), tmp_path / "ui.log")
+    try:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/#/experiments/\d+/runs\?workflowType=machine_learning",
+                            ui.mlflow_url), ui.mlflow_url
+        for url in (ui.dagster_url, f"{ui.mlflow}/health"):
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200
+        family = psutil.Process(ui.proc.pid).children(recursive=True)
+        assert len(family) >= 4  # MLflow and its workers, dagster dev, webserver, daemon, code server
+    finally:
+        took = ui.stop(signum)
+    assert took < 10, f"took {took:.1f}s to stop"
+    alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.cmdline()[:4] for p in alive]
+    assert "stopped both UIs" in ui.log.read_text()
+
+
+# --- In the browser ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):  # noqa: ANN201
+    root = tmp_path_factory.mktemp("ui")
+    env = _project(root, materialise=True)
+    ui = UI(env, root / "ui.log")
+    try:
+        yield ui, env
+    finally:
+        ui.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201
+    from playwright.sync_api import sync_playwright
+
+    path = chromium()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):  # noqa: ANN001, ANN201
+    pg = browser.new_page(viewport={"width": 1600, "height": 1000})
+    pg.set_default_timeout(30_000)
+    yield pg
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(OUTPUT / f"{request.node.name}.png"), full_page=False)
+    pg.close()
+
+
+def _shot(pg, name: str) -> None:  # noqa: ANN001
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(OUTPUT / f"{name}.png"))
+
+
+def _open(pg, url: str) -> None:  # noqa: ANN001
+    """Open a Dagster page; dismiss the first-visit community dialog if it shows."""
+    pg.goto(url)
+    skip = pg.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(state="visible", timeout=4000)
+        skip.click()
+    except Exception:  # noqa: BLE001 (shown once per instance; absent afterwards)
+        pass
+
+
+@pytest.mark.browser
+def test_the_lineage_shows_every_asset_and_a_partition_per_domain(served, page) -> None:  # noqa: ANN001
+    ui, _ = served
+    _open(page, f"{ui.dagster}/asset-groups")
+    page.get_by_text("Global asset lineage").wait_for()
+    page.keyboard.press("Alt+e")  # "Expand all groups" (the graph's settings menu)
+    for asset in ASSETS:
+        page.locator(f"text={asset}").first.wait_for(state="visible")
+    _shot(page, "lineage")
+    _open(page, f"{ui.dagster}/assets/domain_embeddings?view=partitions")
+    page.get_by_text(f"Materialized ({len(DOMAINS)})").wait_for()
+    for d in DOMAINS:
+        assert page.get_by_text(d, exact=True).count() >= 1, d
+
+
+@pytest.mark.browser
+def test_the_weights_page_shows_table_chart_and_where_they_came_from(served, page) -> None:  # noqa: ANN001
+    ui, _ = served
+    _open(page, f"{ui.dagster}/assets/mixture_weights")
+    page.get_by_text("KRLS tau_i").first.wait_for()  # the description states the rule
+    weights = page.locator("tr", has=page.locator("td", has_text=re.compile(r"^weights$")))
+    weights.first.wait_for()
+    row = weights.first.inner_text()
+    for name in ("uniform", "chameleon_pretrain", "chameleon_finetune", *DOMAINS):
+        assert name in row, name
+    assert re.search(r"0\.3333", row)  # uniform over three domains
+    derived = page.locator("tr", has=page.locator("td", has_text=re.compile(r"^derived_from$"))).first.inner_text()
+    for d in DOMAINS:
+        assert d in derived
+    _shot(page, "weights")
+    # Images are too long for Dagster to inline (over 1,000 characters): one click shows them.
+    page.locator("tr", has=page.locator("td", has_text=re.compile(r"^bar_chart$"))).first.get_by_text(
+        "[Show Markdown]").click()
+    chart = page.get_by_role("dialog").locator("img[alt='mixture weights']")
+    chart.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=chart.element_handle())
+    page.wait_for_timeout(800)  # the dialog's fade-in
+    _shot(page, "weights_chart")
+    page.keyboard.press("Escape")
+
+    _open(page, f"{ui.dagster}/assets/mixture_weights?view=lineage&lineageScope=upstream&lineageDepth=6")
+    for upstream in ("affinity_matrix", "domain_embeddings", "proxy_model", "domain_corpus", "domain_source"):
+        page.locator(f"text={upstream}").first.wait_for(state="visible")
+    _shot(page, "weights_lineage")
+
+
+@pytest.mark.browser
+def test_materialising_one_domain_partition_from_the_ui(served, page) -> None:  # noqa: ANN001
+    import dagster as dg
+
+    ui, env = served
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    key = dg.AssetKey("domain_corpus")
+
+    def count() -> int:
+        return len(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=["beta"]),
+                                                   limit=100).records)
+
+    before = count()
+    _open(page, f"{ui.dagster}/assets/domain_corpus")
+    page.get_by_role("button", name="Materialize…").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Select a partition or create one").click()
+    page.keyboard.type("beta")
+    page.get_by_role("checkbox", name="beta").or_(page.locator("label:has-text('beta')")).first.click()
+    page.keyboard.press("Escape")
+    launch = dialog.get_by_role("button", name="Launch 1 run")
+    launch.wait_for()
+    _shot(page, "materialise_dialog")
+    launch.click()
+    t0 = time.monotonic()
+    while count() == before:
+        assert time.monotonic() - t0 < 180, "no new materialisation of domain_corpus[beta] within 180 s"
+        time.sleep(1)
+    runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "beta"}))
+    assert runs and runs[0].status == dg.DagsterRunStatus.SUCCESS or count() > before
+    _open(page, f"{ui.dagster}/assets/domain_corpus?view=events&partition=beta")
+    page.get_by_text("beta").first.wait_for()
+
+
+@pytest.mark.browser
+def test_mlflow_lists_one_run_per_model_and_compares_them(served, page) -> None:  # noqa: ANN001
+    from mlflow.tracking import MlflowClient
+
+    ui, env = served
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("chameleon").experiment_id
+    models = client.search_runs([experiment], "tags.stage = 'pretrain'")
+    assert sorted(r.data.tags["asset_partition"] for r in models) == sorted(MIXTURES)
+
+    page.goto(ui.mlflow_url)  # as printed by `chameleon ui`: the runs table, model-training view
+    for m in MIXTURES:
+        page.get_by_text(f"base_model[{m}]").first.wait_for()
+    _shot(page, "mlflow_runs")
+    for m in MIXTURES:  # tick both model runs, then Compare
+        row = page.locator("div[role=row]", has=page.get_by_text(f"base_model[{m}]", exact=True))
+        row.locator("input[type=checkbox]").first.check()
+    page.get_by_role("button", name="Compare").first.click()
+    page.get_by_text(f"weight.{DOMAINS[0]}").first.wait_for(timeout=60_000)
+    body = page.inner_text("body")
+    for d in DOMAINS:
+        assert f"weight.{d}" in body and f"ppl.{d}" in body, d
+    assert "ppl_avg" in body and "bpb_avg" in body
+    _shot(page, "mlflow_compare")
+
