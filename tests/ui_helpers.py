@@ -10,16 +10,23 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = Path(os.environ.get("CHAMELEON_TEST_OUTPUT", REPO / "tests" / "output")) / "ui"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all sockets held open until every port is known)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def chromium() -> str:
@@ -52,7 +59,7 @@ class UI:
     """A running `chameleon ui` (its log in ``log``); ``stop`` sends a signal and waits."""
 
     def __init__(self, env: dict, log: Path, timeout: float = 300) -> None:
-        self.dagster_port, self.mlflow_port = free_port(), free_port()
+        self.dagster_port, self.mlflow_port = free_ports(2)
         self.log = log
         self._fh = open(log, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
@@ -66,11 +73,13 @@ class UI:
             if len(lines) == 2:
                 break
             if self.proc.poll() is not None:
+                self._fh.close()
                 raise AssertionError(f"`chameleon ui` exited with {self.proc.returncode}:\n{text[-3000:]}")
             if time.monotonic() - t0 > timeout:
                 self.stop()
                 raise AssertionError(f"`chameleon ui` printed no URLs within {timeout}s:\n{text[-3000:]}")
             time.sleep(0.5)
+        self.servers = [c.pid for c in psutil.Process(self.proc.pid).children()]  # their sessions' ids
         self.dagster_url = lines[0].split()[2]
         self.mlflow_url = lines[1].split()[2]
         self.dagster = f"http://127.0.0.1:{self.dagster_port}"
@@ -86,5 +95,17 @@ class UI:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        took = time.monotonic() - t0
+        for pid in getattr(self, "servers", []):  # whatever a failed stop left behind
+            try:
+                os.killpg(pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
         self._fh.close()
-        return time.monotonic() - t0
+        return took
+
+    def leftovers(self) -> list:
+        """Processes still alive in the servers' sessions or below them."""
+        from chameleon_assets.ui import family
+
+        return [p for p in family(self.servers) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
