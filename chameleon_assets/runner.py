@@ -81,26 +81,18 @@ def materialize(
 
 def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark as failed the CLI runs of this host still STARTED whose process is gone; return their ids."""
+    from chameleon_assets.core.artifacts import pid_alive
+
     host = socket.gethostname()
     runs = instance.get_runs(filters=dg.RunsFilter(
         statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={HOST_TAG: host}))
     orphaned = []
     for run in runs:
         pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and pid != os.getpid() and not _alive(pid):
+        if pid and pid != os.getpid() and not pid_alive(pid):
             instance.report_run_failed(run, f"its process ({pid}) ended without finishing the run (killed?)")
             orphaned.append(run.run_id)
     return orphaned
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

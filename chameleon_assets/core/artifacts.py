@@ -260,14 +260,15 @@ def remove_leftovers(parent: Path) -> list[Path]:
         fields = parts[-1].split("-") if p.name.startswith(".") and len(parts) >= 3 else []
         if len(fields) < 3 or fields[0] not in ("tmp", "old") or fields[1] != HOST_ID or not fields[2].isdigit():
             continue
-        if _pid_alive(int(fields[2])):
+        if pid_alive(int(fields[2])):
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed.append(p)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process ``pid`` exists on this machine (also one we may not signal)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
