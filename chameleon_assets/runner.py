@@ -260,7 +260,7 @@ def check_documents(chameleon, domains: Sequence[str]) -> dict[str, str]:  # noq
     non-empty documents. (The token minimum needs the tokenizer; ``domain_corpus``
     checks it.) Keys are ``domain_source[<domain>]``.
     """
-    from chameleon_assets.core.corpus import MIN_DOCUMENTS
+    from chameleon_assets.core.corpus import CorpusMinimum
     from chameleon_assets.core.registry import iter_documents
 
     errors = {}
@@ -271,13 +271,10 @@ def check_documents(chameleon, domains: Sequence[str]) -> dict[str, str]:  # noq
             continue
         try:
             count = sum(1 for _ in iter_documents(spec))
-        except (ValueError, OSError) as exc:
+            CorpusMinimum(train_tokens=0, source=str(spec.source), registry=str(chameleon.registry_file())).check(
+                name, count)
+        except (ValueError, OSError) as exc:  # RegistryError and CorpusTooSmall are ValueErrors
             errors[f"domain_source[{name}]"] = str(exc)
-            continue
-        if count < MIN_DOCUMENTS:
-            errors[f"domain_source[{name}]"] = (
-                f"domain '{name}': {spec.source}: {count} non-empty document(s) (empty or whitespace-only ones do "
-                f"not count); a domain needs at least {MIN_DOCUMENTS}: add text or remove it from the registry")
     return errors
 
 

@@ -155,8 +155,11 @@ class CorpusMinimum:
         """The minimum under a profile: ``embedding.sample_length + 1`` training tokens."""
         return cls(train_tokens=profile.embedding.sample_length + 1, source=str(source), registry=str(registry))
 
-    def check(self, domain: str, documents: int, train_tokens: int) -> None:
-        """Raise ``CorpusTooSmall`` naming the domain, its source, what it has and what it needs."""
+    def check(self, domain: str, documents: int, train_tokens: int = 0) -> None:
+        """Raise ``CorpusTooSmall`` naming the domain, its source, what it has and what it needs.
+
+        With ``train_tokens=0`` in the minimum only documents are checked (before tokenising).
+        """
         if documents >= self.documents and train_tokens >= self.train_tokens:
             return
         where = f"domain '{domain}': {self.source}: " if self.source else f"domain '{domain}': "
@@ -164,9 +167,10 @@ class CorpusMinimum:
             has = "no non-empty documents (the source is empty, or every document is empty or whitespace only)"
         else:
             has = f"{documents} non-empty document{'s' if documents != 1 else ''} with {train_tokens} training tokens"
+        needs = f"{self.documents} documents" + (
+            f" and {self.train_tokens} training tokens (embedding.sample_length + 1)" if self.train_tokens else "")
         raise CorpusTooSmall(
-            f"{where}{has}; a domain needs at least {self.documents} documents and {self.train_tokens} "
-            f"training tokens (embedding.sample_length + 1) — add text or remove the domain from {self.registry}"
+            f"{where}{has}; a domain needs at least {needs} — add text or remove the domain from {self.registry}"
         )
 
 

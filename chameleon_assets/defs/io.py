@@ -153,7 +153,7 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
     Every output object carries a ``data_version`` attribute (the same string the asset
     reports to Dagster). Inputs mapped to several partitions, or declared with input
     metadata ``as_dict`` (``partitions.ALL_PARTITIONS``), arrive as ``{partition: value}``;
-    with ``existing_only``, partitions never materialised are left out.
+    with ``existing_only``, partitions never materialised or damaged are left out.
     """
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
@@ -169,16 +169,18 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
             return load_value(instance, context.asset_key)
         meta = context.definition_metadata or {}
         keys = sorted(context.asset_partition_keys)
-        if meta.get("existing_only"):
-            # Never materialised, or damaged (rebuilt by the policy once its own inputs allow): left out.
-            versions = {k: latest_version(instance, context.asset_key, k) for k in keys}
-            for k, v in versions.items():
-                why = damage(context.asset_key, k, v)
-                if why:
-                    context.log.warning(f"{context.asset_key.to_user_string()}[{k}] left out: {why}")
-                    versions[k] = None
-            keys = [k for k in keys if versions[k] is not None]
-        values = {k: load_value(instance, context.asset_key, k) for k in keys}
+        if not meta.get("existing_only"):
+            values = {k: load_value(instance, context.asset_key, k) for k in keys}
+        else:  # never materialised, or damaged (rebuilt by the policy once its own inputs allow): left out
+            values = {}
+            for k in keys:
+                version = latest_version(instance, context.asset_key, k)
+                if version is None:
+                    continue
+                try:
+                    values[k] = load_version(context.asset_key, k, version)
+                except ArtefactDamaged as exc:
+                    context.log.warning(f"left out: {exc}")
         as_dict = bool(meta.get("as_dict"))
         if len(values) == 1 and not as_dict:
             return next(iter(values.values()))

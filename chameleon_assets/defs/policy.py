@@ -49,14 +49,16 @@ class StaleCondition(AC):
         return "Dagster's stale status: new code version or an input with a new data version"
 
     def evaluate(self, context):  # noqa: ANN001 (AutomationContext is internal)
-        view = context.asset_graph_view
-        resolver = _resolver(view, context.asset_graph)
-        stale = {
-            ap
-            for ap in context.candidate_subset.expensively_compute_asset_partitions()
-            if resolver.get_status(ap.asset_key, ap.partition_key).value == "STALE"
-        }
-        return dg.AutomationResult(context, view.get_asset_subset_from_asset_partitions(context.key, stale))
+        resolver = _resolver(context.asset_graph_view, context.asset_graph)
+        return _candidates_where(context, lambda ap: resolver.get_status(ap.asset_key, ap.partition_key).value
+                                 == "STALE")
+
+
+def _candidates_where(context, holds) -> dg.AutomationResult:  # noqa: ANN001
+    """The result holding the candidate partitions for which ``holds(asset_partition)`` is true."""
+    view = context.asset_graph_view
+    chosen = {ap for ap in context.candidate_subset.expensively_compute_asset_partitions() if holds(ap)}
+    return dg.AutomationResult(context, view.get_asset_subset_from_asset_partitions(context.key, chosen))
 
 
 def _resolver(view, asset_graph):  # noqa: ANN001, ANN202
@@ -84,15 +86,9 @@ class DamagedCondition(AC):
         return "the files of the latest materialisation are missing, truncated or incomplete"
 
     def evaluate(self, context):  # noqa: ANN001 (AutomationContext is internal)
-        view = context.asset_graph_view
-        graph = context.asset_graph
-        key = context.key
-        damaged = set()
-        if key in graph.materializable_asset_keys:
-            for ap in context.candidate_subset.expensively_compute_asset_partitions():
-                if damage_of(view, ap) is not None:
-                    damaged.add(ap)
-        return dg.AutomationResult(context, view.get_asset_subset_from_asset_partitions(key, damaged))
+        if context.key not in context.asset_graph.materializable_asset_keys:  # sources have no files of ours
+            return _candidates_where(context, lambda ap: False)
+        return _candidates_where(context, lambda ap: damage_of(context.asset_graph_view, ap) is not None)
 
 
 def damage_of(view, ap) -> str | None:  # noqa: ANN001
