@@ -55,12 +55,12 @@ def weights_dir(version: str) -> Path:
     return artifacts_dir() / "weights" / version
 
 
-def base_model_dir(mixture: str, version: str) -> Path:
-    return artifacts_dir() / "base_model" / mixture / version
+def base_model_dir(mixture: str, seed: int, version: str) -> Path:
+    return artifacts_dir() / "base_model" / mixture / f"seed-{seed}" / version
 
 
-def evaluation_dir(mixture: str, version: str) -> Path:
-    return artifacts_dir() / "evaluation" / mixture / version
+def evaluation_dir(mixture: str, seed: int, version: str) -> Path:
+    return artifacts_dir() / "evaluation" / mixture / f"seed-{seed}" / version
 
 
 def comparison_dir(version: str) -> Path:

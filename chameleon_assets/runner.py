@@ -178,7 +178,7 @@ def _converge(
     if len(domains) >= STALENESS_PARTITION_LIMIT:
         print(f"warning: {len(domains)} domains: Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} "
               "or more partitions, so an edited domain will not mark affinity_matrix stale (see README)", flush=True)
-    changes = partition_changes(instance, domains, mixture_names)
+    changes = partition_changes(instance, domains, mixture_names, chameleon.profile().seeds)
     if not dry_run:
         for run_id in fail_orphaned_runs(instance):
             print(f"run {run_id} was killed before it finished: marked failed, its work is redone", flush=True)
@@ -329,17 +329,22 @@ def weights_report(instance: dg.DagsterInstance | None = None) -> str:
 
 
 def comparison_report(instance: dg.DagsterInstance | None = None) -> str:
-    """The mixture comparison (perplexities, accuracies) as text, best marked with *."""
+    """The mixture comparison as text: means and 95% intervals over seeds, the paired
+    difference against uniform (``*`` = significant), few-shot accuracy, per-domain bpb."""
+    from chameleon_assets.core import compare
     from chameleon_assets.defs.io import load_value
-    from chameleon_assets.defs.models import star_best, text_table
+    from chameleon_assets.defs.models import text_table
 
     table = load_value(instance or get_instance(), "mixture_comparison")
     if not table.rows:
         return "\nNo evaluation of a current model to compare: " + "; ".join(
             f"{m}: {why}" for m, why in table.excluded.items())
-    scores = {m: {c: v for c, v in row.items() if not c.startswith("w.")} for m, row in table.rows.items()}
-    lines = ["\nHeld-out perplexity per domain, averages, few-shot accuracy (* = best; version "
-             f"{table.data_version})", text_table(star_best(scores))]
+    comp = compare.Comparison(table.rows, table.domains, table.tasks, table.baseline, table.notes)
+    lines = [f"\nMixture comparison (version {table.data_version}): means over seeds with 95% intervals; "
+             "* = paired difference significant", text_table(compare.summary_cells(comp), "mixture"),
+             "\nBits per byte per domain (mean ±95% half-width; paired difference vs uniform)",
+             text_table(compare.domain_cells(comp), "mixture")]
+    lines += [f"note: {n}" for n in table.notes]
     if table.excluded:
         lines.append("not compared (stale): " + "; ".join(f"{m}: {why}" for m, why in table.excluded.items()))
     return "\n".join(lines)

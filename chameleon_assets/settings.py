@@ -145,13 +145,23 @@ class Profile:
 
     name: NonEmptyStr = "cpu"
     tokenizer: NonEmptyStr = "bpe-8k"
-    seed: NonNegativeInt = 0
+    seed: NonNegativeInt = 0  # the proxy's initialisation and sampling, the embedding windows, the val split
+    seeds: list[NonNegativeInt] = field(default_factory=lambda: [0])  # one base model per (mixture, seed)
     device: Device = "auto"
     val_fraction: HalfOpenUnitInterval = 0.05
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="after")
+    def _seeds_are_distinct(self) -> Profile:
+        if not self.seeds:
+            raise _invalid("seeds", "must name at least one seed", self.seeds)
+        for i, s in enumerate(self.seeds):
+            if s in self.seeds[:i]:
+                raise _invalid(f"seeds[{i}]", "is listed twice", s)
+        return self
 
     @model_validator(mode="after")
     def _windows_fit_the_proxy(self) -> Profile:
@@ -349,7 +359,8 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
     """The normalised configuration that ``section``'s asset reads (see CONFIG_SECTIONS).
 
     Every section that tokenises or builds a model carries the tokenizer's content
-    fingerprint and the seed, so a new tokenizer stales all of them.
+    fingerprint, so a new tokenizer stales all of them, and those of the proxy and the
+    data carry ``seed``; base models and evaluations have their seed in their partition.
     """
     from chameleon_assets.core.tokenizer import tokenizer_fingerprint
 
@@ -372,11 +383,14 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
             # UniMax's weights are a function of the training budget it defaults to.
             data["unimax_budget_tokens"] = profile.base_model.train.tokens
         return data
+    # Base models and their evaluations take their seed from their partition (``seeds``):
+    # adding a seed adds partitions and stales none, so neither seed key is in these two.
+    per_seed = _without(common, "seed")
     if section == "base_model":
-        return {**common, "model": dataclasses.asdict(profile.base_model.model),
+        return {**per_seed, "model": dataclasses.asdict(profile.base_model.model),
                 "train": _result_fields(dataclasses.asdict(profile.base_model.train))}
     if section == "evaluation":
-        return {**common, "evaluation": _without(dataclasses.asdict(profile.evaluation), "batch_size")}
+        return {**per_seed, "evaluation": _without(dataclasses.asdict(profile.evaluation), "batch_size")}
     raise KeyError(f"unknown configuration section {section!r}; known: {CONFIG_SECTIONS}")
 
 

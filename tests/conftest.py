@@ -77,11 +77,12 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def register(instance, domains: list[str], mixtures: list[str] | None = None) -> None:
-    """Make the instance's domain (and mixture) partitions equal these lists."""
+def register(instance, domains: list[str], mixtures: list[str] | None = None, seeds: list[int] | None = None) -> None:
+    """Make the instance's domain, mixture and seed partitions equal these lists."""
     from chameleon_assets.defs.partitions import partition_changes
 
-    partition_changes(instance, domains, mixtures if mixtures is not None else ["uniform", "chameleon_pretrain"]).apply(instance)
+    partition_changes(instance, domains, mixtures if mixtures is not None else ["uniform", "chameleon_pretrain"],
+                      seeds if seeds is not None else [0]).apply(instance)
 
 
 def current(project: Path, kind: str, partition: str | None = None) -> Path:

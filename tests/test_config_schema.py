@@ -36,16 +36,16 @@ PINNED_SECTION_VERSIONS = {
         "proxy": "e02e9d1a65a87c62b3a198c4",
         "embedding": "3e6aa07a25e2708cb53dd1ae",
         "mixing": "1e5f6505f01604be41cef123",
-        "base_model": "255957f9fcaf02b9674772ed",
-        "evaluation": "025ec514eb6ec382b8b9cb58",
+        "base_model": "eb1ab2753e5bdfae9040306a",
+        "evaluation": "63966d646918466ad0a75f44",
     },
     "gpu": {
         "corpus": "7f4b4092e87253dce321cc33",
         "proxy": "f7db32eef40046fde1e049af",
         "embedding": "45b450afe725e3ad0bec0978",
         "mixing": "d0af1259a867081b16df0fb9",
-        "base_model": "5fd586281151dbf4f768b4de",
-        "evaluation": "ac21d3cdb36bab971b464eb1",
+        "base_model": "9e96d0e032e619da6177cf4d",
+        "evaluation": "4509f5c021f4bfe4bda8524d",
     },
 }
 
@@ -197,7 +197,7 @@ def test_bad_list_entry_names_its_position(conf: Path) -> None:
 
 @pytest.mark.parametrize(
     ("field", "known"),
-    [("colour", "known keys: name, tokenizer, seed, device, val_fraction, proxy, embedding, base_model, evaluation"),
+    [("colour", "known keys: name, tokenizer, seed, seeds, device, val_fraction, proxy, embedding, base_model, evaluation"),
      ("proxy.train.learning_rate", "known keys: tokens, batch_size, grad_accum, lr, min_lr_ratio, warmup_steps"),
      ("evaluation.fewshot", "known keys: tasks, num_fewshot, limit, batch_size, ppl_windows")],
 )

@@ -13,32 +13,36 @@ from tests.conftest import current, write_domain, write_registry
 @pytest.mark.slow
 def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys: pytest.CaptureFixture) -> None:
     from chameleon_assets.defs.models import base_model
-    from chameleon_assets.runner import get_instance, load_defs, materialize, run_everything
+    from chameleon_assets.runner import converge, get_instance, load_defs, materialize, run_everything
 
     for d in ("alpha", "beta", "gamma"):
         write_domain(project / "raw", d)
     write_registry(project, ["alpha", "beta", "gamma"])
     run_everything()
     printed = capsys.readouterr().out
-    assert "Held-out perplexity per domain" in printed and "chameleon_pretrain" in printed
+    assert "Mixture comparison" in printed and "chameleon_pretrain" in printed
 
     table = pd.read_csv(current(project, "comparison") / "mixture_comparison.csv", index_col=0)
     assert list(table.index) == ["uniform", "chameleon_pretrain"]
-    assert {"w.alpha", "ppl.alpha", "ppl.gamma", "ppl_avg", "bpb_avg", "acc.arc_easy_local"} <= set(table.columns)
-    assert (table["ppl_avg"] > 1).all()
+    assert {"w.alpha", "bpb.alpha", "ppl.alpha", "ppl.gamma", "ppl_avg_arith", "bpb_avg", "nll_avg",
+            "d_bpb_avg", "acc.arc_easy_local", "acc.arc_easy_local_se"} <= set(table.columns)
+    assert (table["ppl_avg_arith"] > 1).all() and (table["seeds"] == 1).all()
     assert table.loc["uniform", "w.alpha"] == pytest.approx(1 / 3)
+    assert table["bpb_avg_lo"].isna().all()  # one seed: no interval, nothing significant
+    assert table.loc["chameleon_pretrain", "d_bpb_avg_sig"] == 0
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform'")
+    runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform|0'")
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run["params.mixture"] == "uniform"
     assert float(run["params.weight.beta"]) == pytest.approx(1 / 3, abs=1e-6)
     assert run["params.token_budget"] == "4096" and run["params.seed"] == "0"
     assert run["tags.dagster_run_id"] and len(run["tags.data_version.gamma"]) == 24 and run["tags.proxy_versions"]
-    assert run["tags.model_version"] == current(project, "base_model", "uniform").name
+    assert run["tags.model_version"] == current(project, "base_model", "uniform/seed-0").name
     for metric in ("metrics.train_loss", "metrics.tokens_per_s", "metrics.ppl.alpha", "metrics.ppl_avg",
-                   "metrics.bpb_avg", "metrics.acc.arc_easy_local"):
+                   "metrics.bpb_avg", "metrics.nll_avg", "metrics.acc.arc_easy_local",
+                   ):  # FEWSHOT-MERGE: "metrics.acc_stderr.arc_easy_local"
         assert run[metric] == run[metric], metric  # present, not NaN
     history = mlflow.tracking.MlflowClient().get_metric_history(run["run_id"], "train_loss")
     assert [m.step for m in history] == list(range(1, 33))
@@ -46,11 +50,33 @@ def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys
     assert {"weights.csv", "affinity_heatmap.png", "README.md"} <= artifacts
 
     # Re-materialising an unchanged partition reuses its version: no retraining, no new run.
-    result = materialize(load_defs(), get_instance(), [base_model], partition_key="uniform")
+    result = materialize(load_defs(), get_instance(), [base_model], partition_key="uniform|0")
     (mat,) = result.asset_materializations_for_node("base_model")
     assert mat.metadata["reused_existing_version"].value is True
-    runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform'")
+    runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform|0'")
     assert len(runs) == 1
+
+    # A second seed trains and evaluates only the new (mixture, seed) partitions.
+    profile = project / "conf" / "profiles" / "tiny.yaml"
+    profile.write_text(profile.read_text().replace("seed: 0\n", "seed: 0\nseeds: [0, 1]\n"))
+    report = converge("run")
+    assert sorted(report.materialized) == ["base_model[chameleon_pretrain|1]", "base_model[uniform|1]",
+                                           "evaluation[chameleon_pretrain|1]", "evaluation[uniform|1]",
+                                           "mixture_comparison"]
+    assert "seed" in report.partition_changes
+    table = pd.read_csv(current(project, "comparison") / "mixture_comparison.csv", index_col=0)
+    assert (table["seeds"] == 2).all()
+    assert (table["bpb_avg_lo"] < table["bpb_avg"]).all() and (table["bpb_avg"] < table["bpb_avg_hi"]).all()
+
+    # MLflow: one run per (mixture, seed), nested under one parent per mixture holding the aggregates.
+    client = mlflow.tracking.MlflowClient()
+    seeds = mlflow.search_runs(experiment_names=["chameleon"], filter_string="params.mixture = 'uniform'")
+    assert sorted(seeds["params.seed"]) == ["0", "1"]
+    (parent_id,) = set(seeds["tags.mlflow.parentRunId"])
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["kind"] == "mixture" and parent.data.tags["mixture"] == "uniform"
+    assert parent.data.metrics["seeds"] == 2 and parent.data.metrics["bpb_avg"] == pytest.approx(
+        table.loc["uniform", "bpb_avg"], rel=1e-5)
 
 
 def test_mlflow_artifacts_stay_under_the_data_directory(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ def _profile(project: Path, text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("seed: 0\ncolour: red\n", r"bad.yaml: colour: unknown key; known keys: name, tokenizer, seed, device"),
+        ("seed: 0\ncolour: red\n", r"bad.yaml: colour: unknown key; known keys: name, tokenizer, seed, seeds, device"),
         ("proxy:\n  train: {tokens: many}\n", r"bad.yaml: proxy.train.tokens: must be an integer \(got 'many'\)"),
         ("proxy:\n  model: {arch: rnn}\n", r"bad.yaml: proxy.model.arch: must be 'llama' or 'gpt2' \(got 'rnn'\)"),
         ("base_model:\n  model: {hidden_size: 100, num_heads: 3}\n", r"base_model.model.hidden_size: must be divisible by num_heads \(3\) \(got 100\)"),

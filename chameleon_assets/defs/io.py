@@ -55,8 +55,14 @@ def versions_text(versions: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(versions.items()))
 
 
+def partition_dir(partition: str | None) -> str:
+    """The relative folder of a partition: its key, a multi-partition key's dimensions as
+    nested folders (``uniform|0`` -> ``uniform/0``), ``__all__`` when unpartitioned."""
+    return str(partition).replace("|", "/") if partition else UNPARTITIONED
+
+
 def value_path(key: dg.AssetKey, partition: str | None, version: str) -> Path:
-    return paths.values_dir() / "/".join(key.path) / (partition or UNPARTITIONED) / f"{version}.pkl"
+    return paths.values_dir() / "/".join(key.path) / partition_dir(partition) / f"{version}.pkl"
 
 
 def load_value(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None) -> Any:
@@ -220,7 +226,7 @@ def one_writer(fn: Callable) -> Callable:
     def step(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
         partition = context.partition_key if context.has_partition_key else None
         key = context.asset_key
-        lock = paths.artifacts_dir() / ".locks" / "/".join(key.path) / f"{partition or UNPARTITIONED}.lock"
+        lock = paths.artifacts_dir() / ".locks" / "/".join(key.path) / f"{partition_dir(partition)}.lock"
         name = key.to_user_string() + (f"[{partition}]" if partition else "")
 
         def waiting(who: str) -> None:

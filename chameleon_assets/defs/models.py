@@ -1,4 +1,4 @@
-"""From weights to evidence: base_model[mixture] -> evaluation[mixture] -> mixture_comparison."""
+"""From weights to evidence: base_model[mixture|seed] -> evaluation[mixture|seed] -> mixture_comparison."""
 
 import json
 
@@ -8,31 +8,37 @@ from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.defs import plots, policy
 from chameleon_assets.defs.io import ArtefactDamaged, load_value, load_version, one_writer, stored_value, versions_text
-from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, mixture_partitions
+from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, model_partitions, split_model_key
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import CONFIG_SOURCES
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import BaseModel, ComparisonTable, Evaluation, MixtureTable
 
-BASE_CODE_VERSION = "base-v2"
-EVAL_CODE_VERSION = "eval-v2"
-COMPARISON_CODE_VERSION = "comparison-v2"
+BASE_CODE_VERSION = "base-v3"
+EVAL_CODE_VERSION = "eval-v3"
+COMPARISON_CODE_VERSION = "comparison-v3"
 
 
-def base_model_version(section_version: str, weights: dict[str, float], corpus_versions: dict[str, str]) -> str:
+def mixture_version(section_version: str, weights: dict[str, float], corpus_versions: dict[str, str]) -> str:
     """hash(code, `config_base_model`, the mixture's weights, the data versions of its domains).
 
-    Only this mixture's own weights count: a new lambda changes CHAMELEON's weights, not
-    uniform's, so the uniform model's version (and its folder) stays the same. Every
-    domain of the mixture counts, also at weight 0: its evaluation scores them all.
+    What every seed of a mixture shares (its MLflow parent run is keyed by it). Only this
+    mixture's own weights count: a new lambda changes CHAMELEON's weights, not uniform's,
+    so the uniform models' versions (and folders) stay the same. Every domain of the
+    mixture counts, also at weight 0: its evaluation scores them all.
     """
     w = json.dumps({d: round(x, 12) for d, x in sorted(weights.items())})
     v = versions_text({d: corpus_versions[d] for d in weights})
     return sha256_text(BASE_CODE_VERSION, section_version, w, v)[:24]
 
 
+def base_model_version(mixture_version_: str, seed: int) -> str:
+    """hash(the mixture's version, seed): the data version of one (mixture, seed) model."""
+    return sha256_text(mixture_version_, f"seed={seed}")[:24]
+
+
 @dg.asset(
-    partitions_def=mixture_partitions,
+    partitions_def=model_partitions,
     deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["base_model"]],
     group_name="models",
     code_version=BASE_CODE_VERSION,
@@ -45,38 +51,42 @@ def base_model(
     mlflow_tracking: MLflowTracking,
     mixture_weights: MixtureTable,
 ) -> dg.Output[BaseModel]:
-    """A causal LM trained from scratch on one mixture. Every partition uses the same
-    model config, seed, token budget and schedule; only the domain sampling differs:
-    each training sequence's domain is drawn with probability equal to the mixture's
-    weight. Runs on request (`chameleon run` or the UI). Its data version covers its
-    own weights, its domains' data and `config_base_model`; a version trained before
-    is reused, and an interrupted run resumes only a checkpoint of the same version.
+    """A causal LM trained from scratch on one mixture with one seed (partition
+    `<mixture>|<seed>`). Every partition uses the same model config, token budget and
+    schedule; the mixture decides the domain sampling (each training sequence's domain is
+    drawn with probability equal to its weight), the seed the initialisation and the
+    sampled stream. Runs on request (`chameleon run` or the UI). Its data version covers
+    its weights, its domains' data, `config_base_model` and its seed; a version trained
+    before is reused, and an interrupted run resumes only a checkpoint of the same version.
     """
-    mixture = context.partition_key
+    mixture, seed = split_model_key(context.partition_key)
     if mixture not in mixture_weights.weights:
         reason = mixture_weights.skipped.get(mixture, "not in conf/mixtures.yaml")
         raise ValueError(f"mixture '{mixture}' has no weights: {reason}")
     weights = dict(zip(mixture_weights.domains, mixture_weights.weights[mixture]))
     corpus_versions = {d: mixture_weights.corpus_versions[d] for d in weights}
-    version = base_model_version(chameleon.section_version("base_model"), weights, corpus_versions)
-    model = stored_value("base_model", mixture, version)
+    family = mixture_version(chameleon.section_version("base_model"), weights, corpus_versions)
+    version = base_model_version(family, seed)
+    model = stored_value("base_model", context.partition_key, version)
     reused = model is not None
     if model is None:
         # The corpus versions the weights were computed over, exactly.
         shards = {d: load_version("domain_corpus", d, v) for d, v in corpus_versions.items()}
-        model = _train_base_model(context, chameleon, mlflow_tracking, mixture, weights, shards, version,
-                                  mixture_weights)
-    out = paths.base_model_dir(mixture, version)
+        model = _train_base_model(context, chameleon, mlflow_tracking, mixture, seed, weights, shards, version,
+                                  family, mixture_weights)
+    out = paths.base_model_dir(mixture, seed, version)
     point_current(out)
     prune_versions(out.parent)
     return dg.Output(model, data_version=dg.DataVersion(version), metadata={
         "weights": dg.MetadataValue.json({d: round(w, 4) for d, w in weights.items()}),
+        "seed": seed,
         "epochs_per_domain": dg.MetadataValue.json({d: round(e, 3) for d, e in model.epochs.items()}),
         "tokens": model.tokens,
         "steps": model.steps,
         "final_loss": model.final_loss,
         "tokens_per_s": round(model.tokens_per_s),
         "mlflow_run_id": model.mlflow_run_id,
+        "mlflow_parent_run_id": model.mlflow_parent_run_id,
         "reused_existing_version": reused,
         "resumed_from_step": model.resumed_from_step,
         "loss_curve": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "loss.png"), "training loss")),
@@ -84,46 +94,46 @@ def base_model(
     })
 
 
-def _train_base_model(context, chameleon, tracking, mixture, weights, shards, version, table) -> BaseModel:  # noqa: ANN001
+def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shards, version, family,  # noqa: ANN001
+                      table) -> BaseModel:
     from dataclasses import asdict
 
     import numpy as np
 
     from chameleon_assets.core.artifacts import remove_tree
     from chameleon_assets.core.model import build_model, count_parameters, resolve_device
-    from chameleon_assets.core.tokenizer import load_tokenizer
+    from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
     from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
-
-    from chameleon_assets.core.tokenizer import tokenizer_fingerprint
 
     profile = chameleon.profile()
     cfg = profile.base_model
     for d in weights:
         shards[d].require_tokenizer(tokenizer_fingerprint(profile.tokenizer), profile.tokenizer)
     tok = load_tokenizer(profile.tokenizer)
-    model = build_model(cfg.model, len(tok), tok.eos_token_id, profile.seed)
-    sampler = WeightedDomainSampler({d: shards[d].train() for d in weights}, weights, cfg.model.context_length,
-                                    profile.seed)
-    checkpoints = paths.checkpoint_dir(f"base_model/{mixture}", version)
+    model = build_model(cfg.model, len(tok), tok.eos_token_id, seed)
+    sampler = WeightedDomainSampler({d: shards[d].train() for d in weights}, weights, cfg.model.context_length, seed)
+    checkpoints = paths.checkpoint_dir(f"base_model/{mixture}/seed-{seed}", version)
     # The resume key is the data version: it names the weights, every domain's data
-    # version (so the tokenizer too) and the configuration. A checkpoint of other data
-    # is never resumed.
+    # version (so the tokenizer too), the configuration and the seed. A checkpoint of
+    # other data is never resumed.
     result = train_causal_lm(model, sampler, cfg.train, resolve_device(profile.device),
-                             checkpoint_dir=checkpoints, run_key=version, desc=f"base[{mixture}]")
+                             checkpoint_dir=checkpoints, run_key=version, desc=f"base[{mixture}|{seed}]")
     if result.resumed_from:
         context.log.info(f"resumed from checkpoint at step {result.resumed_from}")
     corpus_versions = {d: shards[d].data_version for d in weights}
-    out = paths.base_model_dir(mixture, version)
+    out = paths.base_model_dir(mixture, seed, version)
     final_loss = float(np.mean(result.losses[-5:]))
-    tags = {"dagster_run_id": context.run_id, "asset_partition": mixture, "stage": "pretrain",
-            "model_version": version, "weights_version": table.data_version,
-            "proxy_versions": ",".join(table.proxy_versions),
+    shared = {"mixture": mixture, "stage": "pretrain", "mixture_version": family,
+              "weights_version": table.data_version}
+    parent = tracking.parent_run(f"{mixture}", f"pretrain-{family}", tags={"kind": "mixture", **shared})
+    tags = {"dagster_run_id": context.run_id, "asset_partition": context.partition_key, "seed": str(seed),
+            "model_version": version, "proxy_versions": ",".join(table.proxy_versions), **shared,
             **{f"data_version.{d}": v for d, v in corpus_versions.items()}}
-    with tracking.start_run(run_name=f"base_model[{mixture}]", tags=tags) as run:
+    with tracking.start_run(run_name=f"base_model[{mixture}|{seed}]", tags=tags, parent_run_id=parent) as run:
         import mlflow
 
         mlflow.log_params({
-            "mixture": mixture, "seed": profile.seed, "token_budget": cfg.train.tokens, "profile": profile.name,
+            "mixture": mixture, "seed": seed, "token_budget": cfg.train.tokens, "profile": profile.name,
             **{f"weight.{d}": round(w, 6) for d, w in weights.items()},
             **{f"model.{k}": v for k, v in asdict(cfg.model).items()},
             **{f"train.{k}": v for k, v in asdict(cfg.train).items()},
@@ -137,27 +147,31 @@ def _train_base_model(context, chameleon, tracking, mixture, weights, shards, ve
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_json(tmp / "training.json", {
-            "mixture": mixture, "weights": weights, "losses": result.losses, "tokens": result.tokens,
+            "mixture": mixture, "seed": seed, "weights": weights, "losses": result.losses, "tokens": result.tokens,
             "tokens_per_s": result.tokens_per_s, "epochs": result.epochs, "draws": result.draws,
-            "data_versions": corpus_versions, "mlflow_run_id": run_id, "data_version": version,
+            "data_versions": corpus_versions, "mlflow_run_id": run_id, "mlflow_parent_run_id": parent,
+            "data_version": version,
         })
-        (tmp / "README.md").write_text(_model_card(mixture, weights, result, cfg, count_parameters(model), version))
-        plots.line_plot({mixture: result.losses}, "step", "train loss", f"base_model[{mixture}]", tmp / "loss.png")
+        (tmp / "README.md").write_text(_model_card(mixture, seed, weights, result, cfg, count_parameters(model),
+                                                   version))
+        plots.line_plot({f"{mixture}, seed {seed}": result.losses}, "step", "train loss",
+                        f"base_model[{mixture}|{seed}]", tmp / "loss.png")
     with tracking.start_run(run_id=run_id):
         import mlflow
 
         mlflow.log_artifact(str(out / "README.md"))
     remove_tree(checkpoints)
     return BaseModel(version, mixture, str(out), weights, corpus_versions, result.tokens, result.steps, final_loss,
-                     result.tokens_per_s, result.epochs, run_id, result.resumed_from)
+                     result.tokens_per_s, result.epochs, run_id, result.resumed_from, seed=seed,
+                     mlflow_parent_run_id=parent)
 
 
-def _model_card(mixture: str, weights: dict, result, cfg, params: int, version: str) -> str:  # noqa: ANN001
+def _model_card(mixture: str, seed: int, weights: dict, result, cfg, params: int, version: str) -> str:  # noqa: ANN001
     rows = "\n".join(f"| {d} | {w:.4f} | {result.epochs.get(d, 0.0):.3f} |" for d, w in weights.items())
     return (
-        f"# base_model[{mixture}]\n\nA {params:,}-parameter {cfg.model.arch} causal LM trained from scratch "
-        f"on the `{mixture}` mixture ({result.tokens:,} tokens, {result.steps} steps) by chameleon-assets. "
-        f"Data version `{version}`.\n\n"
+        f"# base_model[{mixture}|{seed}]\n\nA {params:,}-parameter {cfg.model.arch} causal LM trained from scratch "
+        f"on the `{mixture}` mixture with seed {seed} ({result.tokens:,} tokens, {result.steps} steps) by "
+        f"chameleon-assets. Data version `{version}`.\n\n"
         f"| domain | weight | epochs |\n|---|---|---|\n{rows}\n\n"
         f"Load with `AutoModelForCausalLM.from_pretrained(<this folder>)`; evaluate with `lm_eval --model hf "
         f"--model_args pretrained=<this folder>`.\n"
@@ -165,7 +179,7 @@ def _model_card(mixture: str, weights: dict, result, cfg, params: int, version: 
 
 
 @dg.asset(
-    partitions_def=mixture_partitions,
+    partitions_def=model_partitions,
     deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["evaluation"]],
     group_name="evaluation",
     code_version=EVAL_CODE_VERSION,
@@ -179,29 +193,32 @@ def evaluation(
     mlflow_tracking: MLflowTracking,
     base_model: BaseModel,
 ) -> dg.Output[Evaluation]:
-    """Per-domain held-out perplexity (the same validation windows for every mixture),
-    their average and bits per byte, plus few-shot accuracy on lm-eval tasks
-    (offline local tasks by default). Logged to the model's MLflow run. Follows its
-    model: a new base model version or a changed `config_evaluation` re-evaluates.
+    """Per-domain held-out NLL, bits per byte and perplexity of one (mixture, seed) model
+    (the same validation windows for every model), plus few-shot accuracy with its
+    standard error on lm-eval tasks (offline local tasks by default; shots never come
+    from the scored split). Logged to the model's MLflow run. Follows its model: a new
+    base model version or a changed `config_evaluation` re-evaluates.
     """
     import pandas as pd
 
-    mixture = context.partition_key
     val_versions = dict(base_model.corpus_versions)  # the held-out split of the data it trained on
     version = sha256_text(EVAL_CODE_VERSION, chameleon.section_version("evaluation"), base_model.data_version,
                           versions_text(val_versions))[:24]
-    result = stored_value("evaluation", mixture, version)
+    result = stored_value("evaluation", context.partition_key, version)
     if result is None:
         shards = {d: load_version("domain_corpus", d, v) for d, v in val_versions.items()}
         result = _evaluate(context, chameleon, mlflow_tracking, base_model, shards, version, val_versions)
-    out = paths.evaluation_dir(mixture, version)
+    out = paths.evaluation_dir(base_model.mixture, base_model.seed, version)
     point_current(out)
     prune_versions(out.parent)
+    per_domain = pd.DataFrame({"bits_per_byte": result.bits_per_byte, "nll": result.nll,
+                               "perplexity": result.perplexity}).round(4)
     return dg.Output(result, data_version=dg.DataVersion(version), metadata={
-        "perplexity_avg": result.perplexity_avg,
         "bits_per_byte_avg": result.bits_per_byte_avg,
-        "perplexity": dg.MetadataValue.md(pd.Series(result.perplexity, name="ppl").round(2).to_frame().to_markdown()),
+        "perplexity_avg": result.perplexity_avg,
+        "per_domain": dg.MetadataValue.md(per_domain.to_markdown()),
         "tasks": dg.MetadataValue.json(result.tasks),
+        "seed": base_model.seed,
         "base_model_version": base_model.data_version,
     })
 
@@ -212,9 +229,7 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
 
     from chameleon_assets.core.evaluate import perplexity, run_lm_eval, validation_windows
     from chameleon_assets.core.model import load_model, resolve_device
-    from chameleon_assets.core.tokenizer import load_tokenizer
-
-    from chameleon_assets.core.tokenizer import tokenizer_fingerprint
+    from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
     profile = chameleon.profile()
     cfg = profile.evaluation
@@ -233,9 +248,10 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
             )
         windows = validation_windows(shards[d].val(), cfg.ppl_windows, ctx)
         ppl[d] = perplexity(model, windows, cfg.batch_size, device, decode=tok.decode)
+    # The model's seed also seeds lm-eval: two mixtures of one seed see the same shots.
     tasks = run_lm_eval(model, tok, list(cfg.tasks), cfg.num_fewshot, cfg.limit, cfg.batch_size, ctx, device,
-                        profile.seed) if cfg.tasks else {}
-    out = paths.evaluation_dir(base_model.mixture, version)
+                        base_model.seed) if cfg.tasks else {}
+    out = paths.evaluation_dir(base_model.mixture, base_model.seed, version)
     result = Evaluation(
         data_version=version,
         mixture=base_model.mixture,
@@ -250,16 +266,20 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
         limit=cfg.limit,
         config_version=chameleon.section_version("evaluation"),
         val_versions=val_versions,
+        seed=base_model.seed,
+        nll={d: v["nll"] for d, v in ppl.items()},
     )
     with atomic_dir(out) as tmp:
         write_json(tmp / "evaluation.json", {**result.__dict__, "mlflow_run_id": base_model.mlflow_run_id})
     metrics = {
         **{f"ppl.{d}": v for d, v in result.perplexity.items()},
         **{f"bpb.{d}": v for d, v in result.bits_per_byte.items()},
+        **{f"nll.{d}": v for d, v in result.nll.items()},
         "ppl_avg": result.perplexity_avg,
         "bpb_avg": result.bits_per_byte_avg,
-        **{f"acc.{t}": m["acc"] for t, m in tasks.items() if "acc" in m},
-        **{f"acc_norm.{t}": m["acc_norm"] for t, m in tasks.items() if "acc_norm" in m},
+        "nll_avg": float(np.mean(list(result.nll.values()))),
+        **{f"{m}.{t}": v for t, scores in tasks.items() for m, v in scores.items()
+           if isinstance(v, (int, float)) and m in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr")},
     }
     with tracking.start_run(run_id=base_model.mlflow_run_id):
         import mlflow
@@ -289,127 +309,134 @@ def mixture_comparison(
     mixture_weights: MixtureTable,
     evaluation: dict,
 ) -> dg.Output[ComparisonTable]:
-    """One table across the mixtures whose evaluation is of the *current* model: its
-    domain weights, per-domain held-out perplexity, the average perplexity and bits per
-    byte, and each task's accuracy, with the model and evaluation data versions. An
-    evaluation of an older model, of a model trained on other weights or domains, or
-    made with other evaluation settings or validation data is left out and listed
-    under `excluded`. Best value per column marked with `*`.
+    """One table across the mixtures, over the seeds whose evaluation is of the *current*
+    model: mean bits per byte over domains with its 95% interval over seeds (the primary
+    aggregate), the paired difference against `uniform` (same seeds and windows; `*` =
+    significant), NLL, the arithmetic-mean perplexity (secondary), few-shot accuracy with
+    lm-eval's standard error (flagged when within chance), and per-domain bits per byte.
+    Evaluations of older models, other weights or domains, other evaluation settings or
+    validation data are left out and listed under `excluded`. Aggregates go to each
+    mixture's MLflow parent run.
     """
     import pandas as pd
 
+    from chameleon_assets.core import compare
+
     eval_config = chameleon.section_version("evaluation")
     models, damaged = {}, {}
-    for m in evaluation:
+    for key in evaluation:
         try:
-            models[m] = load_value(context.instance, "base_model", m)
+            models[key] = load_value(context.instance, "base_model", key)
         except ArtefactDamaged as exc:  # a model nobody requests may stay damaged: leave its row out
-            damaged[m] = f"its model's files are damaged ({exc}); `chameleon run --mixtures {m}` rebuilds it"
-    rows, included, excluded = comparison_rows(mixture_weights, models, {m: e for m, e in evaluation.items()
-                                                                         if m in models}, eval_config)
+            mixture, _ = split_model_key(key)
+            damaged[key] = f"its model's files are damaged ({exc}); `chameleon run --mixtures {mixture}` rebuilds it"
+    current, included, excluded = comparison_inputs(mixture_weights, models, {k: e for k, e in evaluation.items()
+                                                                              if k in models}, eval_config)
     excluded = {**excluded, **damaged}
-    if not rows:
+    if not current:
         context.log.warning(f"no evaluation of a current model yet (stale: {excluded}); run `chameleon run`")
+    weights = {m: dict(zip(mixture_weights.domains, mixture_weights.weights[m])) for m in current}
+    table = compare.compare(current, weights)
     version = sha256_text(COMPARISON_CODE_VERSION, mixture_weights.data_version,
                           json.dumps([included, excluded], sort_keys=True))[:24]
     out = paths.comparison_dir(version)
+    summary = compare.markdown(compare.summary_cells(table))
+    per_domain = compare.markdown(compare.domain_cells(table))
     value = stored_value("mixture_comparison", None, version)
     if value is None:
-        frame = pd.DataFrame.from_dict(rows, orient="index", columns=None if rows else ["ppl_avg"])
+        frame = pd.DataFrame.from_dict(table.rows, orient="index", columns=None if table.rows else ["bpb_avg"])
         with atomic_dir(out) as tmp:
             with atomic_file(tmp / "mixture_comparison.csv") as fh:
                 frame.to_csv(fh, float_format="%.6g")
-            plots.grouped_bars({"avg perplexity": frame["ppl_avg"].tolist()}, list(frame.index),
-                               "average held-out perplexity", tmp / "perplexity.png", ylabel="perplexity")
+            (tmp / "mixture_comparison.md").write_text(f"{summary}\n\nBits per byte per domain (mean ±95% "
+                                                       f"half-width; paired difference vs uniform)\n\n{per_domain}\n")
+            _bpb_plot(table, tmp / "bits_per_byte.png")
             write_json(tmp / "provenance.json", {"weights_version": mixture_weights.data_version,
-                                                 "included": included, "excluded": excluded})
+                                                 "included": included, "excluded": excluded, "notes": table.notes})
         with mlflow_tracking.start_run(run_name="mixture_comparison", tags={"dagster_run_id": context.run_id,
                                                                              "kind": "comparison",
                                                                              "comparison_version": version}):
             import mlflow
 
-            mlflow.log_artifact(str(out / "mixture_comparison.csv"))
-            mlflow.log_artifact(str(out / "perplexity.png"))
-            mlflow.log_text(mark_best(frame).to_markdown(), "mixture_comparison.md")
-        value = ComparisonTable(version, str(out), rows, included, excluded)
+            for name in ("mixture_comparison.csv", "mixture_comparison.md", "bits_per_byte.png"):
+                mlflow.log_artifact(str(out / name))
+        _log_aggregates(mlflow_tracking, table, models, included)
+        value = ComparisonTable(version, str(out), table.rows, included, excluded, domains=table.domains,
+                                tasks=table.tasks, baseline=table.baseline, notes=table.notes)
     point_current(out)
     prune_versions(out.parent)
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=None if rows else ["ppl_avg"])
     return dg.Output(value, data_version=dg.DataVersion(version), metadata={
-        "table": dg.MetadataValue.md(mark_best(frame).to_markdown()),
-        "plot": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "perplexity.png"), "average perplexity")),
-        "mixtures": len(frame),
+        "table": dg.MetadataValue.md(summary),
+        "bits_per_byte_per_domain": dg.MetadataValue.md(per_domain),
+        "plot": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "bits_per_byte.png"),
+                                                         "bits per byte per domain")),
+        "mixtures": len(table.rows),
+        "seeds": dg.MetadataValue.json({m: int(r["seeds"]) for m, r in table.rows.items()}),
         "versions": dg.MetadataValue.json(included),
         "excluded": dg.MetadataValue.json(excluded),
+        "notes": dg.MetadataValue.json(table.notes),
         "csv": dg.MetadataValue.path(str(out / "mixture_comparison.csv")),
     })
 
 
-def comparison_rows(
-    table: MixtureTable, models: dict, evaluations: dict, eval_config: str
-) -> tuple[dict, dict, dict]:
-    """Rows of the comparison, their versions, and why other evaluated mixtures were left out.
-
-    An evaluation counts only if it is of the latest base model of its mixture, that
-    model was trained on the mixture's current weights over the current domain data,
-    and the evaluation used the current settings (``eval_config``) and validation data.
-    """
-    rows, included, excluded = {}, {}, {}
-    for name, ev in sorted(evaluations.items()):
-        model = models.get(name)
-        current = dict(zip(table.domains, table.weights.get(name, [])))
-        if name not in table.weights:
-            excluded[name] = "no current weights"
-        elif model is None or ev.base_model_version != model.data_version:
-            excluded[name] = "evaluation of an older base model"
-        elif set(model.weights) != set(current) or any(abs(model.weights[d] - current[d]) > 1e-12 for d in current):
-            excluded[name] = "base model trained on other weights or domains (retrain with `chameleon run`)"
-        elif any(model.corpus_versions.get(d) != v for d, v in table.corpus_versions.items() if current[d] > 0):
-            excluded[name] = "base model trained on older domain data"
-        elif ev.config_version != eval_config:
-            excluded[name] = "evaluated with other evaluation settings"
-        elif any(ev.val_versions.get(d) != table.corpus_versions[d] for d in current):
-            excluded[name] = "evaluated on older validation data"
-        else:
-            row = {f"w.{d}": w for d, w in current.items()}
-            row.update({f"ppl.{d}": v for d, v in ev.perplexity.items()})
-            row["ppl_avg"] = ev.perplexity_avg
-            row["bpb_avg"] = ev.bits_per_byte_avg
-            row.update({f"acc.{t}": m.get("acc", float("nan")) for t, m in ev.tasks.items()})
-            rows[name] = row
-            included[name] = {"base_model": model.data_version, "evaluation": ev.data_version}
-    order = [m for m in table.weights if m in rows]
-    return {m: rows[m] for m in order}, {m: included[m] for m in order}, excluded
-
-
-def star_best(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, str]]:
-    """Format every number with 3 decimals and star the best per column (with two rows or more).
-
-    Best is the lowest for ``ppl*``/``bpb*`` columns, the highest for the others;
-    weights (``w.*``) are never starred.
-    """
+def _bpb_plot(table, path) -> None:  # noqa: ANN001
+    """Per-domain bits per byte, one bar per mixture, with 95% interval bars over seeds."""
     import math
 
-    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
-    shown = {name: {} for name in rows}
-    for col in columns:
-        values = {name: row.get(col, float("nan")) for name, row in rows.items()}
-        finite = {n: v for n, v in values.items() if isinstance(v, (int, float)) and not math.isnan(v)}
-        best = None
-        if not col.startswith("w.") and finite and len(rows) > 1:
-            pick = min if col.startswith(("ppl", "bpb")) else max
-            best = pick(finite, key=finite.get)
-        for name, v in values.items():
-            shown[name][col] = f"{v:.3f}" + ("*" if name == best else "")
-    return shown
+    bars = {m: [row[f"bpb.{d}"] for d in table.domains] for m, row in table.rows.items()}
+    errors = {m: [(row[f"bpb.{d}_hi"] - row[f"bpb.{d}_lo"]) / 2 if math.isfinite(row[f"bpb.{d}_lo"]) else 0.0
+                  for d in table.domains] for m, row in table.rows.items()}
+    seeds = sorted({int(r["seeds"]) for r in table.rows.values()})
+    title = "held-out bits per byte per domain (lower is better)"
+    note = f"mean over {'/'.join(map(str, seeds))} seed(s); bars: 95% interval" if table.rows else "no current evaluation"
+    plots.grouped_bars(bars, table.domains, f"{title}\n{note}", path, ylabel="bits per byte", errors=errors,
+                       xlabel="domain")
 
 
-def mark_best(frame):  # noqa: ANN001, ANN201 (pandas is imported on use)
-    """``star_best`` on a DataFrame (rows: mixtures), returned as a DataFrame of strings."""
-    import pandas as pd
+def _log_aggregates(tracking: MLflowTracking, table, models: dict, included: dict) -> None:  # noqa: ANN001
+    """Each mixture's aggregates over seeds on its MLflow parent run."""
+    for mixture, row in table.rows.items():
+        keys = [k for k in included if split_model_key(k)[0] == mixture]
+        parents = {models[k].mlflow_parent_run_id for k in keys if models[k].mlflow_parent_run_id}
+        for parent in parents:
+            tracking.log_values(parent, {k: v for k, v in row.items() if not k.startswith(("w.", "ppl."))},
+                                tags={"seeds": ",".join(str(split_model_key(k)[1]) for k in keys)})
 
-    shown = star_best({name: {c: float(v) for c, v in row.items()} for name, row in frame.iterrows()})
-    return pd.DataFrame.from_dict(shown, orient="index", columns=list(frame.columns))
+
+def comparison_inputs(
+    table: MixtureTable, models: dict, evaluations: dict, eval_config: str
+) -> tuple[dict[str, dict[int, Evaluation]], dict, dict]:
+    """The current evaluations by mixture and seed, their versions, and why others were left out.
+
+    Keys of ``models`` and ``evaluations`` are ``<mixture>|<seed>`` partition keys. An
+    evaluation counts only if it is of the latest base model of its partition, that model
+    was trained on the mixture's current weights over the current domain data, and the
+    evaluation used the current settings (``eval_config``) and validation data.
+    """
+    current: dict[str, dict[int, Evaluation]] = {}
+    included, excluded = {}, {}
+    for key, ev in sorted(evaluations.items()):
+        name, seed = split_model_key(key)
+        model = models.get(key)
+        weights = dict(zip(table.domains, table.weights.get(name, [])))
+        if name not in table.weights:
+            excluded[key] = "no current weights"
+        elif model is None or ev.base_model_version != model.data_version:
+            excluded[key] = "evaluation of an older base model"
+        elif set(model.weights) != set(weights) or any(abs(model.weights[d] - weights[d]) > 1e-12 for d in weights):
+            excluded[key] = "base model trained on other weights or domains (retrain with `chameleon run`)"
+        elif any(model.corpus_versions.get(d) != v for d, v in table.corpus_versions.items() if weights[d] > 0):
+            excluded[key] = "base model trained on older domain data"
+        elif ev.config_version != eval_config:
+            excluded[key] = "evaluated with other evaluation settings"
+        elif any(ev.val_versions.get(d) != table.corpus_versions[d] for d in weights):
+            excluded[key] = "evaluated on older validation data"
+        else:
+            current.setdefault(name, {})[seed] = ev
+            included[key] = {"base_model": model.data_version, "evaluation": ev.data_version}
+    order = [m for m in table.weights if m in current]
+    return ({m: dict(sorted(current[m].items())) for m in order},
+            {k: included[k] for m in order for k in sorted(included) if split_model_key(k)[0] == m}, excluded)
 
 
 def text_table(cells: dict[str, dict[str, str]], index_title: str = "") -> str:

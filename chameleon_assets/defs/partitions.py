@@ -1,9 +1,14 @@
-"""Partitions, defined once: one per registered domain, one per mixture.
+"""Partitions, defined once: one per registered domain, one per (mixture, seed).
 
-Both are dynamic: loading the code location reads no configuration file. Which
-partitions exist is reconciled with ``conf/domains.yaml`` and ``conf/mixtures.yaml`` by
-``partition_changes``, which ``chameleon run``/``sync`` apply directly and the registry
-sensor issues as dynamic-partition requests.
+All are dynamic: loading the code location reads no configuration file. Which
+partitions exist is reconciled with ``conf/domains.yaml``, ``conf/mixtures.yaml`` and the
+profile's ``seeds`` by ``partition_changes``, which ``chameleon run``/``sync`` apply
+directly and the registry sensor issues as dynamic-partition requests.
+
+Trained models and their evaluations are partitioned by ``model_partitions``, the
+product of the mixture and seed dimensions; a key reads ``<mixture>|<seed>`` (Dagster
+joins the dimensions in name order), e.g. ``uniform|0``. Adding a seed adds one
+partition per mixture and changes nothing that exists.
 """
 
 from __future__ import annotations
@@ -19,6 +24,21 @@ from chameleon_assets import paths
 
 domain_partitions = dg.DynamicPartitionsDefinition(name="domain")
 mixture_partitions = dg.DynamicPartitionsDefinition(name="mixture")
+seed_partitions = dg.DynamicPartitionsDefinition(name="seed")
+model_partitions = dg.MultiPartitionsDefinition({"mixture": mixture_partitions, "seed": seed_partitions})
+
+
+def model_key(mixture: str, seed: int | str) -> str:
+    """The ``model_partitions`` key of (mixture, seed): ``"<mixture>|<seed>"``."""
+    return str(dg.MultiPartitionKey({"mixture": mixture, "seed": str(seed)}))
+
+
+def split_model_key(key: str) -> tuple[str, int]:
+    """(mixture, seed) of a ``model_partitions`` key (a ``MultiPartitionKey`` or its string)."""
+    mixture, _, seed = str(key).rpartition("|")
+    if not mixture or not seed.isdigit():
+        raise ValueError(f"{key!r} is not a <mixture>|<seed> partition key")
+    return mixture, int(seed)
 
 # Inputs that read every partition of an upstream asset, as ``{partition: value}``; with
 # ALL_EXISTING, partitions never materialised (mixtures nobody trained) are left out.
@@ -59,21 +79,26 @@ class PartitionChanges:
 
     def requests(self) -> list:
         """The same changes as sensor dynamic-partition requests."""
-        defs = {domain_partitions.name: domain_partitions, mixture_partitions.name: mixture_partitions}
+        defs = {p.name: p for p in (domain_partitions, mixture_partitions, seed_partitions)}
         out = [defs[n].build_add_request(keys) for n, keys in self.add.items() if keys]
         out += [defs[n].build_delete_request(keys) for n, keys in self.delete.items() if keys]
         return out
 
 
 def partition_changes(
-    instance: dg.DagsterInstance, domains: Sequence[str], mixtures: Sequence[str] | None
+    instance: dg.DagsterInstance,
+    domains: Sequence[str],
+    mixtures: Sequence[str] | None,
+    seeds: Sequence[int] | None = None,
 ) -> PartitionChanges:
-    """What to add and delete so that partitions equal the registered domains and mixtures.
+    """What to add and delete so that partitions equal the registered domains, mixtures and seeds.
 
-    ``mixtures=None`` (``conf/mixtures.yaml`` does not load) leaves mixture partitions as they are.
+    ``mixtures=None`` (``conf/mixtures.yaml`` does not load) leaves mixture partitions as
+    they are; ``seeds=None`` (the profile does not load) leaves the seeds.
     """
     changes = PartitionChanges()
-    for pdef, wanted in ((domain_partitions, domains), (mixture_partitions, mixtures)):
+    wanted_seeds = None if seeds is None else [str(s) for s in seeds]
+    for pdef, wanted in ((domain_partitions, domains), (mixture_partitions, mixtures), (seed_partitions, wanted_seeds)):
         if wanted is None:
             continue
         existing = list(instance.get_dynamic_partitions(pdef.name))

@@ -65,9 +65,16 @@ def heatmap(matrix: "np.ndarray", labels: Sequence[str], title: str, path: Path)
 
 
 def grouped_bars(
-    table: dict[str, Sequence[float]], labels: Sequence[str], title: str, path: Path, ylabel: str = "weight"
+    table: dict[str, Sequence[float]],
+    labels: Sequence[str],
+    title: str,
+    path: Path,
+    ylabel: str = "weight",
+    errors: dict[str, Sequence[float]] | None = None,
+    xlabel: str | None = None,
 ) -> str:
-    """One group of bars per label, one bar per entry of ``table``; returns the PNG as base64."""
+    """One group of bars per label, one bar per entry of ``table`` (with ``errors``:
+    symmetric error bars of those half-widths); returns the PNG as base64."""
     import numpy as np
 
     plt = _pyplot()
@@ -77,11 +84,16 @@ def grouped_bars(
     fig, ax = plt.subplots(figsize=(2.0 + 0.9 * k, 3.5))
     x = np.arange(k)
     for i, name in enumerate(names):
-        ax.bar(x + i * width - 0.4 + width / 2, table[name], width, label=name)
+        yerr = (errors or {}).get(name)
+        ax.bar(x + i * width - 0.4 + width / 2, table[name], width, label=name, yerr=yerr,
+               capsize=2 if yerr is not None else 0, error_kw={"elinewidth": 0.8})
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    if names:
+        ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 
 

@@ -155,12 +155,14 @@ def requested(
 ) -> list[tuple[dg.AssetKey, str | None]]:
     """Asset partitions the policy requests now, in topological order.
 
-    ``mixtures`` limits base_model to those partitions (the rest stay as they are). This
+    ``mixtures`` limits base_model to the partitions of those mixtures, every seed (the
+    rest stay as they are). This
     is ``dg.evaluate_automation_conditions`` without its cursor round-trip, which a
     one-off evaluation does not need and which costs more than the evaluation itself.
     """
     import logging
 
+    from chameleon_assets.defs.partitions import split_model_key
     from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
     from dagster._core.definitions.declarative_automation.automation_condition_evaluator import (
         AutomationConditionEvaluator,
@@ -186,7 +188,7 @@ def requested(
     for key in graph.toposorted_asset_keys:
         partitions = wanted.get(key, set())
         if key == dg.AssetKey("base_model") and mixtures is not None:
-            partitions = {p for p in partitions if p in mixtures}
+            partitions = {p for p in partitions if split_model_key(p)[0] in mixtures}
         out += [(key, p) for p in sorted(partitions, key=lambda p: p or "")]
     return out
 

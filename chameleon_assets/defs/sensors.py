@@ -1,7 +1,7 @@
 """Sensors: the registry sensor (partitions and observations) and the automation sensor.
 
-``domain_registry_sensor`` keeps the ``domain`` and ``mixture`` partitions equal to
-``conf/domains.yaml`` and ``conf/mixtures.yaml`` and records a new observation for each
+``domain_registry_sensor`` keeps the ``domain``, ``mixture`` and ``seed`` partitions equal
+to ``conf/domains.yaml``, ``conf/mixtures.yaml`` and the profile's ``seeds``, and records a new observation for each
 configuration section or domain source whose version changed (raw files are re-read
 only when their size or mtime changed). It requests no run itself: what to run is
 decided by the automation conditions of ``defs.policy``, evaluated by
@@ -21,13 +21,18 @@ from chameleon_assets.settings import ConfigError
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: ChameleonConfig) -> dg.SensorResult:
-    """Registers and deletes domain and mixture partitions; observes changed config and sources."""
+    """Registers and deletes domain, mixture and seed partitions; observes changed config and sources."""
     try:
         mixtures: list[str] | None = chameleon.mixtures().mixtures
     except ConfigError as exc:  # domains still follow; mixture_weights fails with this message
         context.log.error(str(exc))
         mixtures = None
-    changes = partition_changes(context.instance, [s.name for s in chameleon.registry()], mixtures)
+    try:
+        seeds: list[int] | None = chameleon.profile().seeds
+    except ConfigError as exc:  # the steps that read the profile fail with this message
+        context.log.error(str(exc))
+        seeds = None
+    changes = partition_changes(context.instance, [s.name for s in chameleon.registry()], mixtures, seeds)
     if not changes.empty:
         # Observe after the partitions exist (next tick): an observation of an unknown
         # partition would be dropped.

@@ -1,4 +1,5 @@
-"""MLflow tracking as a Dagster resource (one experiment; one run per trained model).
+"""MLflow tracking as a Dagster resource: one experiment; one run per trained model (a
+mixture's seeds nested under one parent run per mixture, which holds the aggregates).
 
 Every tracking call is bounded in time. For an ``http(s)`` tracking URI, each call first
 asks ``<uri>/health`` and fails within ``timeout_s`` when nothing answers, with a message
@@ -15,6 +16,7 @@ import math
 import os
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -134,16 +136,54 @@ class MLflowTracking(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def start_run(
-        self, run_name: str | None = None, run_id: str | None = None, tags: dict | None = None
+        self, run_name: str | None = None, run_id: str | None = None, tags: dict | None = None,
+        parent_run_id: str | None = None,
     ) -> Iterator["mlflow.ActiveRun"]:  # noqa: F821 (imported on use)
-        """A new run (or, with ``run_id``, the existing one reopened) in the experiment."""
+        """A new run (or, with ``run_id``, the existing one reopened) in the experiment,
+        nested under ``parent_run_id`` when given."""
         import mlflow
 
         mlflow.set_tracking_uri(self.uri())
         self._ensure_experiment()
         mlflow.set_experiment(self.experiment_name)
-        with mlflow.start_run(run_id=run_id, run_name=run_name, tags=tags) as run:
+        with mlflow.start_run(run_id=run_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id) as run:
             yield run
+
+    def parent_run(self, name: str, key: str, tags: dict | None = None) -> str:
+        """The id of the run tagged ``parent_key=<key>``, created (named ``name``) on first use.
+
+        A mixture's runs, one per seed, are nested under one such parent run; the
+        comparison logs the mixture's aggregates over seeds there. ``key`` names what the
+        seeds share (the mixture's weights, data and training configuration), so new
+        weights get a new parent. Concurrent steps creating the same parent take turns.
+        """
+        from mlflow.tracking import MlflowClient
+
+        from chameleon_assets.core.locks import file_lock
+
+        client = MlflowClient(self._ready_uri())
+        self._ensure_experiment()
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        lock = paths.artifacts_dir() / ".locks" / "mlflow-parents" / f"{key}.lock"
+        with file_lock(lock, f"creating the MLflow parent run {name}"):
+            found = client.search_runs([experiment.experiment_id], filter_string=f"tags.parent_key = '{key}'",
+                                       max_results=1)
+            if found:
+                return found[0].info.run_id
+            run = client.create_run(experiment.experiment_id, run_name=name,
+                                    tags={"parent_key": key, **(tags or {})})
+            client.set_terminated(run.info.run_id)
+            return run.info.run_id
+
+    def log_values(self, run_id: str, metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
+        """Log ``metrics`` (finite values only) and ``tags`` on an existing run, in one batch."""
+        from mlflow.entities import Metric, RunTag
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self._ready_uri())
+        stamp = int(1000 * time.time())
+        batch = [Metric(k, float(v), stamp, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        client.log_batch(run_id, metrics=batch, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
     def log_series(self, run_id: str, key: str, values: list[float]) -> None:
         """Log ``values`` as one metric with steps 1..n, in batches."""

@@ -89,6 +89,8 @@ class BaseModel:
     epochs: dict
     mlflow_run_id: str
     resumed_from_step: int = 0
+    seed: int = 0
+    mlflow_parent_run_id: str = ""  # the mixture's parent run (aggregates over seeds)
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,18 @@ class Evaluation:
     limit: int | None
     config_version: str = ""  # the `config_evaluation` data version it was computed with
     val_versions: dict = field(default_factory=dict)  # domain -> domain_corpus data version scored
+    seed: int = 0
+    nll: dict = field(default_factory=dict)  # domain -> mean NLL per token (nats)
 
 
 @dataclass(frozen=True)
 class ComparisonTable:
     data_version: str
     path: str  # folder holding mixture_comparison.csv and the plot
-    rows: dict  # mixture -> {column: value}
-    included: dict  # mixture -> {"base_model": version, "evaluation": version}
-    excluded: dict  # mixture -> why its evaluation is not in the table
+    rows: dict  # mixture -> {column: value} (columns: core.compare)
+    included: dict  # "<mixture>|<seed>" -> {"base_model": version, "evaluation": version}
+    excluded: dict  # "<mixture>|<seed>" -> why its evaluation is not in the table
+    domains: list = field(default_factory=list)
+    tasks: list = field(default_factory=list)
+    baseline: str | None = None  # the mixture the paired differences are against
+    notes: list = field(default_factory=list)
