@@ -65,6 +65,42 @@ def perplexity(
     return out
 
 
+def within_chance(acc: float, stderr: float, chance: float, z: float = 1.96) -> bool:
+    """Whether an accuracy cannot be told apart from guessing.
+
+    True when ``|acc - chance| <= z * stderr``: the score lies within ``z`` standard errors
+    of the chance level (z = 1.96: a two-sided 95% interval under the normal
+    approximation). An undefined standard error (nan: fewer than two scored examples)
+    also counts as within chance, since nothing then separates the score from a guess.
+    """
+    if math.isnan(stderr):
+        return True
+    return abs(acc - chance) <= z * stderr
+
+
+def _sample_statistics(samples: list[dict], output_type: str | None, filter_key: str) -> dict[str, float]:
+    """Per-task figures that lm-eval leaves out when ``bootstrap_iters=0``.
+
+    ``acc_stderr`` and ``acc_norm_stderr`` come from lm-eval's own closed form for a mean,
+    ``metrics.mean_stderr`` (sample standard deviation over sqrt(n); for 0/1 scores this is
+    sqrt(p (1 - p) / (n - 1))), which it only computes with bootstrapping switched on.
+    ``n`` counts the scored examples; ``chance`` is the accuracy of uniform guessing,
+    the mean over the scored examples of 1 / (number of choices), for multiple-choice tasks.
+    """
+    from lm_eval.api.metrics import mean_stderr
+
+    rows = [s for s in samples if s.get("filter", filter_key) == filter_key]
+    out: dict[str, float] = {"n": len(rows)}
+    for metric in ("acc", "acc_norm"):
+        values = [float(s[metric]) for s in rows if isinstance(s.get(metric), (int, float))]
+        if values:
+            out[f"{metric}_stderr"] = mean_stderr(values) if len(values) > 1 else float("nan")
+    if output_type == "multiple_choice" and rows:
+        # One loglikelihood request per choice (per context for WinoGrande's partial scoring).
+        out["chance"] = float(np.mean([1.0 / len(s["arguments"]) for s in rows]))
+    return out
+
+
 def run_lm_eval(
     model: torch.nn.Module,
     tokenizer,
@@ -79,7 +115,10 @@ def run_lm_eval(
     """Few-shot accuracy through ``lm_eval.simple_evaluate`` on the in-memory model.
 
     Task names are looked up in the package's local tasks first (offline), then among
-    lm-eval's own. Returns ``{task: {"acc": ..., "acc_norm": ...}}``.
+    lm-eval's own. Returns per task ``acc`` and ``acc_norm`` (where the task has them),
+    their standard errors ``acc_stderr`` and ``acc_norm_stderr``, the number of scored
+    examples ``n`` and, for multiple-choice tasks, the chance level ``chance`` (see
+    ``within_chance``). Groups of tasks get only what lm-eval aggregates for them.
     """
     import logging
 
@@ -102,14 +141,23 @@ def run_lm_eval(
         numpy_random_seed=seed,
         torch_random_seed=seed,
         fewshot_random_seed=seed,
-        log_samples=False,
+        # The per-example records give n, the chance level and the standard errors; the
+        # bootstrap (which would give only the latter) stays off as it is slow for
+        # metrics without a closed form.
+        log_samples=True,
         bootstrap_iters=0,
     )
+    samples = results.get("samples", {})
     scores: dict[str, dict[str, float]] = {}
     for task, metrics in results["results"].items():
-        scores[task] = {
-            key.split(",")[0]: float(value)
-            for key, value in metrics.items()
-            if key.split(",")[0] in ("acc", "acc_norm") and isinstance(value, (int, float))
-        }
+        scores[task] = {}
+        filter_key = "none"
+        for key, value in metrics.items():
+            name, _, filt = key.partition(",")
+            if name in ("acc", "acc_norm") and isinstance(value, (int, float)):
+                scores[task][name] = float(value)
+                filter_key = filt or filter_key
+        if task in samples:
+            output_type = results.get("configs", {}).get(task, {}).get("output_type")
+            scores[task].update(_sample_statistics(samples[task], output_type, filter_key))
     return scores
