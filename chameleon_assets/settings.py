@@ -165,11 +165,18 @@ class Profile:
 
 @dataclass(config=_SCHEMA)
 class ChameleonParams:
-    """KRLS ridge ``lam`` and the softmax temperatures of the two CHAMELEON mixtures."""
+    """KRLS ridge ``lam`` and the softmax temperatures of the two CHAMELEON mixtures.
+
+    ``ridge``: how ``lam`` is read. ``absolute`` (the paper's): tau_i = [K_c (K_c + lam k I)^-1]_ii.
+    ``relative`` (scale-free): lam is in units of trace(K_c) / k, the mean eigenvalue of
+    K_c, so the ridge is lam * trace(K_c) and the weights do not depend on the proxy's
+    embedding scale (``core.krls.effective_lambda``).
+    """
 
     lam: PositiveFloat = 10.0
     t_pretrain: PositiveFloat = 5.0
     t_finetune: PositiveFloat = 0.2
+    ridge: Literal["absolute", "relative"] = "absolute"
 
 
 BUILTIN_MIXTURES = ("uniform", "natural", "temperature", "unimax", "chameleon_pretrain", "chameleon_finetune")
@@ -368,6 +375,7 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
     if section == "mixing":
         mixtures = mixtures or load_mixtures()
         data = dataclasses.asdict(mixtures)
+        data["chameleon"] = _unless_default(data["chameleon"], "ridge", "absolute")
         if "unimax" in mixtures.mixtures and mixtures.unimax_budget_tokens is None:
             # UniMax's weights are a function of the training budget it defaults to.
             data["unimax_budget_tokens"] = profile.base_model.train.tokens
@@ -382,6 +390,17 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
 
 def _without(data: dict, *keys: str) -> dict:
     return {k: v for k, v in data.items() if k not in keys}
+
+
+def _unless_default(data: dict, key: str, default: object) -> dict:
+    """``data`` without ``key`` when it holds ``default``.
+
+    For a key added after data had been materialised, whose default is what the section
+    meant before the key existed (``chameleon.ridge: absolute``): the section's hash, and
+    so every existing data version, stays the same, while any other value is hashed and
+    stales what reads the section.
+    """
+    return _without(data, key) if data.get(key) == default else data
 
 
 def _result_fields(train: dict) -> dict:

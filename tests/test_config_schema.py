@@ -267,7 +267,9 @@ BAD_MIXTURE_VALUES = [
     ("presets.llama1.c4", -0.1, "greater than or equal to 0"),
     ("presets.llama1.c4", "many", "must be a number"),
     ("mixtures", "uniform", "must be a list"),
-    ("chameleon.ridge", 1.0, "unknown key; known keys: lam, t_pretrain, t_finetune"),
+    ("chameleon.ridge", "scaled", "must be 'absolute' or 'relative' (got 'scaled')"),
+    ("chameleon.ridge", 1.0, "must be 'absolute' or 'relative' (got 1.0)"),
+    ("chameleon.rigde", "relative", "unknown key; known keys: lam, t_pretrain, t_finetune, ridge"),
 ]
 
 
@@ -297,3 +299,15 @@ def test_a_preset_can_be_listed_and_the_budget_left_to_the_base_models(conf: Pat
     _write_mixtures(conf, {"mixtures": ["uniform", "llama1"], "unimax_budget_tokens": None, "temperature": 2})
     cfg = load_mixtures()
     assert cfg.mixtures == ["uniform", "llama1"] and cfg.temperature == 2.0 and cfg.unimax_budget_tokens is None
+
+
+def test_the_absolute_ridge_written_out_keeps_the_mixing_version_and_relative_changes_it(conf: Path) -> None:
+    """``chameleon.ridge`` came after weights had been materialised: its default (the meaning
+    before it existed) hashes as if absent, so an upgrade restales no weights."""
+    _write_profile(conf, {}, name="plain")
+    profile = load_profile("plain")
+    before = section_version("mixing", profile, load_mixtures())
+    _write_mixtures(conf, {"chameleon.ridge": "absolute"})
+    assert section_version("mixing", profile, load_mixtures()) == before
+    _write_mixtures(conf, {"chameleon.ridge": "relative"})
+    assert section_version("mixing", profile, load_mixtures()) != before
