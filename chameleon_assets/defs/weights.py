@@ -205,6 +205,7 @@ def domain_embeddings(
     return dg.Output(emb_value, data_version=dg.DataVersion(version), metadata={
         "num_samples": emb.shape[0],
         "dim": emb.shape[1],
+        "dtype": profile.embedding.dtype,
         "norm_mean": float(norms.mean()),
         "norm_std": float(norms.std()),
         "mean_norm": float(np.linalg.norm(np.asarray(emb_value.mean))),
@@ -224,7 +225,8 @@ def _embed(profile, domain: str, shards: CorpusShards, proxy: ProxyModel):  # no
     device = resolve_device(profile.device)
     model = load_model(proxy.path, device)
     windows = sample_windows(shards.train(), cfg.num_samples, cfg.sample_length, domain_seed(profile.seed, domain))
-    return embed_windows(model, windows, cfg.batch_size, tok.pad_token_id, device, progress=True, desc=f"embed {domain}")
+    return embed_windows(model, windows, cfg.batch_size, tok.pad_token_id, device, progress=True,
+                         desc=f"embed {domain}", dtype=cfg.dtype)
 
 
 @dg.asset(
