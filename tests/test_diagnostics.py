@@ -164,3 +164,56 @@ def test_diagnostics_under_the_relative_ridge_do_not_change_when_embeddings_are_
     np.testing.assert_allclose(scaled.stability.krls, one.stability.krls, rtol=1e-9, atol=0)
     assert [(d.a, d.b) for d in scaled.duplicates] == [(d.a, d.b) for d in one.duplicates] == [("d0", "d1")]
     assert one.lam_relative == pytest.approx(0.01)
+
+
+def test_the_asset_warns_about_a_copied_domain_and_shows_its_plots(project) -> None:  # noqa: ANN001
+    import json
+
+    import dagster as dg
+
+    from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.diagnostics import weight_diagnostics
+    from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
+    from chameleon_assets.runner import get_instance, load_defs, materialize
+    from tests.conftest import TOPICS, current, register, write_domain, write_registry
+
+    domains = ["alpha", "alpha_copy", "beta", "gamma"]
+    for d in ("alpha", "beta", "gamma"):
+        write_domain(project / "raw", d)
+    write_domain(project / "raw", "alpha_copy", text=TOPICS["alpha"])  # the same documents under another name
+    write_registry(project, domains)
+    instance, defs = get_instance(), load_defs()
+    register(instance, domains)
+    for d in domains:
+        materialize(defs, instance, [domain_corpus], partition_key=d)
+    materialize(defs, instance, [proxy_model])
+    for d in domains:
+        materialize(defs, instance, [domain_embeddings], partition_key=d)
+    result = materialize(defs, instance, [affinity_matrix, mixture_weights, weight_diagnostics])
+
+    table = result.output_for_node("mixture_weights")
+    value = result.output_for_node("weight_diagnostics")
+    (dup,) = value.near_duplicates
+    assert (dup["a"], dup["b"]) == ("alpha", "alpha_copy")
+    pretrain = table.weights["chameleon_pretrain"]
+    assert dup["shares"]["chameleon_pretrain"] == pytest.approx(pretrain[0] + pretrain[1])
+    assert dup["shares"]["uniform"] == pytest.approx(0.5)
+    assert "'alpha' and 'alpha_copy'" in value.warnings[0]
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_near_duplicate_domains"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    # The numbers are those of the weights it describes: d_eff is the sum of their raw scores.
+    assert value.weights_version == table.data_version and value.lam == 10.0 and value.ridge == "absolute"
+    assert value.d_eff == pytest.approx(sum(table.krls_raw), rel=1e-9)
+    assert value.trace == pytest.approx(sum(value.eigenvalues), rel=1e-9)
+    (mat,) = result.asset_materializations_for_node("weight_diagnostics")
+    assert "10 (configured)" in mat.metadata["lambda_grid"].value
+    assert "alpha_copy" in mat.metadata["warnings"].value
+    for plot in ("weights_vs_lambda", "weights_vs_temperature", "eigenvalue_spectrum"):
+        assert "data:image/png;base64," in mat.metadata[plot].value
+    folder = current(project, "diagnostics")
+    assert folder.name == value.data_version and (folder / "weights_vs_lambda.png").stat().st_size > 1000
+    stored = json.loads((folder / "diagnostics.json").read_text())
+    assert stored["stability"]["subsets"] == 4 and stored["stability"]["windows_per_subset"] == 2
+    # Materialised again with nothing changed: the stored version is reused, not recomputed.
+    again = materialize(defs, instance, [weight_diagnostics]).output_for_node("weight_diagnostics")
+    assert again == value and current(project, "diagnostics") == folder

@@ -264,8 +264,8 @@ def near_duplicates(
           D_ab^2 of two samples of one distribution is exactly that sum), so the windows
           cannot tell the two domains apart; needs ``windows`` (domain -> N x d).
     Both sides of each test scale alike with the embeddings, so the criterion is scale-free.
-    KRLS scores such a pair as two shared, low-leverage domains, so chameleon_pretrain
-    gives the content about twice the weight it would get as one domain.
+    Each of such a pair makes the other look shared (low leverage), so chameleon_pretrain
+    gives their content more than it would give it as one domain.
     """
     k = len(domains)
     dist = mean_distances(kernel_c)

@@ -398,6 +398,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
         corpus_versions=dict(affinity.corpus_versions),
         proxy_versions=list(affinity.proxy_versions),
         heatmap_path=str(out / "affinity_heatmap.png"),
+        affinity_version=affinity.data_version,
     )
     frame = table.frame()
     with atomic_dir(out) as tmp:
