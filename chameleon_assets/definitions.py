@@ -8,6 +8,7 @@ import dagster as dg
 
 from chameleon_assets.defs.checks import CHECKS
 from chameleon_assets.defs.corpus import domain_corpus
+from chameleon_assets.defs.diagnostics import weight_diagnostics
 from chameleon_assets.defs.io import VersionedValueIOManager
 from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
 from chameleon_assets.defs.resources import ChameleonConfig
@@ -25,6 +26,7 @@ ASSETS = [
     domain_embeddings,
     affinity_matrix,
     mixture_weights,
+    weight_diagnostics,
     base_model,
     evaluation,
     mixture_comparison,

@@ -55,6 +55,10 @@ def weights_dir(version: str) -> Path:
     return artifacts_dir() / "weights" / version
 
 
+def diagnostics_dir(version: str) -> Path:
+    return artifacts_dir() / "diagnostics" / version
+
+
 def base_model_dir(mixture: str, seed: int, version: str) -> Path:
     return artifacts_dir() / "base_model" / mixture / f"seed-{seed}" / version
 

@@ -112,11 +112,17 @@ class ProxyConfig:
 
 @dataclass(config=_SCHEMA)
 class EmbeddingConfig:
-    """``num_samples`` windows of ``sample_length`` tokens per domain, embedded at the middle layer."""
+    """``num_samples`` windows of ``sample_length`` tokens per domain, embedded at the middle layer.
+
+    ``dtype``: the forward pass's precision. ``float32`` (default) is the reference
+    routine's, on every device; ``bfloat16`` runs it under bfloat16 autocast (faster on
+    a GPU, but the embeddings, and so the weights, differ slightly).
+    """
 
     num_samples: PositiveInt = 64
     sample_length: PositiveInt = 128
     batch_size: PositiveInt = 32
+    dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 @dataclass(config=_SCHEMA)
@@ -175,11 +181,18 @@ class Profile:
 
 @dataclass(config=_SCHEMA)
 class ChameleonParams:
-    """KRLS ridge ``lam`` and the softmax temperatures of the two CHAMELEON mixtures."""
+    """KRLS ridge ``lam`` and the softmax temperatures of the two CHAMELEON mixtures.
+
+    ``ridge``: how ``lam`` is read. ``absolute`` (the paper's): tau_i = [K_c (K_c + lam k I)^-1]_ii.
+    ``relative`` (scale-free): lam is in units of trace(K_c) / k, the mean eigenvalue of
+    K_c, so the ridge is lam * trace(K_c) and the weights do not depend on the proxy's
+    embedding scale (``core.krls.effective_lambda``).
+    """
 
     lam: PositiveFloat = 10.0
     t_pretrain: PositiveFloat = 5.0
     t_finetune: PositiveFloat = 0.2
+    ridge: Literal["absolute", "relative"] = "absolute"
 
 
 BUILTIN_MIXTURES = ("uniform", "natural", "temperature", "unimax", "chameleon_pretrain", "chameleon_finetune")
@@ -375,10 +388,14 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
             proxy = {"checkpoint": profile.proxy.checkpoint, "checkpoint_fingerprint": checkpoint_fingerprint(profile)}
         return {**common, "proxy": proxy}
     if section == "embedding":
-        return {**common, "embedding": _without(dataclasses.asdict(profile.embedding), "batch_size")}
+        embedding = _without(dataclasses.asdict(profile.embedding), "batch_size")
+        # float32 is what every CPU and MPS run computed before `dtype` existed (CUDA ran
+        # under bfloat16 autocast; the shipped gpu profile's section changed with it anyway).
+        return {**common, "embedding": _unless_default(embedding, "dtype", "float32")}
     if section == "mixing":
         mixtures = mixtures or load_mixtures()
         data = dataclasses.asdict(mixtures)
+        data["chameleon"] = _unless_default(data["chameleon"], "ridge", "absolute")
         if "unimax" in mixtures.mixtures and mixtures.unimax_budget_tokens is None:
             # UniMax's weights are a function of the training budget it defaults to.
             data["unimax_budget_tokens"] = profile.base_model.train.tokens
@@ -396,6 +413,17 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
 
 def _without(data: dict, *keys: str) -> dict:
     return {k: v for k, v in data.items() if k not in keys}
+
+
+def _unless_default(data: dict, key: str, default: object) -> dict:
+    """``data`` without ``key`` when it holds ``default``.
+
+    For a key added after data had been materialised, whose default is what the section
+    meant before the key existed (``chameleon.ridge: absolute``, ``embedding.dtype:
+    float32``): the section's hash, and so every existing data version, stays the same,
+    while any other value is hashed and stales what reads the section.
+    """
+    return _without(data, key) if data.get(key) == default else data
 
 
 def _result_fields(train: dict) -> dict:

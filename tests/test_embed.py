@@ -57,3 +57,19 @@ def test_windows_are_seeded_in_range_and_short_domains_give_one_window() -> None
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert all(np.array_equal(w, np.arange(w[0], w[0] + 100)) for w in a)
     assert [len(w) for w in sample_windows(np.arange(30), 5, 100, seed=1)] == [30]
+
+
+def test_the_forward_pass_is_float32_unless_bfloat16_is_asked_for() -> None:
+    cfg = ModelConfig(hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64, context_length=32)
+    model = build_model(cfg, vocab_size=50, eos_id=0, seed=0)
+    windows = [np.arange(1, 17) % 49 + 1, np.arange(3, 19) % 49 + 1]
+    default = embed_windows(model, windows, batch_size=2, pad_id=0, device=CPU)
+    with torch.no_grad():
+        states = middle_layer_states(model, torch.as_tensor(np.stack(windows)), torch.ones(2, 16, dtype=torch.long))
+    assert states.dtype == torch.float32
+    np.testing.assert_allclose(default, states.mean(1).numpy(), rtol=1e-6, atol=1e-6)
+    bf16 = embed_windows(model, windows, batch_size=2, pad_id=0, device=CPU, dtype="bfloat16")
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, default)  # rounded to 8 mantissa bits on the way
+    np.testing.assert_allclose(bf16, default, atol=0.1 * np.abs(default).max())
+    with pytest.raises(ValueError, match="float32"):
+        embed_windows(model, windows, batch_size=2, pad_id=0, device=CPU, dtype="float16")

@@ -8,6 +8,7 @@ import pytest
 from chameleon_assets.core.krls import (
     center_kernel,
     chameleon_weights,
+    effective_lambda,
     finetune_weights,
     krls,
     linear_kernel,
@@ -34,6 +35,37 @@ def test_two_identical_domains_and_one_distinct_match_the_closed_form() -> None:
     np.testing.assert_allclose(w.finetune, _softmax([(1 / 6) / 0.2, (1 / 6) / 0.2, (2 / 3) / 0.2]), rtol=1e-12)
     # The distinct domain: largest KRLS, largest finetune weight, smallest pretrain weight.
     assert np.argmax(w.krls) == np.argmax(w.finetune) == np.argmin(w.pretrain) == 2
+
+
+def test_the_relative_ridge_reads_lam_in_units_of_the_mean_eigenvalue() -> None:
+    # The rank-one example above: trace(K_c) = |v|^2 = 4/3, so relative lam = 1 gives
+    # lambda = 1 * (4/3) / 3 = 4/9 and mu = lambda k = 4/3 = trace(K_c):
+    # tau_raw = (2/9, 2/9, 8/9) / (4/3 + 4/3) = (1/12, 1/12, 1/3).
+    means = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    w = chameleon_weights(["a", "b", "c"], linear_kernel(means), lam=1.0, ridge="relative")
+    assert w.lam_effective == pytest.approx(4 / 9, rel=1e-12)
+    np.testing.assert_allclose(w.krls_raw, [1 / 12, 1 / 12, 1 / 3], rtol=1e-12)
+    assert chameleon_weights(["a", "b", "c"], linear_kernel(means), lam=1.0).lam_effective == 1.0
+    # A zero kernel has no scale: lam is used as is (and every score is 0).
+    assert effective_lambda(np.zeros((2, 2)), 3.0, "relative") == 3.0
+    with pytest.raises(ValueError, match="ridge"):
+        effective_lambda(np.eye(2), 1.0, "proportional")
+
+
+def test_the_relative_ridge_is_scale_free_and_the_absolute_one_is_not() -> None:
+    # Embeddings x10 multiply K_c and trace(K_c) by 100: the relative ridge follows, the absolute does not.
+    rng = np.random.default_rng(5)
+    e = rng.normal(size=(5, 8))
+    names = list("abcde")
+    for lam in (0.01, 0.3, 10.0):
+        one = chameleon_weights(names, linear_kernel(e), lam=lam, ridge="relative")
+        ten = chameleon_weights(names, linear_kernel(10 * e), lam=lam, ridge="relative")
+        np.testing.assert_allclose(ten.krls_raw, one.krls_raw, rtol=1e-10, atol=0)
+        np.testing.assert_allclose(ten.pretrain, one.pretrain, rtol=1e-10, atol=0)
+        np.testing.assert_allclose(ten.finetune, one.finetune, rtol=1e-10, atol=0)
+    one = chameleon_weights(names, linear_kernel(e), lam=1.0)
+    ten = chameleon_weights(names, linear_kernel(10 * e), lam=1.0)
+    assert np.abs(ten.pretrain - one.pretrain).max() > 1e-3
 
 
 def test_centred_kernel_is_the_kernel_of_centred_embeddings() -> None:

@@ -90,10 +90,18 @@ def embed_windows(
     device: torch.device,
     progress: bool = False,
     desc: str = "embed",
+    dtype: str = "float32",
 ) -> np.ndarray:
-    """Pooled middle-layer embedding of each window (N x d, float32), batched and right-padded."""
+    """Pooled middle-layer embedding of each window (N x d, float32), batched and right-padded.
+
+    ``dtype``: ``float32`` runs the forward pass in full precision on every device, as
+    the reference routine does; ``bfloat16`` runs it under bfloat16 autocast (the pooling
+    is done in float32 either way).
+    """
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
     model.to(device).eval()
-    use_bf16 = device.type == "cuda"
+    use_bf16 = dtype == "bfloat16"
     out = []
     for i in tqdm(range(0, len(windows), batch_size), desc=desc, disable=not progress):
         chunk = windows[i : i + batch_size]

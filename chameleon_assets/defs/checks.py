@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from chameleon_assets.defs.values import AffinityMatrix, MixtureTable
+from chameleon_assets.defs.diagnostics import weight_diagnostics
+from chameleon_assets.defs.values import AffinityMatrix, MixtureTable, WeightDiagnostics
 from chameleon_assets.defs.weights import affinity_matrix, mixture_weights
 
 SUM_TOLERANCE = 1e-9
@@ -55,4 +56,17 @@ def affinity_is_symmetric(affinity_matrix: AffinityMatrix) -> dg.AssetCheckResul
     )
 
 
-CHECKS = [weights_are_distributions, no_mixture_dominated_by_one_domain, affinity_is_symmetric]
+@dg.asset_check(asset=weight_diagnostics)
+def no_near_duplicate_domains(weight_diagnostics: WeightDiagnostics) -> dg.AssetCheckResult:
+    """Warn when two domains' mean embeddings nearly coincide (core.diagnostics.near_duplicates):
+    each makes the other look shared (low leverage), so chameleon_pretrain gives their
+    content more than it would give it as one domain."""
+    return dg.AssetCheckResult(
+        passed=not weight_diagnostics.near_duplicates,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"near_duplicates": dg.MetadataValue.json(weight_diagnostics.near_duplicates)},
+    )
+
+
+CHECKS = [weights_are_distributions, no_mixture_dominated_by_one_domain, affinity_is_symmetric,
+          no_near_duplicate_domains]

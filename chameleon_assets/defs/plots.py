@@ -107,3 +107,53 @@ def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, titl
     ax.set_title(title)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def weights_over(
+    x: Sequence[float],
+    panels: dict[str, "np.ndarray"],
+    labels: Sequence[str],
+    xlabel: str,
+    path: Path,
+    mark: float | None = None,
+    mark_label: str = "configured",
+) -> str:
+    """One panel per entry of ``panels`` (title -> len(x) x k weights), one line per label,
+    on a log x-axis, with a dashed vertical line at ``mark``; returns the PNG as base64."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, (title, weights) in zip(axes[0], panels.items()):
+        weights = np.asarray(weights)
+        for j, label in enumerate(labels):
+            ax.plot(x, weights[:, j], marker="o", markersize=3, label=label)
+        if mark is not None:
+            ax.axvline(mark, color="black", linestyle="--", linewidth=1, label=f"{mark_label} ({mark:g})")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+    axes[0][0].set_ylabel("domain weight")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return _save(fig, path)
+
+
+def spectrum(eigenvalues: Sequence[float], path: Path, ridge: float | None = None, title: str = "") -> str:
+    """The positive eigenvalues, largest first, on a log y-axis, with a dashed horizontal
+    line at ``ridge`` (directions below it are damped by the ridge); returns the PNG as base64."""
+    import numpy as np
+
+    plt = _pyplot()
+    s = np.asarray(eigenvalues, dtype=np.float64)
+    positive = s[s > 1e-12 * max(float(s.max(initial=0.0)), 1e-300)]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(np.arange(1, len(positive) + 1), positive, marker="o", label="eigenvalue of K_c")
+    if ridge is not None and ridge > 0:
+        ax.axhline(ridge, color="black", linestyle="--", linewidth=1, label=f"ridge lambda k = {ridge:.3g}")
+    if len(positive):
+        ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue index (largest first)")
+    ax.set_ylabel("eigenvalue")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

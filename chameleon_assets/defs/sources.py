@@ -23,9 +23,10 @@ SECTION_DOCS = {
               "Read by domain_corpus.",
     "proxy": "the proxy's model and training settings with the tokenizer and seed, or the fingerprint of "
              "`proxy.checkpoint`. Read by proxy_model.",
-    "embedding": "num_samples, sample_length, batch_size with the tokenizer and seed. Read by domain_embeddings.",
-    "mixing": "conf/mixtures.yaml: the mixtures, lambda, temperatures, UniMax and presets (UniMax's budget "
-              "resolved when it defaults to the base models' token budget). Read by mixture_weights.",
+    "embedding": "num_samples, sample_length and the forward pass's dtype with the tokenizer and seed (not "
+                 "batch_size, which changes nothing computed). Read by domain_embeddings.",
+    "mixing": "conf/mixtures.yaml: the mixtures, lambda and its ridge, temperatures, UniMax and presets (UniMax's "
+              "budget resolved when it defaults to the base models' token budget). Read by mixture_weights.",
     "base_model": "the base models' architecture and training settings (token budget, batch, schedule) with the "
                   "tokenizer and seed. Read by base_model. The profile's list of mixtures to train is not part of "
                   "it: that only says what `make run` requests.",

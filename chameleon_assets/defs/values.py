@@ -68,11 +68,33 @@ class MixtureTable:
     proxy_versions: list = field(default_factory=list)
     heatmap_path: str = ""
     mlflow_run_id: str = ""
+    affinity_version: str = ""  # the affinity_matrix data version computed from ("" before it was recorded)
 
     def frame(self):
         import pandas as pd
 
         return pd.DataFrame(self.weights, index=self.domains).T
+
+
+@dataclass(frozen=True)
+class WeightDiagnostics:
+    """How sensitive one set of CHAMELEON weights is; the grids and tables are in ``path``/diagnostics.json."""
+
+    data_version: str
+    path: str
+    domains: list
+    weights_version: str  # the mixture_weights data version diagnosed
+    affinity_version: str
+    ridge: str
+    lam: float
+    lam_effective: float  # the lambda in K_c + lambda k I
+    lam_relative: float | None  # the same ridge as a relative lam (lambda k / trace(K_c)); None if trace is 0
+    trace: float
+    eigenvalues: list
+    d_eff: float
+    rank_correlation: float | None  # of the leverage scores over window subsets; None if not computable
+    near_duplicates: list  # [{"a", "b", "distance_ratio", "noise_ratio", "shares"}]
+    warnings: list
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,7 @@ def domain_embeddings(
     return dg.Output(emb_value, data_version=dg.DataVersion(version), metadata={
         "num_samples": emb.shape[0],
         "dim": emb.shape[1],
+        "dtype": profile.embedding.dtype,
         "norm_mean": float(norms.mean()),
         "norm_std": float(norms.std()),
         "mean_norm": float(np.linalg.norm(np.asarray(emb_value.mean))),
@@ -224,7 +225,8 @@ def _embed(profile, domain: str, shards: CorpusShards, proxy: ProxyModel):  # no
     device = resolve_device(profile.device)
     model = load_model(proxy.path, device)
     windows = sample_windows(shards.train(), cfg.num_samples, cfg.sample_length, domain_seed(profile.seed, domain))
-    return embed_windows(model, windows, cfg.batch_size, tok.pad_token_id, device, progress=True, desc=f"embed {domain}")
+    return embed_windows(model, windows, cfg.batch_size, tok.pad_token_id, device, progress=True,
+                         desc=f"embed {domain}", dtype=cfg.dtype)
 
 
 @dg.asset(
@@ -291,7 +293,8 @@ def mixture_weights(
 ) -> dg.Output[MixtureTable]:
     """Mixture weights over the domains, CHAMELEON's and the baselines' side by side.
 
-    KRLS tau_i = [K_c (K_c + lambda k I)^-1]_ii, normalised to sum 1;
+    KRLS tau_i = [K_c (K_c + lambda k I)^-1]_ii, normalised to sum 1 (with
+    `chameleon.ridge: relative`, lambda = lam * trace(K_c)/k: scale-free);
     chameleon_pretrain = softmax((1/tau)/T_pt) (favour what domains share),
     chameleon_finetune = softmax(tau/T_ft) (favour what is unique).
     Baselines: uniform, natural (by train tokens), temperature (n^(1/T)), UniMax, and
@@ -354,7 +357,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     domains = list(affinity.domains)
     tokens = np.array([affinity.train_tokens[d] for d in domains], dtype=np.float64)
     p = mix.chameleon
-    cw = chameleon_weights(domains, np.asarray(affinity.kernel), p.lam, p.t_pretrain, p.t_finetune)
+    cw = chameleon_weights(domains, np.asarray(affinity.kernel), p.lam, p.t_pretrain, p.t_finetune, p.ridge)
     # The same rule as settings.config_section("mixing"): null means the base models' budget.
     budget = mix.unimax_budget_tokens if mix.unimax_budget_tokens is not None else profile.base_model.train.tokens
     candidates = {
@@ -376,7 +379,8 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     for name in mix.mixtures:
         if name not in weights and name not in skipped:
             skipped[name] = "not computed"
-    params = {"lambda": p.lam, "t_pretrain": p.t_pretrain, "t_finetune": p.t_finetune, "temperature": mix.temperature}
+    params = {"lambda": p.lam, "ridge": p.ridge, "lambda_effective": cw.lam_effective, "t_pretrain": p.t_pretrain,
+              "t_finetune": p.t_finetune, "temperature": mix.temperature}
     if "unimax" in weights:
         params.update({"unimax_budget": budget, "unimax_max_epochs": mix.unimax_max_epochs})
     out = paths.weights_dir(version)
@@ -394,6 +398,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
         corpus_versions=dict(affinity.corpus_versions),
         proxy_versions=list(affinity.proxy_versions),
         heatmap_path=str(out / "affinity_heatmap.png"),
+        affinity_version=affinity.data_version,
     )
     frame = table.frame()
     with atomic_dir(out) as tmp:
