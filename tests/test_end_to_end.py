@@ -42,7 +42,7 @@ def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys
     assert run["tags.model_version"] == current(project, "base_model", "uniform/seed-0").name
     for metric in ("metrics.train_loss", "metrics.tokens_per_s", "metrics.ppl.alpha", "metrics.ppl_avg",
                    "metrics.bpb_avg", "metrics.nll_avg", "metrics.acc.arc_easy_local",
-                   ):  # FEWSHOT-MERGE: "metrics.acc_stderr.arc_easy_local"
+                   "metrics.acc_stderr.arc_easy_local"):
         assert run[metric] == run[metric], metric  # present, not NaN
     history = mlflow.tracking.MlflowClient().get_metric_history(run["run_id"], "train_loss")
     assert [m.step for m in history] == list(range(1, 33))

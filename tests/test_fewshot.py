@@ -130,16 +130,16 @@ def test_run_lm_eval_reports_stderr_n_and_chance() -> None:
 
 
 def test_within_chance_on_hand_worked_numbers() -> None:
-    # 0.30 on 4 choices with stderr 0.03: |0.30 - 0.25| = 0.05 <= 1.96 * 0.03 = 0.0588
-    assert within_chance(0.30, 0.03, 0.25)
-    # 0.32: 0.07 > 0.0588, above chance
-    assert not within_chance(0.32, 0.03, 0.25)
-    # below chance by more than z standard errors is not "within chance" either
-    assert not within_chance(0.40, 0.04, 0.5)  # 0.10 > 0.0784
-    # z = 3 widens the band: 0.10 <= 0.12
-    assert within_chance(0.40, 0.04, 0.5, z=3.0)
-    # no standard error (fewer than two examples): nothing tells the score from a guess
-    assert within_chance(1.0, float("nan"), 0.5)
+    # 4 choices, 100 examples: the standard error of guessing is sqrt(0.25 * 0.75 / 100) = 0.0433,
+    # so the band is 1.96 * 0.0433 = 0.0849 around 0.25.
+    assert within_chance(0.30, 100, 0.25)  # 0.05 <= 0.0849
+    assert not within_chance(0.34, 100, 0.25)  # 0.09 > 0.0849: above chance
+    assert not within_chance(0.15, 100, 0.25)  # below chance by more than the band is not chance either
+    # 2 choices, 400 examples: sqrt(0.25 / 400) = 0.025, band 0.049; z = 3 widens it to 0.075
+    assert not within_chance(0.56, 400, 0.5) and within_chance(0.56, 400, 0.5, z=3.0)
+    # 0 of 6 on 4 choices: band 1.96 * sqrt(0.1875 / 6) = 0.346 > 0.25, so it is within chance
+    assert within_chance(0.0, 6, 0.25)
+    assert within_chance(1.0, 0, 0.5)  # no scored example: nothing tells the score from a guess
 
 
 def test_readme_counts_match_the_loader() -> None:

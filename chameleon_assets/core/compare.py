@@ -17,7 +17,8 @@ two text tables (what the UI and the CLI show):
   mixture starves.
 * ``acc.<task>`` (mean over seeds), ``acc.<task>_se`` (lm-eval's standard error of one
   evaluation, averaged over seeds), ``acc.<task>_chance`` and
-  ``acc.<task>_within_chance`` (1 when |acc - chance| <= 1.96 se).
+  ``acc.<task>_within_chance`` (1 when the score is within 1.96 standard errors of
+  guessing, ``evaluate.within_chance``).
 
 With one seed there is no interval (NaN bounds) and nothing is marked significant.
 """
@@ -120,10 +121,13 @@ def _task(task: str, scores: list[dict]) -> dict[str, float]:
         values = [float(s[key]) for s in scores if isinstance(s.get(key), (int, float))]
         return float(np.mean(values)) if values else float("nan")
 
-    acc, se, chance = mean_of("acc"), mean_of("acc_stderr"), mean_of("chance")
+    from chameleon_assets.core.evaluate import within_chance
+
+    acc, se, chance, n = mean_of("acc"), mean_of("acc_stderr"), mean_of("chance"), mean_of("n")
     out = {f"acc.{task}": acc, f"acc.{task}_se": se, f"acc.{task}_chance": chance}
-    if all(math.isfinite(x) for x in (acc, se, chance)):
-        out[f"acc.{task}_within_chance"] = float(abs(acc - chance) <= Z_95 * se)
+    if all(math.isfinite(x) for x in (acc, chance, n)):
+        # Each seed scores the same n examples; the mean over seeds is tested as one score.
+        out[f"acc.{task}_within_chance"] = float(within_chance(acc, int(n), chance, Z_95))
     return out
 
 
@@ -141,7 +145,7 @@ def summary_cells(comp: Comparison) -> dict[str, dict[str, str]]:
     """The headline table as strings: one row per mixture.
 
     ``*`` marks a paired difference against the baseline whose 95% interval excludes 0;
-    ``(chance)`` an accuracy within 1.96 standard errors of the chance level.
+    ``(chance)`` an accuracy that a guessing model reaches within 1.96 standard errors.
     """
     base = comp.baseline or "baseline"
     cells: dict[str, dict[str, str]] = {}

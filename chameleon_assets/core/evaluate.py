@@ -65,17 +65,18 @@ def perplexity(
     return out
 
 
-def within_chance(acc: float, stderr: float, chance: float, z: float = 1.96) -> bool:
-    """Whether an accuracy cannot be told apart from guessing.
+def within_chance(acc: float, n: int, chance: float, z: float = 1.96) -> bool:
+    """Whether an accuracy over ``n`` examples cannot be told apart from guessing.
 
-    True when ``|acc - chance| <= z * stderr``: the score lies within ``z`` standard errors
-    of the chance level (z = 1.96: a two-sided 95% interval under the normal
-    approximation). An undefined standard error (nan: fewer than two scored examples)
-    also counts as within chance, since nothing then separates the score from a guess.
+    A two-sided test of "the model guesses" (normal approximation to the binomial):
+    true when ``|acc - chance| <= z * sqrt(chance * (1 - chance) / n)``, the standard
+    error under that hypothesis. (The score's own standard error, sqrt(acc (1 - acc) /
+    (n - 1)), is 0 at acc = 0 or 1 and would call 0 of 6 "not chance".) With no scored
+    example (n < 1) nothing separates the score from a guess: true.
     """
-    if math.isnan(stderr):
+    if n < 1 or math.isnan(acc):
         return True
-    return abs(acc - chance) <= z * stderr
+    return abs(acc - chance) <= z * math.sqrt(chance * (1 - chance) / n)
 
 
 def _sample_statistics(samples: list[dict], output_type: str | None, filter_key: str) -> dict[str, float]:
