@@ -70,7 +70,7 @@ def test_deleted_or_truncated_artefacts_are_detected_and_rebuilt(ran) -> None:  
     project, instance = ran
     shard = current(project, "corpus", "alpha") / "train.bin"
     embedding = current(project, "embeddings", "beta") / "embeddings.npy"
-    model = current(project, "base_model", "uniform")
+    model = current(project, "base_model", "uniform/seed-0")
     before = {k: len(v) for k, v in _materializations(instance).items()}
     versions = {k: v[0].asset_materialization.tags["dagster/data_version"]
                 for k, v in _materializations(instance).items()}
@@ -83,14 +83,14 @@ def test_deleted_or_truncated_artefacts_are_detected_and_rebuilt(ran) -> None:  
     weights_value.write_bytes(weights_value.read_bytes()[:40])        # a stored descriptor, torn
 
     damaged = damaged_partitions(load_defs(), instance)
-    assert set(damaged) == {("domain_corpus", "alpha"), ("domain_embeddings", "beta"), ("base_model", "uniform"),
+    assert set(damaged) == {("domain_corpus", "alpha"), ("domain_embeddings", "beta"), ("base_model", "uniform|0"),
                             ("mixture_weights", None)}
     assert "bytes" in damaged[("domain_corpus", "alpha")] and "is missing" in damaged[("domain_embeddings", "beta")]
     assert "unreadable" in damaged[("mixture_weights", None)]
 
     report = converge("run", mixtures=["uniform"], instance=instance)
     assert not report.failed
-    assert sorted(report.materialized) == ["base_model[uniform]", "domain_corpus[alpha]", "domain_embeddings[beta]",
+    assert sorted(report.materialized) == ["base_model[uniform|0]", "domain_corpus[alpha]", "domain_embeddings[beta]",
                                            "mixture_weights"]
     after = _materializations(instance)
     for name, records in after.items():  # rebuilt under the same version: nothing downstream went stale
@@ -135,7 +135,7 @@ def test_a_writer_killed_before_its_commit_leaves_the_previous_versions_loadable
     write_domain(project / "raw", "alpha", n_docs=14)
     edits = [("domain_embeddings", "alpha", "commit:embeddings/alpha/", "sync", None),
              ("mixture_weights", None, "commit:weights/", "sync", ("conf/mixtures.yaml", "lam: 10.0", "lam: 3.0")),
-             ("base_model", "uniform", "commit:artifacts/base_model/uniform/", "run",
+             ("base_model", "uniform|0", "commit:artifacts/base_model/uniform/seed-0/", "run",
               ("conf/profiles/tiny.yaml", "lr: 1.0e-2, warmup_steps: 2, checkpoint_every: 8}\n  mixtures",
                "lr: 5.0e-3, warmup_steps: 2, checkpoint_every: 8}\n  mixtures"))]
     replaced = []
@@ -156,11 +156,11 @@ def test_a_writer_killed_before_its_commit_leaves_the_previous_versions_loadable
         value = load_value(instance, key, partition)
         assert verify_dir(Path(value.path), deep=True) is None
         replaced.append((key, partition, version))
-    assert load_model(load_value(instance, "base_model", "uniform").path) is not None
+    assert load_model(load_value(instance, "base_model", "uniform|0").path) is not None
 
     report = converge("run", mixtures=["uniform"], instance=instance)  # the next run finishes the job
     assert not report.failed
-    assert "base_model[uniform]" in report.materialized
+    assert "base_model[uniform|0]" in report.materialized
     for key, partition, version in replaced:
         assert latest_version(instance, key, partition) != version
     leftovers = [p for p in (project / "data" / "artifacts").rglob(".*.tmp-*")]

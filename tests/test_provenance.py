@@ -29,7 +29,7 @@ PROFILE = (
     ).replace("tasks: [arc_easy_local]", "tasks: []")
 )
 DOMAINS = ["alpha", "beta", "gamma"]
-BOTH = ["chameleon_pretrain", "uniform"]
+BOTH = ["chameleon_pretrain|0", "uniform|0"]  # (mixture, seed) partitions of the models
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -92,7 +92,7 @@ def _rerun(instance: dg.DagsterInstance) -> tuple[set[str], list[str]]:
 
 
 DOWNSTREAM_OF_WEIGHTS = {"mixture_weights", "weight_diagnostics", *_names("base_model", BOTH),
-                         "evaluation[chameleon_pretrain]", "mixture_comparison"}
+                         "evaluation[chameleon_pretrain|0]", "mixture_comparison"}
 DOWNSTREAM_OF_EMBEDDINGS = {*_names("domain_embeddings", DOMAINS), "affinity_matrix"} | DOWNSTREAM_OF_WEIGHTS
 
 CASES = {
@@ -120,7 +120,7 @@ CASES = {
     "validation split": ("profiles/tiny.yaml", "val_fraction: 0.2", "val_fraction: 0.25",
                          _names("domain_corpus", DOMAINS),
                          _names("domain_corpus", DOMAINS) | DOWNSTREAM_OF_EMBEDDINGS
-                         | {"evaluation[uniform]"}),
+                         | {"evaluation[uniform|0]"}),
 }
 
 
@@ -142,13 +142,13 @@ def test_a_configuration_change_recomputes_exactly_what_reads_it(ran, case: str)
 
 def test_a_new_lambda_reaches_the_weights_and_a_model_whose_weights_did_not_change_is_reused(ran) -> None:
     project, instance = ran
-    uniform_before = current(project, "base_model", "uniform")
+    uniform_before = current(project, "base_model", "uniform/seed-0")
     _edit(project / "conf/mixtures.yaml", "lam: 10.0", "lam: 1.0")
     _rerun(instance)
     assert json.loads((current(project, "weights") / "weights.json").read_text())["params"]["lambda"] == 1.0
-    assert current(project, "base_model", "uniform") == uniform_before
+    assert current(project, "base_model", "uniform/seed-0") == uniform_before
     record = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("base_model"), asset_partitions=["uniform"]), limit=1).records[0]
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("base_model"), asset_partitions=["uniform|0"]), limit=1).records[0]
     assert record.asset_materialization.metadata["reused_existing_version"].value is True
 
 
@@ -203,7 +203,7 @@ def test_switching_profile_rebuilds_for_the_new_tokenizer_and_switching_back_reu
     assert stale == (_names("domain_corpus", DOMAINS) | {"proxy_model"} | _names("domain_embeddings", DOMAINS)
                      | _names("base_model", BOTH) | _names("evaluation", BOTH) | {"mixture_comparison"})
     assert set(_since(instance, mark)) == (
-        _names("domain_corpus", DOMAINS) | {"proxy_model"} | DOWNSTREAM_OF_EMBEDDINGS | {"evaluation[uniform]"}
+        _names("domain_corpus", DOMAINS) | {"proxy_model"} | DOWNSTREAM_OF_EMBEDDINGS | {"evaluation[uniform|0]"}
     )
     assert json.loads((current(project, "proxy_model") / "config.json").read_text())["vocab_size"] == 50257
     assert current(project, "proxy_model") != before
@@ -241,11 +241,11 @@ def test_a_base_model_never_resumes_a_checkpoint_of_other_data(ran, monkeypatch:
     original_text = (project / "raw/alpha/documents.jsonl").read_text()
     write_domain(project / "raw", "alpha", text="Edited twice: the mill was rebuilt in stone.")
     assert not run_everything(instance=instance).failed
-    assert resumed() == {"chameleon_pretrain": 0, "uniform": 0}  # the checkpoints were of other data
+    assert resumed() == {"chameleon_pretrain|0": 0, "uniform|0": 0}  # the checkpoints were of other data
 
     (project / "raw/alpha/documents.jsonl").write_text(original_text)  # the data they were trained on
     assert not run_everything(instance=instance).failed
-    assert resumed() == {"chameleon_pretrain": 8, "uniform": 8}
+    assert resumed() == {"chameleon_pretrain|0": 8, "uniform|0": 8}
 
 
 def test_the_comparison_says_which_versions_it_holds_and_drops_stale_evaluations(ran) -> None:
@@ -254,13 +254,13 @@ def test_the_comparison_says_which_versions_it_holds_and_drops_stale_evaluations
 
     project, instance = ran
     table = load_value(instance, "mixture_comparison")
-    assert table.included["uniform"] == {"base_model": latest_version(instance, "base_model", "uniform"),
-                                         "evaluation": latest_version(instance, "evaluation", "uniform")}
+    assert table.included["uniform|0"] == {"base_model": latest_version(instance, "base_model", "uniform|0"),
+                                         "evaluation": latest_version(instance, "evaluation", "uniform|0")}
     _edit(project / "conf/mixtures.yaml", "lam: 10.0", "lam: 1.0")
     sync(instance=instance)  # new weights, but sync trains no model
     table = load_value(instance, "mixture_comparison")
     assert list(table.rows) == ["uniform"]  # its weights did not change
-    assert "other weights" in table.excluded["chameleon_pretrain"]
+    assert "other weights" in table.excluded["chameleon_pretrain|0"]
 
 
 def test_removing_a_domain_retrains_and_reevaluates_but_never_touches_the_proxy(ran) -> None:
