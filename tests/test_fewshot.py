@@ -129,6 +129,22 @@ def test_run_lm_eval_reports_stderr_n_and_chance() -> None:
     assert "acc_norm" not in scores["winogrande_local"]
 
 
+def test_answers_longer_than_the_context_are_scored_not_refused() -> None:
+    """lm-eval asserts when an answer alone exceeds the model's context (PIQA answers reach
+    150 tokens; the cpu profile's models see 128); such answers are scored on their start."""
+    from chameleon_assets.core.model import build_model
+    from chameleon_assets.core.tokenizer import load_tokenizer
+    from chameleon_assets.settings import ModelConfig
+
+    tok = load_tokenizer("bpe-8k")
+    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, context_length=16)
+    model = build_model(cfg, len(tok), tok.eos_token_id, 0).eval()
+    docs = utils.load("piqa")[utils.SCORED_SPLIT].select(range(6))
+    assert max(len(tok.encode(" " + c)) for d in docs for c in d["choices"]) > 16  # the case is exercised
+    scores = run_lm_eval(model, tok, ["piqa_local"], 0, 6, 8, 16, torch.device("cpu"))
+    assert scores["piqa_local"]["n"] == 6 and 0.0 <= scores["piqa_local"]["acc"] <= 1.0
+
+
 def test_within_chance_on_hand_worked_numbers() -> None:
     # 4 choices, 100 examples: the standard error of guessing is sqrt(0.25 * 0.75 / 100) = 0.0433,
     # so the band is 1.96 * 0.0433 = 0.0849 around 0.25.

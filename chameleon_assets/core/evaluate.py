@@ -130,7 +130,25 @@ def run_lm_eval(
     # lm-eval warns at length about passing an in-memory model and custom datasets: expected here.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, device=str(device))
+    class ClippedHFLM(HFLM):
+        """HFLM that scores an answer longer than the model's context on its first
+        ``max_length - 1`` tokens (lm-eval asserts instead: a 128-token model meets PIQA
+        answers of 150 tokens). The same cut applies to every model of one profile."""
+
+        clipped = 0
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):  # noqa: ANN001, ANN202
+            keep = self.max_length - 1
+            fitted = []
+            for key, context, continuation in requests:
+                if len(continuation) > keep:
+                    continuation = continuation[:keep]
+                    ClippedHFLM.clipped += 1
+                fitted.append((key, context, continuation))
+            return super()._loglikelihood_tokens(fitted, disable_tqdm=disable_tqdm, override_bs=override_bs)
+
+    lm = ClippedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+                     device=str(device))
     manager = TaskManager(include_path=str(EVAL_TASKS_DIR))
     results = lm_eval.simple_evaluate(
         model=lm,
@@ -148,6 +166,10 @@ def run_lm_eval(
         log_samples=True,
         bootstrap_iters=0,
     )
+    if ClippedHFLM.clipped:
+        logging.getLogger("chameleon.evaluate").warning(
+            f"{ClippedHFLM.clipped} answer(s) longer than the model's context ({max_length} tokens) were scored on "
+            f"their first {max_length - 1} tokens")
     samples = results.get("samples", {})
     scores: dict[str, dict[str, float]] = {}
     for task, metrics in results["results"].items():
