@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from chameleon_assets.core import stats
+if TYPE_CHECKING:
+    from chameleon_assets.core import stats
 
 Z_95 = 1.96
 
@@ -64,6 +65,8 @@ def compare(
     keys. Every evaluation must score the same domains. ``weights`` (``{mixture:
     {domain: weight}}``) adds ``w.<domain>`` columns.
     """
+    from chameleon_assets.core import stats
+
     mixtures = [m for m in evaluations if evaluations[m]]
     if not mixtures:
         return Comparison({}, [], [], None)
@@ -106,11 +109,11 @@ def compare(
     return Comparison(rows, domains, tasks, base, notes)
 
 
-def _interval(name: str, iv: stats.Interval) -> dict[str, float]:
+def _interval(name: str, iv: "stats.Interval") -> dict[str, float]:
     return {name: iv.mean, f"{name}_lo": iv.low, f"{name}_hi": iv.high}
 
 
-def _paired(name: str, diff: stats.PairedDifference) -> dict[str, float]:
+def _paired(name: str, diff: "stats.PairedDifference") -> dict[str, float]:
     return {name: diff.mean, f"{name}_lo": diff.interval.low, f"{name}_hi": diff.interval.high,
             f"{name}_p": diff.p_value, f"{name}_sig": float(diff.significant)}
 

@@ -43,9 +43,16 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 Seed = Hashable
+
+
+def _scipy_stats():  # noqa: ANN202
+    """scipy.stats, imported on first use (it takes most of a second to import)."""
+    from scipy import stats
+
+    return stats
+
 PerSeedDomains = Mapping[Seed, Mapping[str, float]]
 
 
@@ -150,7 +157,7 @@ def mean_interval(values: Iterable[float], confidence: float = 0.95) -> Interval
     if n == 1:
         return Interval(mean=mean, low=math.nan, high=math.nan, n=1, half_width=math.nan, confidence=confidence)
     s = float(x.std(ddof=1))
-    half = float(stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * s / math.sqrt(n)
+    half = float(_scipy_stats().t.ppf((1.0 + confidence) / 2.0, n - 1)) * s / math.sqrt(n)
     return Interval(mean=mean, low=mean - half, high=mean + half, n=n, half_width=half, confidence=confidence)
 
 
@@ -168,7 +175,7 @@ def _paired_from_differences(d: np.ndarray, seeds: tuple[Seed, ...], confidence:
     else:
         s = float(d.std(ddof=1))
         t = float(d.mean()) / (s / math.sqrt(n))
-        p = float(2.0 * stats.t.sf(abs(t), n - 1))
+        p = float(2.0 * _scipy_stats().t.sf(abs(t), n - 1))
     significant = bool(n >= 2 and p < 1.0 - confidence)
     return PairedDifference(
         mean=interval.mean,
@@ -299,5 +306,5 @@ def fewshot_interval(acc: float, stderr: float, z: float = 1.96) -> Interval:
     if z <= 0:
         raise ValueError(f"fewshot_interval: z must be positive, got {z}")
     half = z * stderr
-    confidence = float(2.0 * stats.norm.cdf(z) - 1.0)
+    confidence = float(2.0 * _scipy_stats().norm.cdf(z) - 1.0)
     return Interval(mean=float(acc), low=acc - half, high=acc + half, n=1, half_width=half, confidence=confidence)
