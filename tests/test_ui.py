@@ -24,8 +24,9 @@ pytestmark = pytest.mark.slow
 
 DOMAINS = ["alpha", "beta", "gamma"]
 MIXTURES = ["uniform", "chameleon_pretrain"]
-ASSETS = ["domain_corpus", "proxy_model", "domain_embeddings", "affinity_matrix", "mixture_weights", "base_model",
-          "evaluation", "mixture_comparison"]
+SEEDS = [0, 1]
+ASSETS = ["domain_corpus", "proxy_model", "domain_embeddings", "affinity_matrix", "mixture_weights",
+          "weight_diagnostics", "base_model", "evaluation", "mixture_comparison"]
 
 
 def _project(root: Path, materialise: bool) -> dict:
@@ -33,7 +34,8 @@ def _project(root: Path, materialise: bool) -> dict:
     conf = root / "conf"
     (conf / "profiles").mkdir(parents=True)
     (conf / "mixtures.yaml").write_text((REPO / "conf" / "mixtures.yaml").read_text())
-    (conf / "profiles" / "tiny.yaml").write_text(TINY_PROFILE.replace("tasks: [arc_easy_local]", "tasks: []"))
+    tiny = TINY_PROFILE.replace("tasks: [arc_easy_local]", "tasks: []").replace("seed: 0\n", f"seed: 0\nseeds: {SEEDS}\n")
+    (conf / "profiles" / "tiny.yaml").write_text(tiny)
     lines = ["domains:"]
     for d in DOMAINS:
         lines.append(f"  - {{name: {d}, source: {write_domain(root / 'raw', d)}}}")
@@ -218,15 +220,23 @@ def test_mlflow_lists_one_run_per_model_and_compares_them(served, page) -> None:
     ui, env = served
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("chameleon").experiment_id
-    models = client.search_runs([experiment], "tags.stage = 'pretrain'")
-    assert sorted(r.data.tags["asset_partition"] for r in models) == sorted(MIXTURES)
+    parents = {r.data.tags["mixture"]: r.info.run_id for r in client.search_runs([experiment], "tags.kind = 'mixture'")}
+    assert sorted(parents) == sorted(MIXTURES)
+    models = [r for r in client.search_runs([experiment], "tags.stage = 'pretrain'") if "asset_partition" in r.data.tags]
+    assert sorted(r.data.tags["asset_partition"] for r in models) == sorted(f"{m}|{s}" for m in MIXTURES for s in SEEDS)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[r.data.params["mixture"]] for r in models)
+    assert all(client.get_run(p).data.metrics["seeds"] == len(SEEDS) for p in parents.values())  # the aggregates
 
     page.goto(ui.mlflow_url)  # as printed by `chameleon ui`: the runs table, model-training view
-    for m in MIXTURES:
-        page.get_by_text(f"base_model[{m}]").first.wait_for()
+    for m in MIXTURES:  # one parent row per mixture; its "+" shows the seeds' runs
+        parent = page.locator("div[role=row]", has=page.get_by_text(m, exact=True)).first
+        parent.wait_for()
+        parent.locator("div[role=gridcell] button").first.click()
+        for seed in SEEDS:
+            page.get_by_text(f"base_model[{m}|{seed}]").first.wait_for()
     _shot(page, "mlflow_runs")
-    for m in MIXTURES:  # tick both model runs, then Compare
-        row = page.locator("div[role=row]", has=page.get_by_text(f"base_model[{m}]", exact=True))
+    for m in MIXTURES:  # tick seed 0 of both mixtures, then Compare
+        row = page.locator("div[role=row]", has=page.get_by_text(f"base_model[{m}|0]", exact=True))
         row.locator("input[type=checkbox]").first.check()
     page.get_by_role("button", name="Compare").first.click()
     page.get_by_text(f"weight.{DOMAINS[0]}").first.wait_for(timeout=60_000)
@@ -236,3 +246,21 @@ def test_mlflow_lists_one_run_per_model_and_compares_them(served, page) -> None:
     assert "ppl_avg" in body and "bpb_avg" in body
     _shot(page, "mlflow_compare")
 
+
+
+@pytest.mark.browser
+def test_the_comparison_page_shows_intervals_and_the_bits_per_byte_plot(served, page) -> None:  # noqa: ANN001
+    ui, _ = served
+    _open(page, f"{ui.dagster}/assets/mixture_comparison")
+    page.get_by_text("95% interval over seeds").first.wait_for()  # the description states the rule
+    table = page.locator("tr", has=page.locator("td", has_text=re.compile(r"^table$"))).first.inner_text()
+    assert "bpb, mean over domains [95% CI]" in table and "(baseline)" in table
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", table)  # two seeds: a mean with its interval
+    _shot(page, "comparison")
+    page.locator("tr", has=page.locator("td", has_text=re.compile(r"^plot$"))).first.get_by_text(
+        "[Show Markdown]").click()
+    plot = page.get_by_role("dialog").locator("img[alt='bits per byte per domain']")
+    plot.wait_for()
+    assert plot.evaluate("img => img.naturalWidth") > 300
+    page.wait_for_timeout(600)  # the dialog fades in
+    _shot(page, "comparison_plot")
