@@ -11,7 +11,7 @@ under the same version, so nothing downstream goes stale.
 Two kinds of assets:
 
 * **follow their inputs** (``FOLLOWS``): domain_corpus, domain_embeddings,
-  affinity_matrix, mixture_weights, evaluation. Their automation condition, which the
+  affinity_matrix, mixture_weights, weight_diagnostics, evaluation. Their automation condition, which the
   UI's automation sensor evaluates, is "missing or stale, and no input is missing,
   stale or running". mixture_comparison follows whichever evaluations exist
   (``FOLLOWS_ANY_INPUT``): only current weights and running steps hold it back, and it
