@@ -4,9 +4,9 @@ On the default corpus (``make corpus`` builds it) with the active profile (defau
 
 1. set up k domains (all default domains but one) fully: corpus, proxy, embeddings, weights;
 2. "sync": register the held-out domain and time ``chameleon sync`` (its corpus and
-   embeddings, then affinity + weights), repeated after removing it again;
-3. "scratch": time re-materialising corpus + embeddings for all k + 1 domains and the
-   weights, with the same proxy (neither path trains one).
+   embeddings, then affinity, weights and their diagnostics), repeated after removing it;
+3. "scratch": time re-materialising corpus + embeddings for all k + 1 domains, the
+   weights and diagnostics, with the same proxy (neither path trains one).
 
 Artefacts are content-addressed and a version built before is reused, so before each
 timed repeat the script deletes the token shards and embeddings it is about to time
@@ -51,17 +51,18 @@ def main() -> int:
     })
     from chameleon_assets.core.default_corpus import DEFAULT_DOMAINS
     from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.diagnostics import weight_diagnostics
     from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights
     from chameleon_assets.runner import get_instance, load_defs, materialize, sync
 
     def forget(domains: list[str]) -> None:
-        """Delete the shards and embeddings of ``domains`` and every affinity and weights
-        version, so rebuilding them computes (a version built before would be reused)."""
+        """Delete the shards and embeddings of ``domains`` and every affinity, weights and
+        diagnostics version, so rebuilding them computes (a version built before would be reused)."""
         artifacts = WORK / "data" / "artifacts"
         for d in domains:
             for kind in ("corpus", "embeddings"):
                 shutil.rmtree(artifacts / kind / d, ignore_errors=True)
-        for kind in ("affinity", "weights"):
+        for kind in ("affinity", "weights", "diagnostics"):
             shutil.rmtree(artifacts / kind, ignore_errors=True)
 
     every = [d.name for d in DEFAULT_DOMAINS]
@@ -98,7 +99,7 @@ def main() -> int:
         t0 = time.perf_counter()
         for d in base + [HELD_OUT]:
             materialize(defs, instance, [domain_corpus, domain_embeddings], partition_key=d)
-        materialize(defs, instance, [affinity_matrix, mixture_weights])
+        materialize(defs, instance, [affinity_matrix, mixture_weights, weight_diagnostics])
         scratch_times.append(time.perf_counter() - t0)
 
     t_sync, t_scratch = statistics.median(sync_times), statistics.median(scratch_times)
