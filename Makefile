@@ -56,7 +56,7 @@ test-fast: $(STAMP)
 
 ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/chameleon ui
+	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon ui
 
 bench: $(CORPUS_STAMP)
 	mkdir -p $(DAGSTER_HOME)

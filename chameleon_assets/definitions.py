@@ -13,13 +13,14 @@ from chameleon_assets.defs.io import VersionedValueIOManager
 from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sensors import chameleon_automation, domain_registry_sensor
-from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry, domain_source
+from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry, domain_source, model_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
 
 ASSETS = [
     *CONFIG_SOURCES.values(),
     domain_registry,
+    model_registry,
     domain_source,
     domain_corpus,
     proxy_model,

@@ -178,7 +178,13 @@ def _converge(
     if len(domains) >= STALENESS_PARTITION_LIMIT:
         print(f"warning: {len(domains)} domains: Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} "
               "or more partitions, so an edited domain will not mark affinity_matrix stale (see README)", flush=True)
-    changes = partition_changes(instance, domains, mixture_names, chameleon.profile().seeds)
+    seeds = chameleon.profile().seeds
+    models = len(mixture_names or []) * len(seeds)
+    if models >= STALENESS_PARTITION_LIMIT:
+        print(f"warning: {len(mixture_names or [])} mixtures x {len(seeds)} seeds = {models} model partitions: Dagster's "
+              f"stale status ignores edges from {STALENESS_PARTITION_LIMIT} or more partitions, so a retrained model "
+              "will not mark mixture_comparison stale (see README)", flush=True)
+    changes = partition_changes(instance, domains, mixture_names, seeds)
     if not dry_run:
         for run_id in fail_orphaned_runs(instance):
             print(f"run {run_id} was killed before it finished: marked failed, its work is redone", flush=True)

@@ -69,4 +69,6 @@ def test_seeds_without_a_partner_are_not_paired() -> None:
     comp = compare.compare({"uniform": {0: _ev({"a": 1.0}), 1: _ev({"a": 1.2})},
                             "other": {1: _ev({"a": 1.5}), 2: _ev({"a": 9.0})}})
     assert comp.rows["other"]["d_bpb_avg"] == pytest.approx(0.3)  # seed 1 only
-    assert comp.rows["other"]["seeds"] == 2
+    assert comp.rows["other"]["seeds"] == 2 and comp.rows["other"]["d_bpb_avg_n"] == 1
+    assert "covers the 1 seed(s) it shares with uniform (1), of its 2" in comp.notes[0]
+    assert compare.summary_cells(comp)["other"]["bpb - uniform (paired)"].endswith("(1 paired seeds)")

@@ -78,6 +78,13 @@ def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys
     assert parent.data.metrics["seeds"] == 2 and parent.data.metrics["bpb_avg"] == pytest.approx(
         table.loc["uniform", "bpb_avg"], rel=1e-5)
 
+    # Removing the seed again drops its rows (its models stay on disk, reused if it comes back).
+    profile.write_text(profile.read_text().replace("seeds: [0, 1]\n", "seeds: [0]\n"))
+    report = converge("run")
+    assert report.materialized == ["mixture_comparison"] and "-seed: 1" in report.partition_changes
+    table = pd.read_csv(current(project, "comparison") / "mixture_comparison.csv", index_col=0)
+    assert (table["seeds"] == 1).all()
+
 
 def test_mlflow_artifacts_stay_under_the_data_directory(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from chameleon_assets.defs.tracking import MLflowTracking

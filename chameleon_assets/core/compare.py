@@ -95,6 +95,10 @@ def compare(
         elif base is not None and m != base:
             paired = stats.paired_domain_differences(per_metric["bpb"][m], per_metric["bpb"][base], confidence)
             row.update(_paired("d_bpb_avg", paired.mean))
+            row["d_bpb_avg_n"] = float(paired.mean.n)
+            if paired.mean.n < len(evaluations[m]):
+                notes.append(f"{m}: the paired difference covers the {paired.mean.n} seed(s) it shares with {base} "
+                             f"({', '.join(map(str, paired.mean.seeds))}), of its {len(evaluations[m])}")
             for d in domains:
                 row.update(_paired(f"d_bpb.{d}", paired.per_domain[d]))
         for d in domains:
@@ -158,6 +162,8 @@ def summary_cells(comp: Comparison) -> dict[str, dict[str, str]]:
             diff = "(baseline)"
         elif "d_bpb_avg" in row:
             diff = _ci(row, "d_bpb_avg") + ("*" if row.get("d_bpb_avg_sig") == 1.0 else "")
+            if row.get("d_bpb_avg_n", row["seeds"]) < row["seeds"]:
+                diff += f" ({int(row['d_bpb_avg_n'])} paired seeds)"
         else:
             diff = "n/a"
         c[f"bpb - {base} (paired)"] = diff

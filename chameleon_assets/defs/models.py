@@ -10,7 +10,7 @@ from chameleon_assets.defs import plots, policy
 from chameleon_assets.defs.io import ArtefactDamaged, load_value, load_version, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, model_partitions, split_model_key
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES
+from chameleon_assets.defs.sources import CONFIG_SOURCES, model_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import BaseModel, ComparisonTable, Evaluation, MixtureTable
 
@@ -163,7 +163,7 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
     remove_tree(checkpoints)
     return BaseModel(version, mixture, str(out), weights, corpus_versions, result.tokens, result.steps, final_loss,
                      result.tokens_per_s, result.epochs, run_id, result.resumed_from, seed=seed,
-                     mlflow_parent_run_id=parent)
+                     mlflow_parent_run_id=parent, config_version=chameleon.section_version("base_model"))
 
 
 def _model_card(mixture: str, seed: int, weights: dict, result, cfg, params: int, version: str) -> str:  # noqa: ANN001
@@ -295,7 +295,9 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
     # Not an input (it loads the latest model of each evaluated mixture itself), but a
     # staling dependency: a retrained model makes the table stale even while its new
     # evaluation is missing or failing, so the old row is dropped, not shown as current.
-    deps=[dg.AssetDep("base_model", partition_mapping=dg.AllPartitionMapping()), CONFIG_SOURCES["evaluation"]],
+    # model_registry: a removed seed or mixture stales the table too (its row must go).
+    deps=[dg.AssetDep("base_model", partition_mapping=dg.AllPartitionMapping()), CONFIG_SOURCES["evaluation"],
+          model_registry],
     group_name="evaluation",
     code_version=COMPARISON_CODE_VERSION,
     kinds={"pandas", "mlflow"},
@@ -323,6 +325,8 @@ def mixture_comparison(
     from chameleon_assets.core import compare
 
     eval_config = chameleon.section_version("evaluation")
+    seeds = set(chameleon.profile().seeds)
+    evaluation = {k: e for k, e in evaluation.items() if split_model_key(k)[1] in seeds}  # removed seeds: no rows
     models, damaged = {}, {}
     for key in evaluation:
         try:
@@ -331,7 +335,8 @@ def mixture_comparison(
             mixture, _ = split_model_key(key)
             damaged[key] = f"its model's files are damaged ({exc}); `chameleon run --mixtures {mixture}` rebuilds it"
     current, included, excluded = comparison_inputs(mixture_weights, models, {k: e for k, e in evaluation.items()
-                                                                              if k in models}, eval_config)
+                                                                              if k in models}, eval_config,
+                                                    chameleon.section_version("base_model"))
     excluded = {**excluded, **damaged}
     if not current:
         context.log.warning(f"no evaluation of a current model yet (stale: {excluded}); run `chameleon run`")
@@ -360,7 +365,7 @@ def mixture_comparison(
 
             for name in ("mixture_comparison.csv", "mixture_comparison.md", "bits_per_byte.png"):
                 mlflow.log_artifact(str(out / name))
-        _log_aggregates(mlflow_tracking, table, models, included)
+        _log_aggregates(context, mlflow_tracking, table, models, included)
         value = ComparisonTable(version, str(out), table.rows, included, excluded, domains=table.domains,
                                 tasks=table.tasks, baseline=table.baseline, notes=table.notes)
     point_current(out)
@@ -393,26 +398,36 @@ def _bpb_plot(table, path) -> None:  # noqa: ANN001
                        xlabel="domain")
 
 
-def _log_aggregates(tracking: MLflowTracking, table, models: dict, included: dict) -> None:  # noqa: ANN001
-    """Each mixture's aggregates over seeds on its MLflow parent run."""
+def _log_aggregates(context, tracking: MLflowTracking, table, models: dict, included: dict) -> None:  # noqa: ANN001
+    """Each mixture's aggregates over seeds on its MLflow parent run (a parent deleted in
+    MLflow meanwhile is reported, not fatal: the table itself is already written)."""
     for mixture, row in table.rows.items():
         keys = [k for k in included if split_model_key(k)[0] == mixture]
         parents = {models[k].mlflow_parent_run_id for k in keys if models[k].mlflow_parent_run_id}
+        seeds = ",".join(str(s) for s in sorted(split_model_key(k)[1] for k in keys))
         for parent in parents:
-            tracking.log_values(parent, {k: v for k, v in row.items() if not k.startswith(("w.", "ppl."))},
-                                tags={"seeds": ",".join(str(split_model_key(k)[1]) for k in keys)})
+            try:
+                tracking.log_values(parent, {k: v for k, v in row.items() if not k.startswith(("w.", "ppl."))},
+                                    tags={"seeds": seeds})
+            except Exception as exc:  # noqa: BLE001 - MLflow raises its own types
+                context.log.warning(f"could not log {mixture}'s aggregates to MLflow run {parent}: {exc}")
 
 
 def comparison_inputs(
-    table: MixtureTable, models: dict, evaluations: dict, eval_config: str
+    table: MixtureTable, models: dict, evaluations: dict, eval_config: str, model_config: str | None = None
 ) -> tuple[dict[str, dict[int, Evaluation]], dict, dict]:
     """The current evaluations by mixture and seed, their versions, and why others were left out.
 
     Keys of ``models`` and ``evaluations`` are ``<mixture>|<seed>`` partition keys. An
     evaluation counts only if it is of the latest base model of its partition, that model
     was trained on the mixture's current weights over the current domain data, and the
-    evaluation used the current settings (``eval_config``) and validation data.
+    evaluation used the current settings (``eval_config``) and validation data. With
+    ``model_config``, the model must also have been trained with those base-model settings
+    (so a mixture's seeds never mix two recipes). Non-finite scores (a diverged model) are
+    left out with the reason, not allowed to fail the table.
     """
+    import math
+
     current: dict[str, dict[int, Evaluation]] = {}
     included, excluded = {}, {}
     for key, ev in sorted(evaluations.items()):
@@ -431,6 +446,10 @@ def comparison_inputs(
             excluded[key] = "evaluated with other evaluation settings"
         elif any(ev.val_versions.get(d) != table.corpus_versions[d] for d in weights):
             excluded[key] = "evaluated on older validation data"
+        elif model_config is not None and model.config_version and model.config_version != model_config:
+            excluded[key] = "base model trained with other base-model settings (retrain with `chameleon run`)"
+        elif not all(math.isfinite(v) for v in [*ev.bits_per_byte.values(), *ev.nll.values()]):
+            excluded[key] = "non-finite bits per byte or NLL (the model diverged?)"
         else:
             current.setdefault(name, {})[seed] = ev
             included[key] = {"base_model": model.data_version, "evaluation": ev.data_version}

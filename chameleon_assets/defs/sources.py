@@ -28,7 +28,7 @@ SECTION_DOCS = {
     "mixing": "conf/mixtures.yaml: the mixtures, lambda and its ridge, temperatures, UniMax and presets (UniMax's "
               "budget resolved when it defaults to the base models' token budget). Read by mixture_weights.",
     "base_model": "the base models' architecture and training settings (token budget, batch, schedule) with the "
-                  "tokenizer and seed. Read by base_model. The profile's list of mixtures to train is not part of "
+                  "tokenizer (each model's seed is its partition). Read by base_model. The profile's list of mixtures to train is not part of "
                   "it: that only says what `make run` requests.",
     "evaluation": "tasks, shots, example limit, perplexity windows, batch size. Read by evaluation.",
 }
@@ -72,6 +72,26 @@ def domain_registry(chameleon: ChameleonConfig) -> dg.DataVersion:
     return dg.DataVersion(registry_version([s.name for s in chameleon.registry()]))
 
 
+@dg.observable_source_asset(
+    group_name="models",
+    description="The (mixture, seed) partitions that exist: the mixtures of conf/mixtures.yaml and the profile's "
+                "seeds. Data version = sha256 of both sorted lists, so removing a seed or a mixture stales "
+                "mixture_comparison (Dagster's stale status sees new and changed upstream partitions, not "
+                "removed ones).",
+)
+def model_registry(chameleon: ChameleonConfig) -> dg.DataVersion:
+    """The set of (mixture, seed) model partitions."""
+    return dg.DataVersion(models_version(chameleon.mixtures().mixtures, chameleon.profile().seeds))
+
+
+def models_version(mixtures: list[str], seeds: list[int]) -> str:
+    """sha256 of the sorted mixture names and seeds (24 hex digits)."""
+    import hashlib
+
+    text = "\n".join(sorted(mixtures)) + "\n--\n" + "\n".join(str(s) for s in sorted(seeds))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def registry_version(domains: list[str]) -> str:
     """sha256 of the sorted domain names (24 hex digits)."""
     import hashlib
@@ -92,6 +112,10 @@ def current_source_versions(chameleon: ChameleonConfig) -> tuple[dict[tuple[str,
             versions[(f"config_{section}", None)] = chameleon.section_version(section)
         except (ValueError, OSError) as exc:
             errors[f"config_{section}"] = str(exc)
+    try:
+        versions[("model_registry", None)] = models_version(chameleon.mixtures().mixtures, chameleon.profile().seeds)
+    except (ValueError, OSError) as exc:
+        errors["model_registry"] = str(exc)
     try:
         domain_versions = chameleon.domain_versions()
         versions[("domain_registry", None)] = registry_version(list(domain_versions))

@@ -167,7 +167,7 @@ class MLflowTracking(dg.ConfigurableResource):
         lock = paths.artifacts_dir() / ".locks" / "mlflow-parents" / f"{key}.lock"
         with file_lock(lock, f"creating the MLflow parent run {name}"):
             found = client.search_runs([experiment.experiment_id], filter_string=f"tags.parent_key = '{key}'",
-                                       max_results=1)
+                                       order_by=["attributes.start_time ASC"], max_results=1)
             if found:
                 return found[0].info.run_id
             run = client.create_run(experiment.experiment_id, run_name=name,

@@ -113,6 +113,7 @@ class BaseModel:
     resumed_from_step: int = 0
     seed: int = 0
     mlflow_parent_run_id: str = ""  # the mixture's parent run (aggregates over seeds)
+    config_version: str = ""  # the `config_base_model` data version it was trained with
 
 
 @dataclass(frozen=True)
