@@ -50,6 +50,7 @@ def test_one_seed_has_no_interval_and_nothing_is_significant() -> None:
     comp = compare.compare({"uniform": {0: _ev({"a": 1.0})}, "other": {0: _ev({"a": 2.0})}})
     assert math.isnan(comp.rows["other"]["bpb_avg_lo"]) and comp.rows["other"]["d_bpb_avg_sig"] == 0.0
     assert compare.summary_cells(comp)["other"]["bpb, mean over domains [95% CI]"] == "2.000"
+    assert "one seed for uniform, other: no interval" in comp.notes[-1]
 
 
 def test_accuracy_within_chance_is_flagged() -> None:

@@ -110,6 +110,10 @@ def compare(
         for t in tasks:
             row.update(_task(t, [_value(ev, "tasks").get(t, {}) for ev in evaluations[m].values()]))
         rows[m] = row
+    single = [m for m in mixtures if len(evaluations[m]) == 1]
+    if single:
+        notes.append(f"one seed for {', '.join(single)}: no interval, and no difference can be significant; list more "
+                     "`seeds` in the profile (the cpu-study profile trains 4)")
     return Comparison(rows, domains, tasks, base, notes)
 
 

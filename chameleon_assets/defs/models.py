@@ -16,7 +16,7 @@ from chameleon_assets.defs.values import BaseModel, ComparisonTable, Evaluation,
 
 BASE_CODE_VERSION = "base-v3"
 EVAL_CODE_VERSION = "eval-v3"
-COMPARISON_CODE_VERSION = "comparison-v3"
+COMPARISON_CODE_VERSION = "comparison-v4"
 
 
 def mixture_version(section_version: str, weights: dict[str, float], corpus_versions: dict[str, str]) -> str:
