@@ -12,7 +12,7 @@ lambda * k of ``core.krls`` (lambda = lam, or lam * trace(K_c) / k with the rela
     near-duplicates pairs of domains whose means nearly coincide, and the share they get
 
 The weights are a function of K_c only, so all of this is read off the kernel and, for
-stability and the sampling-noise test, the per-window embeddings. Pure numpy, no Dagster.
+stability and the sampling-noise test, the per-window embeddings. numpy and scipy, no Dagster.
 """
 
 from __future__ import annotations
@@ -120,21 +120,19 @@ def temperature_grid(
                       {"chameleon_pretrain": np.array([pretrain_weights(tau, t) for t in values])})
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 of ``x``, ties given their average rank."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x))
-    _, group = np.unique(x, return_inverse=True)
-    return (np.bincount(group, weights=ranks) / np.bincount(group))[group]
-
-
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation: the Pearson correlation of the (tie-averaged) ranks; nan if a side is constant."""
-    rx, ry = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = np.sqrt((rx @ rx) * (ry @ ry))
-    return float(rx @ ry / denom) if denom > 0 else float("nan")
+    """Spearman rank correlation: the Pearson correlation of the (tie-averaged) ranks
+    (``scipy.stats.spearmanr``); nan if a side is constant."""
+    import warnings
+
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(x, y).statistic)
 
 
 @dataclass

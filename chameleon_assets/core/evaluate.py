@@ -135,7 +135,7 @@ def run_lm_eval(
         ``max_length - 1`` tokens (lm-eval asserts instead: a 128-token model meets PIQA
         answers of 150 tokens). The same cut applies to every model of one profile."""
 
-        clipped = 0
+        clipped = 0  # answers cut so far
 
         def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):  # noqa: ANN001, ANN202
             keep = self.max_length - 1
@@ -143,7 +143,7 @@ def run_lm_eval(
             for key, context, continuation in requests:
                 if len(continuation) > keep:
                     continuation = continuation[:keep]
-                    ClippedHFLM.clipped += 1
+                    self.clipped += 1
                 fitted.append((key, context, continuation))
             return super()._loglikelihood_tokens(fitted, disable_tqdm=disable_tqdm, override_bs=override_bs)
 
@@ -166,9 +166,9 @@ def run_lm_eval(
         log_samples=True,
         bootstrap_iters=0,
     )
-    if ClippedHFLM.clipped:
+    if lm.clipped:
         logging.getLogger("chameleon.evaluate").warning(
-            f"{ClippedHFLM.clipped} answer(s) longer than the model's context ({max_length} tokens) were scored on "
+            f"{lm.clipped} answer(s) longer than the model's context ({max_length} tokens) were scored on "
             f"their first {max_length - 1} tokens")
     samples = results.get("samples", {})
     scores: dict[str, dict[str, float]] = {}

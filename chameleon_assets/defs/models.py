@@ -325,8 +325,6 @@ def mixture_comparison(
     from chameleon_assets.core import compare
 
     eval_config = chameleon.section_version("evaluation")
-    seeds = set(chameleon.profile().seeds)
-    evaluation = {k: e for k, e in evaluation.items() if split_model_key(k)[1] in seeds}  # removed seeds: no rows
     models, damaged = {}, {}
     for key in evaluation:
         try:

@@ -28,11 +28,6 @@ seed_partitions = dg.DynamicPartitionsDefinition(name="seed")
 model_partitions = dg.MultiPartitionsDefinition({"mixture": mixture_partitions, "seed": seed_partitions})
 
 
-def model_key(mixture: str, seed: int | str) -> str:
-    """The ``model_partitions`` key of (mixture, seed): ``"<mixture>|<seed>"``."""
-    return str(dg.MultiPartitionKey({"mixture": mixture, "seed": str(seed)}))
-
-
 def split_model_key(key: str) -> tuple[str, int]:
     """(mixture, seed) of a ``model_partitions`` key (a ``MultiPartitionKey`` or its string)."""
     mixture, _, seed = str(key).rpartition("|")

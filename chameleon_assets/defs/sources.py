@@ -85,11 +85,8 @@ def model_registry(chameleon: ChameleonConfig) -> dg.DataVersion:
 
 
 def models_version(mixtures: list[str], seeds: list[int]) -> str:
-    """sha256 of the sorted mixture names and seeds (24 hex digits)."""
-    import hashlib
-
-    text = "\n".join(sorted(mixtures)) + "\n--\n" + "\n".join(str(s) for s in sorted(seeds))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    """``registry_version`` of the mixture names and seeds, each marked with its dimension."""
+    return registry_version([f"mixture:{m}" for m in mixtures] + [f"seed:{s}" for s in seeds])
 
 
 def registry_version(domains: list[str]) -> str:
