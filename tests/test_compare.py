@@ -73,3 +73,29 @@ def test_seeds_without_a_partner_are_not_paired() -> None:
     assert comp.rows["other"]["seeds"] == 2 and comp.rows["other"]["d_bpb_avg_n"] == 1
     assert "covers the 1 seed(s) it shares with uniform (1), of its 2" in comp.notes[0]
     assert compare.summary_cells(comp)["other"]["bpb - uniform (paired)"].endswith("(1 paired seeds)")
+
+
+def test_comparison_inputs_leave_out_diverged_models_and_other_recipes() -> None:
+    """A non-finite score or a model trained with other base-model settings is excluded
+    with its reason, not allowed to fail the table or mix two recipes in one mean."""
+    from chameleon_assets.defs.models import comparison_inputs
+    from chameleon_assets.defs.values import BaseModel, Evaluation, MixtureTable
+
+    table = MixtureTable("w", "/tmp", ["a", "b"], {"uniform": [0.5, 0.5]}, [0.5, 0.5], [1.0, 1.0], {},
+                         corpus_versions={"a": "ca", "b": "cb"})
+
+    def model(seed: int, config: str) -> BaseModel:
+        return BaseModel(f"m{seed}", "uniform", "/tmp", {"a": 0.5, "b": 0.5}, {"a": "ca", "b": "cb"}, 1, 1, 1.0, 1.0,
+                         {}, "run", seed=seed, config_version=config)
+
+    def evaluation(seed: int, bpb: float) -> Evaluation:
+        return Evaluation(f"e{seed}", "uniform", "/tmp", f"m{seed}", {"a": 2.0, "b": 2.0}, {"a": bpb, "b": 1.0}, 2.0,
+                          1.0, {}, 0, None, config_version="eval", val_versions={"a": "ca", "b": "cb"}, seed=seed,
+                          nll={"a": 1.0, "b": 1.0})
+
+    models = {"uniform|0": model(0, "recipe"), "uniform|1": model(1, "old recipe"), "uniform|2": model(2, "recipe")}
+    evals = {"uniform|0": evaluation(0, 1.0), "uniform|1": evaluation(1, 1.0), "uniform|2": evaluation(2, math.nan)}
+    current, included, excluded = comparison_inputs(table, models, evals, "eval", "recipe")
+    assert list(current["uniform"]) == [0] and list(included) == ["uniform|0"]
+    assert "other base-model settings" in excluded["uniform|1"]
+    assert "non-finite" in excluded["uniform|2"]
