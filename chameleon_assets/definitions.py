@@ -7,15 +7,32 @@ MLflow: those are imported by the steps that need them.
 import dagster as dg
 
 from chameleon_assets.defs.checks import CHECKS
-from chameleon_assets.defs.corpus import domain_corpus
-from chameleon_assets.defs.diagnostics import weight_diagnostics
+from chameleon_assets.defs.corpus import domain_corpus, finetune_corpus
+from chameleon_assets.defs.diagnostics import finetune_diagnostics, weight_diagnostics
+from chameleon_assets.defs.finetune import finetune_comparison, finetune_evaluation, finetuned_model
 from chameleon_assets.defs.io import VersionedValueIOManager
 from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sensors import chameleon_automation, domain_registry_sensor
-from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry, domain_source, model_registry
+from chameleon_assets.defs.sources import (
+    CONFIG_SOURCES,
+    domain_registry,
+    domain_source,
+    finetune_model_registry,
+    finetune_registry,
+    finetune_source,
+    model_registry,
+)
 from chameleon_assets.defs.tracking import MLflowTracking
-from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
+from chameleon_assets.defs.weights import (
+    affinity_matrix,
+    domain_embeddings,
+    finetune_affinity,
+    finetune_embeddings,
+    finetune_weights,
+    mixture_weights,
+    proxy_model,
+)
 
 ASSETS = [
     *CONFIG_SOURCES.values(),
@@ -31,6 +48,17 @@ ASSETS = [
     base_model,
     evaluation,
     mixture_comparison,
+    finetune_registry,
+    finetune_model_registry,
+    finetune_source,
+    finetune_corpus,
+    finetune_embeddings,
+    finetune_affinity,
+    finetune_weights,
+    finetune_diagnostics,
+    finetuned_model,
+    finetune_evaluation,
+    finetune_comparison,
 ]
 
 RESOURCES = {

@@ -47,16 +47,27 @@ def embeddings_dir(domain: str, version: str) -> Path:
     return artifacts_dir() / "embeddings" / domain / version
 
 
+def stage_dir(kind: str, stage: str = "pretrain") -> Path:
+    """Root of an unpartitioned kind of artefact of one stage: ``<artifacts>/<kind>`` for the
+    pretraining stage, ``<artifacts>/finetune/<kind>`` for the finetuning one (its own root,
+    so that pruning one stage's old versions never touches the other's)."""
+    return artifacts_dir() / kind if stage == "pretrain" else artifacts_dir() / "finetune" / kind
+
+
+def affinity_dir(version: str, stage: str = "pretrain") -> Path:
+    return stage_dir("affinity", stage) / version
+
+
 def proxy_dir(version: str) -> Path:
     return artifacts_dir() / "proxy_model" / version
 
 
-def weights_dir(version: str) -> Path:
-    return artifacts_dir() / "weights" / version
+def weights_dir(version: str, stage: str = "pretrain") -> Path:
+    return stage_dir("weights", stage) / version
 
 
-def diagnostics_dir(version: str) -> Path:
-    return artifacts_dir() / "diagnostics" / version
+def diagnostics_dir(version: str, stage: str = "pretrain") -> Path:
+    return stage_dir("diagnostics", stage) / version
 
 
 def base_model_dir(mixture: str, seed: int, version: str) -> Path:
@@ -67,8 +78,16 @@ def evaluation_dir(mixture: str, seed: int, version: str) -> Path:
     return artifacts_dir() / "evaluation" / mixture / f"seed-{seed}" / version
 
 
-def comparison_dir(version: str) -> Path:
-    return artifacts_dir() / "comparison" / version
+def comparison_dir(version: str, stage: str = "pretrain") -> Path:
+    return stage_dir("comparison", stage) / version
+
+
+def finetuned_model_dir(mixture: str, seed: int, version: str) -> Path:
+    return artifacts_dir() / "finetuned_model" / mixture / f"seed-{seed}" / version
+
+
+def finetune_evaluation_dir(mixture: str, seed: int, version: str) -> Path:
+    return artifacts_dir() / "finetune_evaluation" / mixture / f"seed-{seed}" / version
 
 
 def checkpoint_dir(name: str, version: str) -> Path:

@@ -169,12 +169,23 @@ def _converge(
         # Domain work goes on; mixture_weights fails with this same message when it runs.
         mixture_names = None
         report.source_errors["conf/mixtures.yaml"] = str(exc)
+    finetune_names = None if mixture_names is None else chameleon.mixtures().finetune_mixtures
+    finetune_mixtures: list[str] | None = []
     if mode == "run":
+        ft = chameleon.profile().finetune
         mixtures = list(mixtures or chameleon.profile().base_model.mixtures)
         unknown = [m for m in mixtures if mixture_names is not None and m not in mixture_names]
         if unknown:
             raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {mixture_names})")
+        finetune_mixtures = list(ft.mixtures)
+        unknown = [m for m in finetune_mixtures if finetune_names is not None and m not in finetune_names]
+        if unknown:
+            raise ValueError(f"finetune.mixtures {unknown} of the profile are not in finetune_mixtures of "
+                             f"conf/mixtures.yaml (known: {finetune_names})")
+        if finetune_mixtures and not ft.checkpoint and ft.base not in mixtures:
+            mixtures.append(ft.base)  # the finetuned models start from it
     domains = [s.name for s in chameleon.registry()]
+    finetune_domains = [s.name for s in chameleon.finetune_registry()]
     if len(domains) >= STALENESS_PARTITION_LIMIT:
         print(f"warning: {len(domains)} domains: Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} "
               "or more partitions, so an edited domain will not mark affinity_matrix stale (see README)", flush=True)
@@ -184,7 +195,12 @@ def _converge(
         print(f"warning: {len(mixture_names or [])} mixtures x {len(seeds)} seeds = {models} model partitions: Dagster's "
               f"stale status ignores edges from {STALENESS_PARTITION_LIMIT} or more partitions, so a retrained model "
               "will not mark mixture_comparison stale (see README)", flush=True)
-    changes = partition_changes(instance, domains, mixture_names, seeds)
+    finetune_models = len(finetune_names or []) * len(seeds)
+    if max(len(finetune_domains), finetune_models) >= STALENESS_PARTITION_LIMIT:
+        print(f"warning: {len(finetune_domains)} finetuning domains, {finetune_models} finetuned-model partitions: "
+              f"Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} or more partitions (see README)",
+              flush=True)
+    changes = partition_changes(instance, domains, mixture_names, seeds, finetune_domains, finetune_names)
     if not dry_run:
         for run_id in fail_orphaned_runs(instance):
             print(f"run {run_id} was killed before it finished: marked failed, its work is redone", flush=True)
@@ -211,6 +227,10 @@ def _converge(
         changed = [o.partition for o in observations if o.asset_key.to_user_string() == "domain_source"]
         changed += changes.add.get("domain", [])  # new domains: not partitions yet, so not observed
         changed += [d for d in domains if d not in changed and latest_version(instance, "domain_corpus", d) is None]
+        changed += [o.partition for o in observations if o.asset_key.to_user_string() == "finetune_source"]
+        changed += changes.add.get("finetune_domain", [])
+        changed += [d for d in finetune_domains
+                    if d not in changed and latest_version(instance, "finetune_corpus", d) is None]
         for what, message in check_documents(chameleon, changed).items():
             report.source_errors[what] = message
             print(f"refused: {message}", flush=True)
@@ -234,7 +254,8 @@ def _converge(
     failed: set[tuple[dg.AssetKey, str | None]] = set()
     done: set[tuple[dg.AssetKey, str | None]] = set()
     for _ in range(MAX_WAVES):
-        wanted = [w for w in policy.requested(defs, instance, mixtures if mode == "run" else []) if w not in failed]
+        wanted = [w for w in policy.requested(defs, instance, mixtures if mode == "run" else [],
+                                              finetune_mixtures if mode == "run" else []) if w not in failed]
         if not wanted:
             break
         key = wanted[0][0]
@@ -270,7 +291,7 @@ def check_documents(chameleon, domains: Sequence[str]) -> dict[str, str]:  # noq
     from chameleon_assets.core.registry import iter_documents
 
     errors = {}
-    specs = {s.name: s for s in chameleon.registry()}
+    specs = {s.name: s for s in [*chameleon.registry(), *chameleon.finetune_registry()]}
     for name in domains:
         spec = specs.get(name)
         if spec is None:
@@ -280,7 +301,8 @@ def check_documents(chameleon, domains: Sequence[str]) -> dict[str, str]:  # noq
             CorpusMinimum(train_tokens=0, source=str(spec.source), registry=str(chameleon.registry_file())).check(
                 name, count)
         except (ValueError, OSError) as exc:  # RegistryError and CorpusTooSmall are ValueErrors
-            errors[f"domain_source[{name}]"] = str(exc)
+            source = "domain_source" if spec.group == "pretrain" else "finetune_source"
+            errors[f"{source}[{name}]"] = str(exc)
     return errors
 
 
@@ -320,18 +342,25 @@ def run_everything(
         print(comparison_report(instance), flush=True)
     except FileNotFoundError as exc:
         print(f"no table to show yet: {exc}", flush=True)
+    try:
+        print(weights_report(instance, "finetune_weights"), flush=True)
+        print(finetune_report(instance), flush=True)
+    except FileNotFoundError:
+        pass  # no finetuning domain registered, or finetune.mixtures is empty
     return report
 
 
-def weights_report(instance: dg.DagsterInstance | None = None) -> str:
-    """The current weights table (mixtures x domains) and KRLS, as text."""
+def weights_report(instance: dg.DagsterInstance | None = None, asset: str = "mixture_weights") -> str:
+    """The current weights table (mixtures x domains) and KRLS, as text (``asset``:
+    ``mixture_weights`` or ``finetune_weights``)."""
     from chameleon_assets.defs.io import load_value
     from chameleon_assets.defs.models import text_table
 
-    table = load_value(instance or get_instance(), "mixture_weights")
+    table = load_value(instance or get_instance(), asset)
     cells = {m: {d: f"{w:.4f}" for d, w in zip(table.domains, ws)} for m, ws in table.weights.items()}
     cells["krls"] = {d: f"{t:.4f}" for d, t in zip(table.domains, table.krls)}
-    return f"Mixture weights (rows: mixtures, columns: domains; version {table.data_version})\n" + text_table(cells)
+    title = "Mixture weights" if asset == "mixture_weights" else "\nFinetuning weights"
+    return f"{title} (rows: mixtures, columns: domains; version {table.data_version})\n" + text_table(cells)
 
 
 def comparison_report(instance: dg.DagsterInstance | None = None) -> str:
@@ -349,6 +378,31 @@ def comparison_report(instance: dg.DagsterInstance | None = None) -> str:
     lines = [f"\nMixture comparison (version {table.data_version}): means over seeds with 95% intervals; "
              "* = paired difference significant", text_table(compare.summary_cells(comp), "mixture"),
              "\nBits per byte per domain (mean ±95% half-width; paired difference vs uniform)",
+             text_table(compare.domain_cells(comp), "mixture")]
+    lines += [f"note: {n}" for n in table.notes]
+    if table.excluded:
+        lines.append("not compared (stale): " + "; ".join(f"{m}: {why}" for m, why in table.excluded.items()))
+    return "\n".join(lines)
+
+
+def finetune_report(instance: dg.DagsterInstance | None = None) -> str:
+    """The finetuning comparison as text: finetuning-domain bits per byte with intervals and
+    the paired difference against uniform, the gain over the start model, forgetting."""
+    from chameleon_assets.core import compare
+    from chameleon_assets.defs.finetune import finetune_summary_cells
+    from chameleon_assets.defs.io import load_value
+    from chameleon_assets.defs.models import text_table
+
+    table = load_value(instance or get_instance(), "finetune_comparison")
+    if not table.rows:
+        return "\nNo evaluation of a current finetuned model to compare: " + "; ".join(
+            f"{m}: {why}" for m, why in table.excluded.items())
+    comp = compare.Comparison(table.rows, table.domains, table.tasks, table.baseline, table.notes)
+    starts = sorted({v["start"] for v in table.included.values()})
+    lines = [f"\nFinetuning comparison (version {table.data_version}; from {', '.join(starts)}): bits per byte on "
+             "the finetuning domains, means over seeds with 95% intervals; * = paired difference significant",
+             text_table(finetune_summary_cells(comp), "mixture"),
+             "\nBits per byte per finetuning domain (mean ±95% half-width; paired difference vs uniform)",
              text_table(compare.domain_cells(comp), "mixture")]
     lines += [f"note: {n}" for n in table.notes]
     if table.excluded:

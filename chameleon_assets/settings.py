@@ -146,6 +146,22 @@ class EvaluationConfig:
 
 
 @dataclass(config=_SCHEMA)
+class FinetuneConfig:
+    """Continued training on the finetuning domains, one model per (finetune mixture, seed).
+
+    The starting point of seed ``s`` is ``base_model[<base>|<s>]`` of this pipeline, or,
+    with ``checkpoint``, a local Hugging Face causal-LM folder (every seed starts from it).
+    ``mixtures``: what `make run` finetunes (each must be in ``finetune_mixtures`` of
+    conf/mixtures.yaml). Every finetuned model uses the same ``train`` budget and schedule.
+    """
+
+    base: NonEmptyStr = "uniform"
+    checkpoint: StrictStr | None = None
+    mixtures: list[NonEmptyStr] = field(default_factory=lambda: ["uniform", "natural", "chameleon_finetune"])
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(tokens=200_000, lr=1e-3, warmup_steps=10))
+
+
+@dataclass(config=_SCHEMA)
 class Profile:
     """One named profile (``cpu``: everything in ~10 minutes on 2 cores; ``gpu``: paper scale)."""
 
@@ -159,6 +175,7 @@ class Profile:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @model_validator(mode="after")
     def _seeds_are_distinct(self) -> Profile:
@@ -196,14 +213,19 @@ class ChameleonParams:
 
 
 BUILTIN_MIXTURES = ("uniform", "natural", "temperature", "unimax", "chameleon_pretrain", "chameleon_finetune")
+# Over the finetuning domains (``finetune_weights``); UniMax needs a pretraining budget.
+FINETUNE_MIXTURES = ("uniform", "natural", "temperature", "chameleon_finetune", "chameleon_pretrain")
 
 
 @dataclass(config=_SCHEMA)
 class MixturesConfig:
     """Which mixtures exist (``mixtures``: built in or a preset, no duplicates), their
-    parameters, and fixed presets (non-negative weights with a positive sum)."""
+    parameters, and fixed presets (non-negative weights with a positive sum).
+    ``finetune_mixtures``: the mixtures over the finetuning domains (``finetune_weights``)."""
 
     mixtures: list[NonEmptyStr] = field(default_factory=lambda: list(BUILTIN_MIXTURES))
+    finetune_mixtures: list[NonEmptyStr] = field(
+        default_factory=lambda: ["uniform", "natural", "chameleon_finetune"])
     chameleon: ChameleonParams = field(default_factory=ChameleonParams)
     temperature: PositiveFloat = 3.0
     unimax_max_epochs: PositiveFloat = 1.0
@@ -219,6 +241,12 @@ class MixturesConfig:
             seen.add(name)
             if name not in BUILTIN_MIXTURES and name not in self.presets:
                 raise _invalid(f"mixtures[{i}]", f"must be built in ({', '.join(BUILTIN_MIXTURES)}) "
+                               f"or a preset ({', '.join(self.presets) or 'none defined'})", name)
+        for i, name in enumerate(self.finetune_mixtures):
+            if name in self.finetune_mixtures[:i]:
+                raise _invalid(f"finetune_mixtures[{i}]", "is listed twice", name)
+            if name not in FINETUNE_MIXTURES and name not in self.presets:
+                raise _invalid(f"finetune_mixtures[{i}]", f"must be one of {', '.join(FINETUNE_MIXTURES)} "
                                f"or a preset ({', '.join(self.presets) or 'none defined'})", name)
         for name, weights in self.presets.items():
             if sum(weights.values()) <= 0:
@@ -365,7 +393,8 @@ def load_mixtures(path: Path | None = None) -> MixturesConfig:
 # changing a value stales the assets that read it (and their downstream), and only those.
 # ``device`` is in no section: where a model trains does not change what it is.
 
-CONFIG_SECTIONS = ("corpus", "proxy", "embedding", "mixing", "base_model", "evaluation")
+CONFIG_SECTIONS = ("corpus", "proxy", "embedding", "mixing", "base_model", "evaluation", "finetune_mixing",
+                   "finetune")
 
 
 def config_section(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> dict:
@@ -394,11 +423,23 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
         return {**common, "embedding": _unless_default(embedding, "dtype", "float32")}
     if section == "mixing":
         mixtures = mixtures or load_mixtures()
-        data = dataclasses.asdict(mixtures)
+        data = _without(dataclasses.asdict(mixtures), "finetune_mixtures")  # finetune_mixing's
         data["chameleon"] = _unless_default(data["chameleon"], "ridge", "absolute")
         if "unimax" in mixtures.mixtures and mixtures.unimax_budget_tokens is None:
             # UniMax's weights are a function of the training budget it defaults to.
             data["unimax_budget_tokens"] = profile.base_model.train.tokens
+        return data
+    if section == "finetune_mixing":
+        mixtures = mixtures or load_mixtures()
+        names = mixtures.finetune_mixtures
+        chameleon = _unless_default(_without(dataclasses.asdict(mixtures.chameleon), "t_pretrain"), "ridge",
+                                    "absolute")
+        if "chameleon_pretrain" in names:
+            chameleon["t_pretrain"] = mixtures.chameleon.t_pretrain
+        data = {"finetune_mixtures": names, "chameleon": chameleon,
+                "presets": {n: mixtures.presets[n] for n in names if n in mixtures.presets}}
+        if "temperature" in names:
+            data["temperature"] = mixtures.temperature
         return data
     # Base models and their evaluations take their seed from their partition (``seeds``):
     # adding a seed adds partitions and stales none, so neither seed key is in these two.
@@ -408,6 +449,15 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
                 "train": _result_fields(dataclasses.asdict(profile.base_model.train))}
     if section == "evaluation":
         return {**per_seed, "evaluation": _without(dataclasses.asdict(profile.evaluation), "batch_size")}
+    if section == "finetune":
+        # The start model's own version is part of each finetuned model's data version
+        # (it differs per seed); here only which start, and the finetuning recipe.
+        ft = profile.finetune
+        start = ({"checkpoint": ft.checkpoint, "checkpoint_fingerprint": checkpoint_fingerprint(profile, ft.checkpoint,
+                                                                                              "finetune.checkpoint")}
+                 if ft.checkpoint else {"base": ft.base})
+        return {**per_seed, **start, "context_length": profile.base_model.model.context_length,
+                "train": _result_fields(dataclasses.asdict(ft.train))}
     raise KeyError(f"unknown configuration section {section!r}; known: {CONFIG_SECTIONS}")
 
 
@@ -441,14 +491,16 @@ def section_version(section: str, profile: Profile, mixtures: MixturesConfig | N
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def checkpoint_fingerprint(profile: Profile) -> str:
-    """Content fingerprint of the user's proxy checkpoint folder (config and weight files)."""
+def checkpoint_fingerprint(profile: Profile, checkpoint: str | None = None, field_name: str = "proxy.checkpoint") -> str:
+    """Content fingerprint of a user's checkpoint folder (config and weight files): the
+    proxy's (default) or ``checkpoint``, named ``field_name`` in errors."""
     from chameleon_assets.core.fingerprint import FingerprintCache, files_fingerprint
 
-    folder = paths.resolve(profile.proxy.checkpoint or "")
+    given = checkpoint if checkpoint is not None else profile.proxy.checkpoint
+    folder = paths.resolve(given or "")
     if not folder.is_dir():
-        raise ConfigError(f"{profile_path(profile.name)}: proxy.checkpoint: {folder} is not a folder "
-                          f"(got {_show(profile.proxy.checkpoint)})")
+        raise ConfigError(f"{profile_path(profile.name)}: {field_name}: {folder} is not a folder "
+                          f"(got {_show(given)})")
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors", ".bin"))
     cache = FingerprintCache(paths.fingerprint_cache())
     try:

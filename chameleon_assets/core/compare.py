@@ -87,8 +87,8 @@ def compare(
             row.update({f"w.{d}": float(weights[m][d]) for d in domains if d in weights[m]})
         bpb = stats.summarise_mixture(per_metric["bpb"][m], confidence)
         nll = stats.summarise_mixture(per_metric["nll"][m], confidence)
-        row.update(_interval("bpb_avg", bpb.mean))
-        row.update(_interval("nll_avg", nll.mean))
+        row.update(interval_columns("bpb_avg", bpb.mean))
+        row.update(interval_columns("nll_avg", nll.mean))
         if base is not None and m != base and not set(evaluations[m]) & set(evaluations[base]):
             notes.append(f"{m}: no seed in common with {base} ({sorted(evaluations[m])} vs "
                          f"{sorted(evaluations[base])}), so no paired difference")
@@ -102,7 +102,7 @@ def compare(
             for d in domains:
                 row.update(_paired(f"d_bpb.{d}", paired.per_domain[d]))
         for d in domains:
-            row.update(_interval(f"bpb.{d}", bpb.per_domain[d]))
+            row.update(interval_columns(f"bpb.{d}", bpb.per_domain[d]))
         ppl_means = [float(np.mean(list(per_seed.values()))) for per_seed in per_metric["ppl"][m].values()]
         row["ppl_avg_arith"] = float(np.mean(ppl_means))
         for d in domains:
@@ -117,7 +117,8 @@ def compare(
     return Comparison(rows, domains, tasks, base, notes)
 
 
-def _interval(name: str, iv: "stats.Interval") -> dict[str, float]:
+def interval_columns(name: str, iv: "stats.Interval") -> dict[str, float]:
+    """``{name: mean, name_lo: low, name_hi: high}`` of an interval (the table's column convention)."""
     return {name: iv.mean, f"{name}_lo": iv.low, f"{name}_hi": iv.high}
 
 
@@ -146,7 +147,8 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _ci(row: dict, name: str, digits: int = 3) -> str:
+def ci_text(row: dict, name: str, digits: int = 3) -> str:
+    """``mean [low, high]`` of a row's interval columns (``mean`` alone without bounds)."""
     lo, hi = row.get(f"{name}_lo", float("nan")), row.get(f"{name}_hi", float("nan"))
     bounds = f" [{_fmt(lo, digits)}, {_fmt(hi, digits)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
     return _fmt(row.get(name, float("nan")), digits) + bounds
@@ -161,17 +163,17 @@ def summary_cells(comp: Comparison) -> dict[str, dict[str, str]]:
     base = comp.baseline or "baseline"
     cells: dict[str, dict[str, str]] = {}
     for m, row in comp.rows.items():
-        c = {"seeds": str(int(row["seeds"])), "bpb, mean over domains [95% CI]": _ci(row, "bpb_avg")}
+        c = {"seeds": str(int(row["seeds"])), "bpb, mean over domains [95% CI]": ci_text(row, "bpb_avg")}
         if m == comp.baseline:
             diff = "(baseline)"
         elif "d_bpb_avg" in row:
-            diff = _ci(row, "d_bpb_avg") + ("*" if row.get("d_bpb_avg_sig") == 1.0 else "")
+            diff = ci_text(row, "d_bpb_avg") + ("*" if row.get("d_bpb_avg_sig") == 1.0 else "")
             if row.get("d_bpb_avg_n", row["seeds"]) < row["seeds"]:
                 diff += f" ({int(row['d_bpb_avg_n'])} paired seeds)"
         else:
             diff = "n/a"
         c[f"bpb - {base} (paired)"] = diff
-        c["nll/token [95% CI]"] = _ci(row, "nll_avg")
+        c["nll/token [95% CI]"] = ci_text(row, "nll_avg")
         c["ppl, arithmetic mean (secondary)"] = _fmt(row["ppl_avg_arith"], 1)
         for t in comp.tasks:
             acc, se = row.get(f"acc.{t}", float("nan")), row.get(f"acc.{t}_se", float("nan"))

@@ -8,6 +8,11 @@ A domain's source is one of:
 * a Hugging Face dataset saved with ``save_to_disk`` (a folder with ``dataset_info.json``
   or, for a ``DatasetDict``, ``dataset_dict.json`` plus a ``split``).
 
+Two groups share one entry format: ``domains:`` (the pretraining domains: the proxy, the
+affinity and the pretraining weights) and an optional ``finetune_domains:`` (embedded
+with the same proxy, weighted by ``finetune_weights`` for the finetuning stage). A name
+is unique across both groups: it names a partition and the domain's artefact folders.
+
 Everything is validated on load; each error names the domain and the field at fault.
 """
 
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 KNOWN_FIELDS = {"name", "source", "text_field", "max_documents", "split", "licence", "description"}
+GROUPS = {"domains": "pretrain", "finetune_domains": "finetune"}  # registry key -> DomainSpec.group
 
 
 class RegistryError(ValueError):
@@ -48,12 +54,16 @@ class DomainSpec:
     split: str = "train"
     licence: str = ""
     description: str = ""
+    group: str = "pretrain"  # "pretrain" (``domains:``) or "finetune" (``finetune_domains:``)
 
 
-def load_registry(path: Path | None = None, base: Path | None = None) -> list[DomainSpec]:
-    """Read and validate a registry file (default ``conf/domains.yaml``).
+def load_registry(path: Path | None = None, base: Path | None = None, group: str | None = "pretrain"
+                  ) -> list[DomainSpec]:
+    """Read and validate a registry file (default ``conf/domains.yaml``); return one group's
+    domains (``pretrain``, the default, or ``finetune``), or every domain with ``group=None``.
 
-    Relative ``source`` paths resolve against ``base`` (default: the repository root).
+    Both groups are always validated. Relative ``source`` paths resolve against ``base``
+    (default: the repository root).
     """
     path = Path(path) if path else paths.conf_dir() / "domains.yaml"
     if not path.is_file():
@@ -62,37 +72,46 @@ def load_registry(path: Path | None = None, base: Path | None = None) -> list[Do
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise RegistryError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_registry(data, base=base, origin=str(path))
+    specs = parse_registry(data, base=base, origin=str(path))
+    return specs if group is None else [s for s in specs if s.group == group]
 
 
 def parse_registry(data: Any, base: Path | None = None, origin: str = "domains.yaml") -> list[DomainSpec]:
-    """Validate the parsed YAML mapping ``{"domains": [ {name, source, ...}, ... ]}``."""
+    """Validate the parsed YAML mapping ``{"domains": [{name, source, ...}, ...],
+    "finetune_domains": [...]}`` (the second list optional); return every entry, pretraining first."""
     if not isinstance(data, dict) or not isinstance(data.get("domains"), list):
         raise RegistryError(f"{origin}: expected a top-level 'domains:' list")
+    unknown_keys = set(data) - set(GROUPS)
+    if unknown_keys:
+        raise RegistryError(f"{origin}: unknown top-level key(s) {sorted(unknown_keys)}; known: {sorted(GROUPS)}")
+    if data.get("finetune_domains") is not None and not isinstance(data["finetune_domains"], list):
+        raise RegistryError(f"{origin}: 'finetune_domains:' must be a list of domain entries")
     specs: list[DomainSpec] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(data["domains"]):
-        where = f"{origin}: domains[{i}]"
-        if not isinstance(entry, dict):
-            raise RegistryError(f"{where}: expected a mapping with 'name' and 'source'")
-        name = entry.get("name")
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise RegistryError(
-                f"{where}: field 'name': {name!r} must match {NAME_PATTERN.pattern} "
-                "(lower-case letters, digits, '_' and '-')"
-            )
-        where = f"{origin}: domain '{name}'"
-        if name in seen:
-            raise RegistryError(f"{where}: field 'name': duplicate domain name")
-        seen.add(name)
-        unknown = set(entry) - KNOWN_FIELDS
-        if unknown:
-            raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(KNOWN_FIELDS)}")
-        specs.append(_validate_entry(entry, name, where, base))
+    seen: dict[str, str] = {}
+    for key, group in GROUPS.items():
+        for i, entry in enumerate(data.get(key) or []):
+            where = f"{origin}: {key}[{i}]"
+            if not isinstance(entry, dict):
+                raise RegistryError(f"{where}: expected a mapping with 'name' and 'source'")
+            name = entry.get("name")
+            if not isinstance(name, str) or not NAME_PATTERN.match(name):
+                raise RegistryError(
+                    f"{where}: field 'name': {name!r} must match {NAME_PATTERN.pattern} "
+                    "(lower-case letters, digits, '_' and '-')"
+                )
+            where = f"{origin}: domain '{name}'" + (" (finetune_domains)" if group == "finetune" else "")
+            if name in seen:
+                also = "" if seen[name] == key else f" (already under '{seen[name]}:'; a name is unique across both)"
+                raise RegistryError(f"{where}: field 'name': duplicate domain name{also}")
+            seen[name] = key
+            unknown = set(entry) - KNOWN_FIELDS
+            if unknown:
+                raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(KNOWN_FIELDS)}")
+            specs.append(_validate_entry(entry, name, where, base, group))
     return specs
 
 
-def _validate_entry(entry: dict, name: str, where: str, base: Path | None) -> DomainSpec:
+def _validate_entry(entry: dict, name: str, where: str, base: Path | None, group: str = "pretrain") -> DomainSpec:
     source = entry.get("source")
     if not isinstance(source, str) or not source.strip():
         raise RegistryError(f"{where}: field 'source': required, a path")
@@ -120,6 +139,7 @@ def _validate_entry(entry: dict, name: str, where: str, base: Path | None) -> Do
         split=split,
         licence=str(entry.get("licence", "")),
         description=str(entry.get("description", "")),
+        group=group,
     )
 
 

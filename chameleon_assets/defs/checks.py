@@ -1,16 +1,18 @@
-"""Asset checks: what a person would verify first about the affinity and the weights."""
+"""Asset checks: what a person would verify first about the affinity and the weights.
+
+Each check applies to both stages: the pretraining assets and their finetuning twins.
+"""
 
 import dagster as dg
 
-from chameleon_assets.defs.diagnostics import weight_diagnostics
+from chameleon_assets.defs.diagnostics import finetune_diagnostics, weight_diagnostics
 from chameleon_assets.defs.values import AffinityMatrix, MixtureTable, WeightDiagnostics
-from chameleon_assets.defs.weights import affinity_matrix, mixture_weights
+from chameleon_assets.defs.weights import affinity_matrix, finetune_affinity, finetune_weights, mixture_weights
 
 SUM_TOLERANCE = 1e-9
 DOMINANCE_LIMIT = 0.9
 
 
-@dg.asset_check(asset=mixture_weights, blocking=True)
 def weights_are_distributions(mixture_weights: MixtureTable) -> dg.AssetCheckResult:
     """Every mixture's weights are finite, non-negative and sum to 1 within 1e-9."""
     import numpy as np
@@ -27,7 +29,6 @@ def weights_are_distributions(mixture_weights: MixtureTable) -> dg.AssetCheckRes
     return dg.AssetCheckResult(passed=not bad, metadata={"problems": dg.MetadataValue.json(bad)})
 
 
-@dg.asset_check(asset=mixture_weights)
 def no_mixture_dominated_by_one_domain(mixture_weights: MixtureTable) -> dg.AssetCheckResult:
     """Warn when any mixture puts more than 90% of its weight on one domain."""
     import numpy as np
@@ -42,7 +43,6 @@ def no_mixture_dominated_by_one_domain(mixture_weights: MixtureTable) -> dg.Asse
     )
 
 
-@dg.asset_check(asset=affinity_matrix, blocking=True)
 def affinity_is_symmetric(affinity_matrix: AffinityMatrix) -> dg.AssetCheckResult:
     """The centred affinity matrix K_c = H K H is symmetric (and finite)."""
     import numpy as np
@@ -56,7 +56,6 @@ def affinity_is_symmetric(affinity_matrix: AffinityMatrix) -> dg.AssetCheckResul
     )
 
 
-@dg.asset_check(asset=weight_diagnostics)
 def no_near_duplicate_domains(weight_diagnostics: WeightDiagnostics) -> dg.AssetCheckResult:
     """Warn when two domains' mean embeddings nearly coincide (core.diagnostics.near_duplicates):
     each makes the other look shared (low leverage), so chameleon_pretrain gives their
@@ -68,5 +67,16 @@ def no_near_duplicate_domains(weight_diagnostics: WeightDiagnostics) -> dg.Asset
     )
 
 
-CHECKS = [weights_are_distributions, no_mixture_dominated_by_one_domain, affinity_is_symmetric,
-          no_near_duplicate_domains]
+def _checks() -> list[dg.AssetChecksDefinition]:
+    """Every check on the pretraining asset and on its finetuning twin (blocking ones block)."""
+    specs = [
+        (weights_are_distributions, (mixture_weights, finetune_weights), True),
+        (no_mixture_dominated_by_one_domain, (mixture_weights, finetune_weights), False),
+        (affinity_is_symmetric, (affinity_matrix, finetune_affinity), True),
+        (no_near_duplicate_domains, (weight_diagnostics, finetune_diagnostics), False),
+    ]
+    return [dg.asset_check(asset=asset, name=fn.__name__, blocking=blocking)(fn)
+            for fn, assets, blocking in specs for asset in assets]
+
+
+CHECKS = _checks()

@@ -1,4 +1,5 @@
-"""``domain_corpus``: each domain's documents, tokenised and packed into train/val shards."""
+"""``domain_corpus`` and ``finetune_corpus``: each domain's documents, tokenised and packed
+into train/val shards (one asset body, once per registry group)."""
 
 import dagster as dg
 
@@ -7,9 +8,9 @@ from chameleon_assets.core.artifacts import point_current, prune_versions, sha25
 from chameleon_assets.core.corpus import CorpusShards
 from chameleon_assets.defs import policy
 from chameleon_assets.defs.io import one_writer
-from chameleon_assets.defs.partitions import domain_partitions
+from chameleon_assets.defs.partitions import domain_partitions, finetune_domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_source
+from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_source, finetune_source
 
 # Bump when the tokenising/packing code changes what it writes: it is the asset's code
 # version and part of every domain's data version, so all domain partitions go stale.
@@ -21,26 +22,42 @@ def corpus_data_version(source_version: str, corpus_section_version: str) -> str
     return sha256_text(source_version, corpus_section_version, CORPUS_CODE_VERSION)[:24]
 
 
-@dg.asset(
-    partitions_def=domain_partitions,
-    deps=[domain_source, CONFIG_SOURCES["corpus"]],
-    code_version=CORPUS_CODE_VERSION,
-    group_name="corpus",
-    kinds={"numpy"},
-    automation_condition=policy.FOLLOWS,
-)
-@one_writer
-def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -> dg.Output[CorpusShards]:
-    """A domain's documents tokenised with the project tokenizer, each followed by
-    <|endoftext|>, split by document (seeded, default 95/5) into train and validation
-    token arrays on disk that later steps memory-map.
+CORPUS_DOC = """{what}'s documents tokenised with the project tokenizer, each followed by
+<|endoftext|>, split by document (seeded, default 95/5) into train and validation
+token arrays on disk that later steps memory-map.
 
-    Data version = hash(raw bytes, `config_corpus` (tokenizer fingerprint, seed,
-    val_fraction), code version); the shards live in a folder named by it, so a version
-    already built (say, after a configuration was changed and changed back) is reused.
-    """
+Data version = hash(raw bytes, `config_corpus` (tokenizer fingerprint, seed,
+val_fraction), code version); the shards live in a folder named by it, so a version
+already built (say, after a configuration was changed and changed back) is reused.
+"""
+
+
+def _corpus_asset(name: str, partitions_def: dg.PartitionsDefinition, source: dg.SourceAsset, group: str,
+                  asset_group: str, what: str) -> dg.AssetsDefinition:
+    """The tokenise-and-split asset of one registry group (``pretrain`` or ``finetune``)."""
+
+    @dg.asset(
+        name=name,
+        partitions_def=partitions_def,
+        deps=[source, CONFIG_SOURCES["corpus"]],
+        code_version=CORPUS_CODE_VERSION,
+        group_name=asset_group,
+        kinds={"numpy"},
+        automation_condition=policy.FOLLOWS,
+        description=CORPUS_DOC.format(what=what),
+    )
+    @one_writer
+    def _corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -> dg.Output[CorpusShards]:
+        return tokenise_domain(context, chameleon, group)
+
+    return _corpus
+
+
+def tokenise_domain(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, group: str
+                    ) -> dg.Output[CorpusShards]:
+    """The body of both corpus assets: shards of the partition's domain of ``group``."""
     domain = context.partition_key
-    spec = chameleon.domain(domain)
+    spec = chameleon.domain(domain, group)
     profile = chameleon.profile()
     source_version = chameleon.domain_versions([spec])[domain]
     version = corpus_data_version(source_version, chameleon.section_version("corpus"))
@@ -91,3 +108,9 @@ def domain_corpus(context: dg.AssetExecutionContext, chameleon: ChameleonConfig)
             "preview": dg.MetadataValue.text(preview),
         },
     )
+
+
+domain_corpus = _corpus_asset("domain_corpus", domain_partitions, domain_source, "pretrain", "corpus",
+                              "A pretraining domain")
+finetune_corpus = _corpus_asset("finetune_corpus", finetune_domain_partitions, finetune_source, "finetune",
+                                "finetune", "A finetuning domain")

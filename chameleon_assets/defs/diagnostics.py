@@ -1,4 +1,5 @@
-"""How far to trust CHAMELEON's weights: weight_diagnostics, beside mixture_weights.
+"""How far to trust CHAMELEON's weights: weight_diagnostics beside mixture_weights, and
+finetune_diagnostics beside finetune_weights (the same body, over the finetuning domains).
 
 mixture_weights + affinity_matrix (+ the domain_embeddings versions the affinity names)
 -> weight_diagnostics: the centred kernel's spectrum, d_eff, the weights over lambda and
@@ -27,38 +28,54 @@ from chameleon_assets.defs.values import AffinityMatrix, MixtureTable, WeightDia
 DIAGNOSTICS_CODE_VERSION = "diagnostics-v1"
 
 
-@dg.asset(
-    # The embeddings read are exactly the versions the affinity names, so this edge is lineage only.
-    deps=[dg.AssetDep("domain_embeddings", partition_mapping=LINEAGE_ONLY)],
-    group_name="mixing",
-    code_version=DIAGNOSTICS_CODE_VERSION,
-    kinds={"numpy"},
-    automation_condition=policy.FOLLOWS,
-)
-@one_writer
-def weight_diagnostics(
-    context: dg.AssetExecutionContext, mixture_weights: MixtureTable, affinity_matrix: AffinityMatrix
-) -> dg.Output[WeightDiagnostics]:
-    """How sensitive the CHAMELEON weights are, and to what; look here before trusting them.
+def _diagnostics_asset(name: str, weights_asset: str, affinity_asset: str, embeddings_asset: str, stage: str,
+                       asset_group: str) -> dg.AssetsDefinition:
+    """The diagnostics of one stage's weights (``weights_asset`` computed from ``affinity_asset``)."""
 
-    Spectrum s_j of K_c and trace(K_c) = sum_j s_j; d_eff = sum_i tau_i (raw) =
-    sum_j s_j / (s_j + lambda k); the chameleon weights over lambda (0.1..1000, or
-    1e-4..1 with the relative ridge; log axis) and T_pt (2..20); leverage stability:
-    tau from 4 disjoint subsets of each domain's windows (mean, spread, mean Spearman
-    rank correlation); near-duplicate domains (means closer than 0.1x the median
-    distance between domains, or than 3x the sampling noise of the means) with the
-    share each mixture gives the pair, as a warning. Parameters are the ones the
-    weights were computed with.
-    """
-    table, affinity = mixture_weights, affinity_matrix
+    @dg.asset(
+        name=name,
+        ins={"table": dg.AssetIn(weights_asset), "affinity": dg.AssetIn(affinity_asset)},
+        # The embeddings read are exactly the versions the affinity names, so this edge is lineage only.
+        deps=[dg.AssetDep(embeddings_asset, partition_mapping=LINEAGE_ONLY)],
+        group_name=asset_group,
+        code_version=DIAGNOSTICS_CODE_VERSION,
+        kinds={"numpy"},
+        automation_condition=policy.FOLLOWS,
+        description=DIAGNOSTICS_DOC,
+    )
+    @one_writer
+    def _diagnostics(context: dg.AssetExecutionContext, table: MixtureTable, affinity: AffinityMatrix
+                     ) -> dg.Output[WeightDiagnostics]:
+        return diagnose_weights(context, table, affinity, name, weights_asset, affinity_name=affinity_asset,
+                                stage=stage)
+
+    return _diagnostics
+
+
+DIAGNOSTICS_DOC = """How sensitive the CHAMELEON weights are, and to what; look here before trusting them.
+
+Spectrum s_j of K_c and trace(K_c) = sum_j s_j; d_eff = sum_i tau_i (raw) =
+sum_j s_j / (s_j + lambda k); the chameleon weights over lambda (0.1..1000, or
+1e-4..1 with the relative ridge; log axis) and T_pt (2..20); leverage stability:
+tau from 4 disjoint subsets of each domain's windows (mean, spread, mean Spearman
+rank correlation); near-duplicate domains (means closer than 0.1x the median
+distance between domains, or than 3x the sampling noise of the means) with the
+share each mixture gives the pair, as a warning. Parameters are the ones the
+weights were computed with.
+"""
+
+
+def diagnose_weights(context: dg.AssetExecutionContext, table: MixtureTable, affinity: AffinityMatrix, asset: str,
+                     weights_name: str, affinity_name: str, stage: str) -> dg.Output[WeightDiagnostics]:
+    """The body of both diagnostics assets."""
     if table.affinity_version and table.affinity_version != affinity.data_version:
-        raise ValueError(f"mixture_weights {table.data_version} was computed from affinity_matrix "
-                         f"{table.affinity_version}, but the latest affinity_matrix is {affinity.data_version}: "
-                         "materialise mixture_weights first")
+        raise ValueError(f"{weights_name} {table.data_version} was computed from {affinity_name} "
+                         f"{table.affinity_version}, but the latest {affinity_name} is {affinity.data_version}: "
+                         f"materialise {weights_name} first")
     version = sha256_text(DIAGNOSTICS_CODE_VERSION, table.data_version, affinity.data_version)[:24]
-    value = stored_value("weight_diagnostics", None, version)
+    value = stored_value(asset, None, version)
     if value is None:
-        value = _diagnose(table, affinity, version)
+        value = _diagnose(table, affinity, version, stage)
     out = Path(value.path)
     point_current(out)
     prune_versions(out.parent)
@@ -75,11 +92,12 @@ def _windows(affinity: AffinityMatrix) -> dict | None:
     versions = getattr(affinity, "embedding_versions", None) or {}
     if set(versions) != set(affinity.domains):
         return None
-    return {d: np.load(Path(load_version("domain_embeddings", d, versions[d]).path) / "embeddings.npy")
-            for d in affinity.domains}
+    asset = getattr(affinity, "embeddings_asset", "domain_embeddings")
+    return {d: np.load(Path(load_version(asset, d, versions[d]).path) / "embeddings.npy") for d in affinity.domains}
 
 
-def _diagnose(table: MixtureTable, affinity: AffinityMatrix, version: str) -> WeightDiagnostics:
+def _diagnose(table: MixtureTable, affinity: AffinityMatrix, version: str, stage: str = "pretrain"
+              ) -> WeightDiagnostics:
     """Run the diagnostics with the weights' own parameters; write the version's folder."""
     import numpy as np
 
@@ -92,7 +110,7 @@ def _diagnose(table: MixtureTable, affinity: AffinityMatrix, version: str) -> We
     found = diagnose(domains, np.asarray(affinity.kernel), table.weights, lam, t_pt, t_ft, ridge, _windows(affinity))
     stab = found.stability
     value = WeightDiagnostics(
-        data_version=version, path=str(paths.diagnostics_dir(version)), domains=domains,
+        data_version=version, path=str(paths.diagnostics_dir(version, stage)), domains=domains,
         weights_version=table.data_version, affinity_version=affinity.data_version, ridge=ridge, lam=lam,
         lam_effective=found.lam_effective, lam_relative=_finite(found.lam_relative), trace=found.trace,
         eigenvalues=found.eigenvalues.tolist(), d_eff=found.d_eff,
@@ -189,3 +207,9 @@ def _metadata(value: WeightDiagnostics, out: Path) -> dict:
         "weights_version": value.weights_version,
         "path": dg.MetadataValue.path(str(out)),
     }
+
+
+weight_diagnostics = _diagnostics_asset("weight_diagnostics", "mixture_weights", "affinity_matrix",
+                                        "domain_embeddings", "pretrain", "mixing")
+finetune_diagnostics = _diagnostics_asset("finetune_diagnostics", "finetune_weights", "finetune_affinity",
+                                          "finetune_embeddings", "finetune", "finetune")

@@ -363,7 +363,7 @@ def mixture_comparison(
 
             for name in ("mixture_comparison.csv", "mixture_comparison.md", "bits_per_byte.png"):
                 mlflow.log_artifact(str(out / name))
-        _log_aggregates(context, mlflow_tracking, table, models, included)
+        log_aggregates(context, mlflow_tracking, table, models, included)
         value = ComparisonTable(version, str(out), table.rows, included, excluded, domains=table.domains,
                                 tasks=table.tasks, baseline=table.baseline, notes=table.notes)
     point_current(out)
@@ -396,7 +396,7 @@ def _bpb_plot(table, path) -> None:  # noqa: ANN001
                        xlabel="domain")
 
 
-def _log_aggregates(context, tracking: MLflowTracking, table, models: dict, included: dict) -> None:  # noqa: ANN001
+def log_aggregates(context, tracking: MLflowTracking, table, models: dict, included: dict) -> None:  # noqa: ANN001
     """Each mixture's aggregates over seeds on its MLflow parent run (a parent deleted in
     MLflow meanwhile is reported, not fatal: the table itself is already written)."""
     for mixture, row in table.rows.items():

@@ -1,4 +1,5 @@
-"""Partitions, defined once: one per registered domain, one per (mixture, seed).
+"""Partitions, defined once: one per registered domain, one per (mixture, seed), and the
+same two for the finetuning stage.
 
 All are dynamic: loading the code location reads no configuration file. Which
 partitions exist is reconciled with ``conf/domains.yaml``, ``conf/mixtures.yaml`` and the
@@ -14,6 +15,7 @@ partition per mixture and changes nothing that exists.
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,10 +28,24 @@ domain_partitions = dg.DynamicPartitionsDefinition(name="domain")
 mixture_partitions = dg.DynamicPartitionsDefinition(name="mixture")
 seed_partitions = dg.DynamicPartitionsDefinition(name="seed")
 model_partitions = dg.MultiPartitionsDefinition({"mixture": mixture_partitions, "seed": seed_partitions})
+finetune_domain_partitions = dg.DynamicPartitionsDefinition(name="finetune_domain")
+finetune_mixture_partitions = dg.DynamicPartitionsDefinition(name="finetune_mixture")
+finetune_model_partitions = dg.MultiPartitionsDefinition(
+    {"finetune_mixture": finetune_mixture_partitions, "seed": seed_partitions})
+
+# finetuned_model[<mixture>|<seed>] starts from a base model of the same seed; which
+# mixture's is a profile value (`finetune.base`), which a mapping cannot read when the
+# code location loads, so every mixture of that seed is drawn upstream (the step reads
+# the one it starts from, and its version is in the finetuned model's data version).
+with warnings.catch_warnings():  # MultiPartitionMapping is marked beta; its behaviour here is tested
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    SAME_SEED = dg.MultiPartitionMapping(
+        {"seed": dg.DimensionPartitionMapping(dimension_name="seed", partition_mapping=dg.IdentityPartitionMapping())})
 
 
 def split_model_key(key: str) -> tuple[str, int]:
-    """(mixture, seed) of a ``model_partitions`` key (a ``MultiPartitionKey`` or its string)."""
+    """(mixture, seed) of a ``model_partitions`` or ``finetune_model_partitions`` key (a
+    ``MultiPartitionKey`` or its string)."""
     mixture, _, seed = str(key).rpartition("|")
     if not mixture or not seed.isdigit():
         raise ValueError(f"{key!r} is not a <mixture>|<seed> partition key")
@@ -74,7 +90,8 @@ class PartitionChanges:
 
     def requests(self) -> list:
         """The same changes as sensor dynamic-partition requests."""
-        defs = {p.name: p for p in (domain_partitions, mixture_partitions, seed_partitions)}
+        defs = {p.name: p for p in (domain_partitions, mixture_partitions, seed_partitions,
+                                    finetune_domain_partitions, finetune_mixture_partitions)}
         out = [defs[n].build_add_request(keys) for n, keys in self.add.items() if keys]
         out += [defs[n].build_delete_request(keys) for n, keys in self.delete.items() if keys]
         return out
@@ -85,15 +102,21 @@ def partition_changes(
     domains: Sequence[str],
     mixtures: Sequence[str] | None,
     seeds: Sequence[int] | None = None,
+    finetune_domains: Sequence[str] | None = None,
+    finetune_mixtures: Sequence[str] | None = None,
 ) -> PartitionChanges:
-    """What to add and delete so that partitions equal the registered domains, mixtures and seeds.
+    """What to add and delete so that partitions equal the registered domains, mixtures and
+    seeds, and the finetuning domains and mixtures.
 
-    ``mixtures=None`` (``conf/mixtures.yaml`` does not load) leaves mixture partitions as
-    they are; ``seeds=None`` (the profile does not load) leaves the seeds.
+    ``None`` leaves that definition's partitions as they are: ``mixtures`` and
+    ``finetune_mixtures`` when ``conf/mixtures.yaml`` does not load, ``seeds`` when the
+    profile does not, ``finetune_domains`` when not given.
     """
     changes = PartitionChanges()
     wanted_seeds = None if seeds is None else [str(s) for s in seeds]
-    for pdef, wanted in ((domain_partitions, domains), (mixture_partitions, mixtures), (seed_partitions, wanted_seeds)):
+    for pdef, wanted in ((domain_partitions, domains), (mixture_partitions, mixtures), (seed_partitions, wanted_seeds),
+                         (finetune_domain_partitions, finetune_domains),
+                         (finetune_mixture_partitions, finetune_mixtures)):
         if wanted is None:
             continue
         existing = list(instance.get_dynamic_partitions(pdef.name))
@@ -103,9 +126,10 @@ def partition_changes(
 
 
 # What is derived from one domain alone, per domain partition: its token shards and its
-# embeddings (folders under artifacts/<kind>/<domain>/) and their stored values.
+# embeddings (folders under artifacts/<kind>/<domain>/, for both groups: a name is unique
+# across them) and their stored values.
 DOMAIN_ARTEFACTS = ("corpus", "embeddings")
-DOMAIN_ASSETS = ("domain_corpus", "domain_embeddings")
+DOMAIN_ASSETS = ("domain_corpus", "domain_embeddings", "finetune_corpus", "finetune_embeddings")
 
 
 def remove_unregistered_domain_artefacts(instance: dg.DagsterInstance) -> list[Path]:
@@ -122,6 +146,7 @@ def remove_unregistered_domain_artefacts(instance: dg.DagsterInstance) -> list[P
     registered = set(instance.get_dynamic_partitions(domain_partitions.name))
     if not registered:  # an emptied registry is more likely a mistake than a wish to lose every embedding
         return []
+    registered |= set(instance.get_dynamic_partitions(finetune_domain_partitions.name))
     roots = [paths.artifacts_dir() / kind for kind in DOMAIN_ARTEFACTS]
     roots += [value_path(dg.AssetKey(a), "x", "v").parent.parent for a in DOMAIN_ASSETS]
     removed = []

@@ -16,10 +16,17 @@ Two kinds of assets:
   stale or running". mixture_comparison follows whichever evaluations exist
   (``FOLLOWS_ANY_INPUT``): only current weights and running steps hold it back, and it
   shows only the rows of current models.
-* **on request** (``ON_REQUEST``): proxy_model and base_model. They train models, so
-  nothing starts them by itself; the UI's Materialize button, ``chameleon run`` (stale
-  or missing proxy; stale or missing base models of the requested mixtures) and
+* **on request** (``ON_REQUEST``): proxy_model, base_model and finetuned_model. They
+  train models, so nothing starts them by itself; the UI's Materialize button,
+  ``chameleon run`` (stale or missing proxy; stale or missing base models of the
+  requested mixtures; stale or missing finetuned models of the profile's
+  ``finetune.mixtures`` once their start model is ready, ``StartModelReady``) and
   ``chameleon sync`` (the proxy only when missing) request them.
+
+The finetuning stage follows the same rules: finetune_corpus, finetune_embeddings,
+finetune_affinity (once a finetuning domain is registered), finetune_weights,
+finetune_diagnostics and finetune_evaluation follow their inputs, finetune_comparison
+follows whichever finetune evaluations exist.
 
 ``requested`` evaluates these same conditions with Dagster's own evaluator (the one
 behind ``dg.evaluate_automation_conditions`` and the automation sensor); the CLI's
@@ -112,18 +119,80 @@ INPUTS_READY = (
 ).with_label("no input missing, stale, damaged or running")
 FOLLOWS = (MISSING_OR_STALE & INPUTS_READY & ~AC.in_progress()).with_label("follows its inputs")
 
-# The comparison gathers whatever evaluations exist (mixtures that were never trained
-# have none), so a missing input does not hold it back; it keeps only current ones.
-FOLLOWS_ANY_INPUT = (
+
+def follows_any_input(weights: str, evaluations: str) -> AC:
+    """A comparison's condition: it gathers whatever evaluations exist (mixtures that were
+    never trained have none), so a missing input does not hold it back; it keeps only
+    current ones. Its ``weights`` input must be current, and one evaluation must exist."""
+    return (
+        MISSING_OR_STALE
+        & ~AC.in_progress()
+        & ~AC.any_deps_in_progress()
+        & ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition()).allow(
+            dg.AssetSelection.assets(weights))
+        & AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets(evaluations))
+    ).with_label("follows whichever evaluations exist")
+
+
+FOLLOWS_ANY_INPUT = follows_any_input("mixture_weights", "evaluation")
+
+
+class StartModelReady(AC):
+    """True for the candidate finetuned_model partitions whose start model is ready: the
+    profile's ``finetune.checkpoint``, or ``base_model[<finetune.base>|<seed>]``
+    materialised and neither stale nor damaged.
+
+    finetuned_model draws every base model of its seed upstream (which one it starts
+    from is a profile value, see ``partitions.SAME_SEED``); this is the one that matters.
+    """
+
+    @property
+    def name(self) -> str:
+        return "start_model_ready"
+
+    @property
+    def description(self) -> str:
+        return "the base model it starts from (finetune.base) is materialised, current and intact"
+
+    def evaluate(self, context):  # noqa: ANN001 (AutomationContext is internal)
+        from dagster._core.definitions.events import AssetKeyPartitionKey
+
+        from chameleon_assets.defs.partitions import split_model_key
+        from chameleon_assets.settings import ConfigError, load_profile
+
+        try:
+            ft = load_profile().finetune
+        except ConfigError:
+            return _candidates_where(context, lambda ap: False)  # the step would fail with the same message
+        if ft.checkpoint:
+            return _candidates_where(context, lambda ap: True)
+        view, graph = context.asset_graph_view, context.asset_graph
+        resolver = _resolver(view, graph)
+        base_key = dg.AssetKey("base_model")
+        queryer = view.get_inner_queryer_for_back_compat()
+
+        def ready(ap) -> bool:  # noqa: ANN001
+            _, seed = split_model_key(ap.partition_key)
+            base = AssetKeyPartitionKey(base_key, dg.MultiPartitionKey({"mixture": ft.base, "seed": str(seed)}))
+            if queryer.get_latest_materialization_or_observation_record(base) is None:
+                return False
+            return (resolver.get_status(base_key, base.partition_key).value != "STALE"
+                    and damage_of(view, base) is None)
+
+        return _candidates_where(context, ready)
+
+
+# finetuned_model under `chameleon run`: like FOLLOWS, but of the base models drawn
+# upstream only its own start must be ready (the others may be missing: never trained).
+FINETUNE_ON_RUN = (
     MISSING_OR_STALE
     & ~AC.in_progress()
-    & ~AC.any_deps_in_progress()
-    & ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition()).allow(
-        dg.AssetSelection.assets("mixture_weights"))
-    & AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets("evaluation"))
-).with_label("follows whichever evaluations exist")
+    & ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition() | AC.in_progress()).ignore(
+        dg.AssetSelection.assets("base_model"))
+    & StartModelReady()
+).with_label("follows its inputs and its start model")
 
-ON_REQUEST = ("proxy_model", "base_model")  # no automation condition: see request_conditions
+ON_REQUEST = ("proxy_model", "base_model", "finetuned_model")  # no automation condition: see request_conditions
 
 
 def request_conditions(mode: str) -> dict[str, AC]:
@@ -133,7 +202,7 @@ def request_conditions(mode: str) -> dict[str, AC]:
     proxy (a domain change never retrains it; a stale proxy waits for ``chameleon run``).
     """
     if mode == "run":
-        return {key: FOLLOWS for key in ON_REQUEST}
+        return {"proxy_model": FOLLOWS, "base_model": FOLLOWS, "finetuned_model": FINETUNE_ON_RUN}
     if mode == "sync":
         return {"proxy_model": ((AC.missing() | DamagedCondition()) & INPUTS_READY & ~AC.in_progress()).with_label(
             "missing or damaged")}
@@ -151,12 +220,13 @@ def with_requests(assets: Iterable, mode: str) -> list:
 
 
 def requested(
-    defs: dg.Definitions, instance: dg.DagsterInstance, mixtures: Sequence[str] | None = None
+    defs: dg.Definitions, instance: dg.DagsterInstance, mixtures: Sequence[str] | None = None,
+    finetune_mixtures: Sequence[str] | None = None,
 ) -> list[tuple[dg.AssetKey, str | None]]:
     """Asset partitions the policy requests now, in topological order.
 
     ``mixtures`` limits base_model to the partitions of those mixtures, every seed (the
-    rest stay as they are). This
+    rest stay as they are); ``finetune_mixtures`` does the same for finetuned_model. This
     is ``dg.evaluate_automation_conditions`` without its cursor round-trip, which a
     one-off evaluation does not need and which costs more than the evaluation itself.
     """
@@ -189,6 +259,8 @@ def requested(
         partitions = wanted.get(key, set())
         if key == dg.AssetKey("base_model") and mixtures is not None:
             partitions = {p for p in partitions if split_model_key(p)[0] in mixtures}
+        if key == dg.AssetKey("finetuned_model") and finetune_mixtures is not None:
+            partitions = {p for p in partitions if split_model_key(p)[0] in finetune_mixtures}
         out += [(key, p) for p in sorted(partitions, key=lambda p: p or "")]
     return out
 

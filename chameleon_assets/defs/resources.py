@@ -37,7 +37,12 @@ class ChameleonConfig(dg.ConfigurableResource):
         return Path(self.registry_path or os.environ.get("CHAMELEON_REGISTRY") or paths.conf_dir() / "domains.yaml")
 
     def registry(self) -> list[DomainSpec]:
+        """The pretraining domains (``domains:``)."""
         return load_registry(self.registry_file())
+
+    def finetune_registry(self) -> list[DomainSpec]:
+        """The finetuning domains (``finetune_domains:``; empty when the registry has none)."""
+        return load_registry(self.registry_file(), group="finetune")
 
     def domain_versions(self, specs: list[DomainSpec] | None = None) -> dict[str, str]:
         """``{domain: fingerprint of its source bytes}`` for ``specs`` (default: every registered
@@ -47,15 +52,18 @@ class ChameleonConfig(dg.ConfigurableResource):
 
         cache = FingerprintCache(paths.fingerprint_cache())
         try:
-            return {spec.name: source_fingerprint(spec, cache)[:24] for spec in specs or self.registry()}
+            return {spec.name: source_fingerprint(spec, cache)[:24]
+                    for spec in (self.registry() if specs is None else specs)}
         finally:
             cache.save()
 
-    def domain(self, name: str) -> DomainSpec:
-        """The registry entry for ``name``; a clear error if it was removed from the registry."""
-        for spec in self.registry():
+    def domain(self, name: str, group: str = "pretrain") -> DomainSpec:
+        """The registry entry for ``name`` in ``group``; a clear error if it was removed from the registry."""
+        for spec in load_registry(self.registry_file(), group=group):
             if spec.name == name:
                 return spec
+        where = "finetune_domains" if group == "finetune" else "domains"
         raise RegistryError(
-            f"domain '{name}' is a partition but no longer in {self.registry_file()}; run `chameleon sync`"
+            f"domain '{name}' is a partition but no longer under '{where}:' in {self.registry_file()}; "
+            "run `chameleon sync`"
         )

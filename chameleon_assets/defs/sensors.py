@@ -1,6 +1,7 @@
 """Sensors: the registry sensor (partitions and observations) and the automation sensor.
 
-``domain_registry_sensor`` keeps the ``domain``, ``mixture`` and ``seed`` partitions equal
+``domain_registry_sensor`` keeps the ``domain``, ``mixture`` and ``seed`` partitions (and
+the finetuning stage's ``finetune_domain`` and ``finetune_mixture``) equal
 to ``conf/domains.yaml``, ``conf/mixtures.yaml`` and the profile's ``seeds``, and records a new observation for each
 configuration section or domain source whose version changed (raw files are re-read
 only when their size or mtime changed). It requests no run itself: what to run is
@@ -24,15 +25,17 @@ def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: Chame
     """Registers and deletes domain, mixture and seed partitions; observes changed config and sources."""
     try:
         mixtures: list[str] | None = chameleon.mixtures().mixtures
+        finetune_mixtures: list[str] | None = chameleon.mixtures().finetune_mixtures
     except ConfigError as exc:  # domains still follow; mixture_weights fails with this message
         context.log.error(str(exc))
-        mixtures = None
+        mixtures = finetune_mixtures = None
     try:
         seeds: list[int] | None = chameleon.profile().seeds
     except ConfigError as exc:  # the steps that read the profile fail with this message
         context.log.error(str(exc))
         seeds = None
-    changes = partition_changes(context.instance, [s.name for s in chameleon.registry()], mixtures, seeds)
+    changes = partition_changes(context.instance, [s.name for s in chameleon.registry()], mixtures, seeds,
+                                [s.name for s in chameleon.finetune_registry()], finetune_mixtures)
     if not changes.empty:
         # Observe after the partitions exist (next tick): an observation of an unknown
         # partition would be dropped.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dagster as dg
 
 from chameleon_assets.defs.io import DATA_VERSION_TAG, latest_version
-from chameleon_assets.defs.partitions import domain_partitions
+from chameleon_assets.defs.partitions import domain_partitions, finetune_domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.settings import CONFIG_SECTIONS
 
@@ -30,7 +30,13 @@ SECTION_DOCS = {
     "base_model": "the base models' architecture and training settings (token budget, batch, schedule) with the "
                   "tokenizer (each model's seed is its partition). Read by base_model. The profile's list of mixtures to train is not part of "
                   "it: that only says what `make run` requests.",
-    "evaluation": "tasks, shots, example limit, perplexity windows, batch size. Read by evaluation.",
+    "evaluation": "tasks, shots, example limit, perplexity windows, batch size. Read by evaluation and "
+                  "finetune_evaluation.",
+    "finetune_mixing": "conf/mixtures.yaml's `finetune_mixtures` and the parameters they use (lambda and its "
+                       "ridge, T_ft; T_pt, the temperature and presets only when listed). Read by finetune_weights.",
+    "finetune": "the profile's `finetune` section: which model each finetuned model starts from (a base_model "
+                "mixture, or the fingerprint of `finetune.checkpoint`), the training settings and the context "
+                "length, with the tokenizer. Read by finetuned_model.",
 }
 
 
@@ -73,6 +79,37 @@ def domain_registry(chameleon: ChameleonConfig) -> dg.DataVersion:
 
 
 @dg.observable_source_asset(
+    partitions_def=finetune_domain_partitions,
+    group_name="finetune",
+    description="The raw files of each finetuning domain (`finetune_domains:` in conf/domains.yaml). Data version = "
+                "sha256 of the domain's source bytes and reading options.",
+)
+def finetune_source(chameleon: ChameleonConfig) -> dg.DataVersionsByPartition:
+    """One data version per finetuning domain: the fingerprint of its source bytes."""
+    return dg.DataVersionsByPartition(chameleon.domain_versions(chameleon.finetune_registry()))
+
+
+@dg.observable_source_asset(
+    group_name="finetune",
+    description="The set of finetuning domains. Data version = sha256 of the sorted names, so adding or removing "
+                "one stales finetune_affinity (and nothing of the pretraining stage).",
+)
+def finetune_registry(chameleon: ChameleonConfig) -> dg.DataVersion:
+    """The registered finetuning domain set."""
+    return dg.DataVersion(registry_version([s.name for s in chameleon.finetune_registry()]))
+
+
+@dg.observable_source_asset(
+    group_name="finetune",
+    description="The (finetune mixture, seed) partitions that exist: `finetune_mixtures` of conf/mixtures.yaml and "
+                "the profile's seeds. Data version = sha256 of both, so removing one stales finetune_comparison.",
+)
+def finetune_model_registry(chameleon: ChameleonConfig) -> dg.DataVersion:
+    """The set of (finetune mixture, seed) model partitions."""
+    return dg.DataVersion(models_version(chameleon.mixtures().finetune_mixtures, chameleon.profile().seeds))
+
+
+@dg.observable_source_asset(
     group_name="models",
     description="The (mixture, seed) partitions that exist: the mixtures of conf/mixtures.yaml and the profile's "
                 "seeds. Data version = sha256 of both sorted lists, so removing a seed or a mixture stales "
@@ -110,16 +147,20 @@ def current_source_versions(chameleon: ChameleonConfig) -> tuple[dict[tuple[str,
         except (ValueError, OSError) as exc:
             errors[f"config_{section}"] = str(exc)
     try:
-        versions[("model_registry", None)] = models_version(chameleon.mixtures().mixtures, chameleon.profile().seeds)
+        mixtures, seeds = chameleon.mixtures(), chameleon.profile().seeds
+        versions[("model_registry", None)] = models_version(mixtures.mixtures, seeds)
+        versions[("finetune_model_registry", None)] = models_version(mixtures.finetune_mixtures, seeds)
     except (ValueError, OSError) as exc:
         errors["model_registry"] = str(exc)
-    try:
-        domain_versions = chameleon.domain_versions()
-        versions[("domain_registry", None)] = registry_version(list(domain_versions))
-        for domain, version in domain_versions.items():
-            versions[("domain_source", domain)] = version
-    except (ValueError, OSError) as exc:
-        errors["domain_source"] = str(exc)
+    for source, registry, specs in (("domain_source", "domain_registry", chameleon.registry),
+                                    ("finetune_source", "finetune_registry", chameleon.finetune_registry)):
+        try:
+            domain_versions = chameleon.domain_versions(specs())
+            versions[(registry, None)] = registry_version(list(domain_versions))
+            for domain, version in domain_versions.items():
+                versions[(source, domain)] = version
+        except (ValueError, OSError) as exc:
+            errors[source] = str(exc)
     return versions, errors
 
 
@@ -128,11 +169,13 @@ def source_observations(
 ) -> tuple[list[dg.AssetObservation], dict[str, str]]:
     """Observations for the sources whose current version differs from the latest recorded one."""
     versions, errors = current_source_versions(chameleon)
-    partitions = set(instance.get_dynamic_partitions(domain_partitions.name))
-    recorded = _recorded_versions(instance, sorted({key for key, _ in versions}), sorted(partitions))
+    partitions = {"domain_source": set(instance.get_dynamic_partitions(domain_partitions.name)),
+                  "finetune_source": set(instance.get_dynamic_partitions(finetune_domain_partitions.name))}
+    recorded = _recorded_versions(instance, sorted({key for key, _ in versions}),
+                                  {k: sorted(v) for k, v in partitions.items()})
     out = []
     for (key, partition), version in sorted(versions.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        if partition is not None and partition not in partitions:
+        if partition is not None and partition not in partitions.get(key, set()):
             continue  # registered by partition_changes first
         if recorded.get((key, partition)) != version:
             out.append(dg.AssetObservation(asset_key=key, partition=partition, tags={DATA_VERSION_TAG: version}))
@@ -140,22 +183,23 @@ def source_observations(
 
 
 def _recorded_versions(
-    instance: dg.DagsterInstance, keys: list[str], partitions: list[str]
+    instance: dg.DagsterInstance, keys: list[str], partitions: dict[str, list[str]]
 ) -> dict[tuple[str, str | None], str]:
-    """The latest observed data version of each source (one query for all domain partitions)."""
+    """The latest observed data version of each source (one query per partitioned source for
+    all its partitions; ``partitions``: ``{source: its partition keys}``)."""
     from dagster._core.events import DagsterEventType
 
     out: dict[tuple[str, str | None], str] = {}
     for key in keys:
-        if key != "domain_source":
+        if key not in partitions:
             version = latest_version(instance, key, observed=True)
             if version:
                 out[(key, None)] = version
-    if "domain_source" in keys and partitions:
-        tags = instance.event_log_storage.get_latest_tags_by_partition(
-            dg.AssetKey("domain_source"), DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG], partitions
-        )
-        out.update({("domain_source", p): t[DATA_VERSION_TAG] for p, t in tags.items() if DATA_VERSION_TAG in t})
+        elif partitions[key]:
+            tags = instance.event_log_storage.get_latest_tags_by_partition(
+                dg.AssetKey(key), DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG], partitions[key]
+            )
+            out.update({(key, p): t[DATA_VERSION_TAG] for p, t in tags.items() if DATA_VERSION_TAG in t})
     return out
 
 

@@ -48,6 +48,7 @@ class AffinityMatrix:
     corpus_versions: dict = field(default_factory=dict)  # domain -> corpus version its embedding read
     train_tokens: dict = field(default_factory=dict)  # domain -> train tokens of that version
     embedding_versions: dict = field(default_factory=dict)  # domain -> domain_embeddings version it used
+    embeddings_asset: str = "domain_embeddings"  # or finetune_embeddings: where those versions are stored
 
 
 @dataclass
@@ -146,3 +147,63 @@ class ComparisonTable:
     tasks: list = field(default_factory=list)
     baseline: str | None = None  # the mixture the paired differences are against
     notes: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FinetunedModel:
+    """A model finetuned on the finetuning domains, and the model it started from."""
+
+    data_version: str
+    mixture: str  # a finetune mixture (finetune_weights)
+    seed: int
+    path: str
+    weights: dict  # finetuning domain -> weight
+    corpus_versions: dict  # finetuning domain -> finetune_corpus data version trained on
+    start: str  # "base_model[<mixture>|<seed>]" or the checkpoint folder
+    start_version: str  # the base model's data version, or the checkpoint's fingerprint
+    start_path: str
+    start_mlflow_run_id: str  # the base model's MLflow run ("" for a checkpoint)
+    start_corpus_versions: dict  # pretraining domain -> version the start model trained on ({} for a checkpoint)
+    tokens: int
+    steps: int
+    final_loss: float
+    tokens_per_s: float
+    epochs: dict
+    mlflow_run_id: str
+    mlflow_parent_run_id: str
+    config_version: str  # the `config_finetune` data version it was trained with
+    resumed_from_step: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneEvaluation:
+    """Held-out scores of one finetuned model and of the model it started from, on the
+    same windows: the finetuning domains (what finetuning should improve) and the
+    pretraining domains (what it may forget)."""
+
+    data_version: str
+    mixture: str
+    seed: int
+    path: str
+    model_version: str
+    start: str
+    bits_per_byte: dict  # finetuning domain -> bits per byte of the finetuned model
+    nll: dict
+    perplexity: dict
+    pretrain_bits_per_byte: dict  # pretraining domain -> bits per byte of the finetuned model
+    pretrain_nll: dict
+    start_bits_per_byte: dict  # the start model, finetuning domains
+    start_pretrain_bits_per_byte: dict  # the start model, pretraining domains
+    config_version: str
+    val_versions: dict  # domain (both groups) -> corpus data version whose validation split was scored
+    tasks: dict = field(default_factory=dict)  # none: the stage is scored by perplexity
+
+    @property
+    def bits_per_byte_avg(self) -> float:
+        return sum(self.bits_per_byte.values()) / max(len(self.bits_per_byte), 1)
+
+    @property
+    def forgetting(self) -> float:
+        """Mean pretraining-domain bits per byte, finetuned minus start (positive: forgotten)."""
+        n = max(len(self.pretrain_bits_per_byte), 1)
+        return (sum(self.pretrain_bits_per_byte.values()) - sum(self.start_pretrain_bits_per_byte.values())) / n

@@ -2,6 +2,10 @@
 
 proxy_model -> domain_embeddings[domain] -> affinity_matrix -> mixture_weights
 
+and the same steps for the finetuning domains, with the same proxy:
+
+proxy_model -> finetune_embeddings[finetune_domain] -> finetune_affinity -> finetune_weights
+
 Every asset computes its data version up front from its inputs' data versions, its
 configuration section and its code version, writes its artefacts into a folder named
 by that version, and reuses what it stored if that exact version was built before.
@@ -14,9 +18,9 @@ from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_ver
 from chameleon_assets.core.corpus import CorpusShards
 from chameleon_assets.defs import plots, policy
 from chameleon_assets.defs.io import load_value, one_writer, stored_value, versions_text
-from chameleon_assets.defs.partitions import ALL_PARTITIONS, LINEAGE_ONLY, domain_partitions
+from chameleon_assets.defs.partitions import LINEAGE_ONLY, domain_partitions, finetune_domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry
+from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry, finetune_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import AffinityMatrix, DomainEmbedding, MixtureTable, ProxyModel
 
@@ -153,23 +157,39 @@ def _train_proxy(context, profile, tok, tok_fp: str, shards: dict, version: str)
                       count_parameters(model), True, profile.tokenizer, tok_fp, train_versions)
 
 
-@dg.asset(
-    partitions_def=domain_partitions,
-    deps=[CONFIG_SOURCES["embedding"]],
-    group_name="mixing",
-    code_version=EMBED_CODE_VERSION,
-    kinds={"pytorch"},
-    automation_condition=policy.FOLLOWS,
-)
-@one_writer
-def domain_embeddings(
-    context: dg.AssetExecutionContext, chameleon: ChameleonConfig, domain_corpus: CorpusShards, proxy_model: ProxyModel
-) -> dg.Output[DomainEmbedding]:
-    """`num_samples` windows of `sample_length` train tokens (seeded by the domain's name,
-    so independent of the other domains), run through the proxy up to its middle layer
-    only, mean-pooled over real tokens: an (N x d) matrix and its mean, the domain's
-    embedding. Data version = hash(corpus version, proxy version, `config_embedding`).
-    """
+EMBED_DOC = """`num_samples` windows of `sample_length` train tokens of {what} (seeded by
+the domain's name, so independent of the other domains), run through the proxy up to its
+middle layer only, mean-pooled over real tokens: an (N x d) matrix and its mean, the
+domain's embedding. Data version = hash(corpus version, proxy version, `config_embedding`).
+"""
+
+
+def _embeddings_asset(name: str, partitions_def: dg.PartitionsDefinition, corpus: str, asset_group: str,
+                      what: str) -> dg.AssetsDefinition:
+    """The embedding asset of one registry group: ``corpus``'s partitions through the proxy."""
+
+    @dg.asset(
+        name=name,
+        partitions_def=partitions_def,
+        ins={"corpus": dg.AssetIn(corpus)},
+        deps=[CONFIG_SOURCES["embedding"]],
+        group_name=asset_group,
+        code_version=EMBED_CODE_VERSION,
+        kinds={"pytorch"},
+        automation_condition=policy.FOLLOWS,
+        description=EMBED_DOC.format(what=what),
+    )
+    @one_writer
+    def _embeddings(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, corpus: CorpusShards,
+                    proxy_model: ProxyModel) -> dg.Output[DomainEmbedding]:
+        return embed_domain(context, chameleon, corpus, proxy_model, name)
+
+    return _embeddings
+
+
+def embed_domain(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, domain_corpus: CorpusShards,
+                 proxy_model: ProxyModel, asset: str) -> dg.Output[DomainEmbedding]:
+    """The body of both embedding assets (``asset``: which one, for its stored values)."""
     import numpy as np
 
     from chameleon_assets.core.tokenizer import tokenizer_fingerprint
@@ -186,7 +206,7 @@ def domain_embeddings(
     version = sha256_text(EMBED_CODE_VERSION, chameleon.section_version("embedding"),
                           domain_corpus.data_version, proxy_model.data_version)[:24]
     out = paths.embeddings_dir(domain, version)
-    emb_value = stored_value("domain_embeddings", domain, version)
+    emb_value = stored_value(asset, domain, version)
     if emb_value is None:
         emb = _embed(profile, domain, domain_corpus, proxy_model)
         mean = emb.mean(axis=0)
@@ -229,32 +249,53 @@ def _embed(profile, domain: str, shards: CorpusShards, proxy: ProxyModel):  # no
                          desc=f"embed {domain}", dtype=cfg.dtype)
 
 
-@dg.asset(
-    ins={"domain_embeddings": ALL_PARTITIONS},
-    deps=[domain_registry],
-    group_name="mixing",
-    code_version=AFFINITY_CODE_VERSION,
-    automation_condition=policy.FOLLOWS,
-    kinds={"numpy"},
-)
-@one_writer
-def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) -> dg.Output[AffinityMatrix]:
-    """Domain affinity: the linear kernel of the domain mean embeddings, K = E E^T, and
-    its centred form K_c = H K H (H = I - 11^T/k), the matrix KRLS is computed on.
-    """
+domain_embeddings = _embeddings_asset("domain_embeddings", domain_partitions, "domain_corpus", "mixing",
+                                      "a pretraining domain")
+finetune_embeddings = _embeddings_asset("finetune_embeddings", finetune_domain_partitions, "finetune_corpus",
+                                        "finetune", "a finetuning domain, with the same proxy")
+
+
+def _affinity_asset(name: str, embeddings_asset: str, registry: dg.SourceAsset, stage: str, asset_group: str,
+                    extra_condition: dg.AutomationCondition | None = None) -> dg.AssetsDefinition:
+    """The affinity asset over every partition of ``embeddings``."""
+    condition = policy.FOLLOWS if extra_condition is None else (policy.FOLLOWS & extra_condition)
+
+    @dg.asset(
+        name=name,
+        ins={"embeddings": dg.AssetIn(embeddings_asset, partition_mapping=dg.AllPartitionMapping(),
+                                      metadata={"as_dict": True})},
+        deps=[registry],
+        group_name=asset_group,
+        code_version=AFFINITY_CODE_VERSION,
+        automation_condition=condition,
+        kinds={"numpy"},
+    )
+    @one_writer
+    def _affinity(context: dg.AssetExecutionContext, embeddings: dict) -> dg.Output[AffinityMatrix]:
+        """Domain affinity: the linear kernel of the domain mean embeddings, K = E E^T, and
+        its centred form K_c = H K H (H = I - 11^T/k), the matrix KRLS is computed on.
+        """
+        return affinity_of(context, embeddings, name, embeddings_asset=embeddings_asset, stage=stage)
+
+    return _affinity
+
+
+def affinity_of(context: dg.AssetExecutionContext, embeddings: dict, asset: str, embeddings_asset: str,
+                stage: str) -> dg.Output[AffinityMatrix]:
+    """The body of both affinity assets: K and K_c of ``{domain: DomainEmbedding}``."""
     import numpy as np
     import pandas as pd
 
     from chameleon_assets.core.krls import center_kernel, linear_kernel
 
-    emb: dict[str, DomainEmbedding] = domain_embeddings
+    emb: dict[str, DomainEmbedding] = embeddings
     domains = list(emb)
     proxies = sorted({e.proxy_version for e in emb.values()})
     if len(proxies) > 1:
         context.log.warning(f"domain embeddings come from different proxies: {proxies}")
     version = sha256_text(AFFINITY_CODE_VERSION, versions_text({d: e.data_version for d, e in emb.items()}))[:24]
-    out = paths.artifacts_dir() / "affinity" / version
-    value = stored_value("affinity_matrix", None, version)
+    out = paths.affinity_dir(version, stage)
+    value = stored_value(asset, None, version)
     if value is None:
         means = np.array([emb[d].mean for d in domains])
         kern = linear_kernel(means)
@@ -264,7 +305,8 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
             write_json(tmp / "affinity.json", {"domains": domains, "kernel": kern, "kernel_centered": kern_c})
         value = AffinityMatrix(version, str(out), domains, kern.tolist(), kern_c.tolist(), proxies,
                                str(out / "affinity_heatmap.png"), {d: e.corpus_version for d, e in emb.items()},
-                               {d: e.train_tokens for d, e in emb.items()}, {d: e.data_version for d, e in emb.items()})
+                               {d: e.train_tokens for d, e in emb.items()}, {d: e.data_version for d, e in emb.items()},
+                               embeddings_asset)
     point_current(out)
     prune_versions(out.parent)
     b64 = plots.file_b64(out / "affinity_heatmap.png")
@@ -275,6 +317,14 @@ def affinity_matrix(context: dg.AssetExecutionContext, domain_embeddings: dict) 
         "heatmap": dg.MetadataValue.md(plots.markdown_image(b64, "centred affinity heatmap")),
         "heatmap_path": dg.MetadataValue.path(value.heatmap_path),
     })
+
+
+affinity_matrix = _affinity_asset("affinity_matrix", "domain_embeddings", domain_registry, "pretrain", "mixing")
+# With no finetuning domain registered the finetuning stage has nothing to compute: it waits.
+finetune_affinity = _affinity_asset(
+    "finetune_affinity", "finetune_embeddings", finetune_registry, "finetune", "finetune",
+    extra_condition=dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(
+        dg.AssetSelection.assets("finetune_embeddings")).with_label("a finetuning domain is registered"))
 
 
 @dg.asset(
@@ -302,15 +352,48 @@ def mixture_weights(
     logged to MLflow as a new weights version, tagged with its domain set. Token counts
     are those of the corpus versions the affinity's embeddings were computed from.
     """
+    return weights_output(context, chameleon, mlflow_tracking, affinity_matrix, "mixture_weights", "pretrain")
+
+
+@dg.asset(
+    deps=[dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["finetune_mixing"]],
+    group_name="finetune",
+    code_version=WEIGHTS_CODE_VERSION,
+    kinds={"pandas", "mlflow"},
+    automation_condition=policy.FOLLOWS,
+)
+@one_writer
+def finetune_weights(
+    context: dg.AssetExecutionContext,
+    chameleon: ChameleonConfig,
+    mlflow_tracking: MLflowTracking,
+    finetune_affinity: AffinityMatrix,
+) -> dg.Output[MixtureTable]:
+    """Mixture weights over the finetuning domains (`finetune_mixtures` of conf/mixtures.yaml).
+
+    The finetuning domains are embedded with the same proxy as the pretraining ones;
+    KRLS tau_i = [K_c (K_c + lambda k I)^-1]_ii over their centred affinity, normalised
+    to sum 1, and chameleon_finetune = softmax(tau / T_ft): the more a domain differs from
+    the others, the more weight (the paper's finetuning rule). Beside it: uniform and
+    natural (by train tokens), and temperature, chameleon_pretrain or presets when listed.
+    Same lambda, ridge and temperatures as mixture_weights; logged to MLflow likewise.
+    """
+    return weights_output(context, chameleon, mlflow_tracking, finetune_affinity, "finetune_weights", "finetune")
+
+
+def weights_output(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, tracking: MLflowTracking,
+                   affinity_matrix: AffinityMatrix, asset: str, stage: str) -> dg.Output[MixtureTable]:
+    """The body of both weights assets: the stage's mixtures over the affinity's domains."""
     domains = list(affinity_matrix.domains)
     corpus_versions = dict(affinity_matrix.corpus_versions)
-    version = sha256_text(WEIGHTS_CODE_VERSION, chameleon.section_version("mixing"), affinity_matrix.data_version,
+    section = "mixing" if stage == "pretrain" else "finetune_mixing"
+    version = sha256_text(WEIGHTS_CODE_VERSION, chameleon.section_version(section), affinity_matrix.data_version,
                           versions_text(corpus_versions))[:24]
-    table = stored_value("mixture_weights", None, version)
+    table = stored_value(asset, None, version)
     if table is None:
-        table = _compute_weights(chameleon, affinity_matrix, version)
-        table.mlflow_run_id = _log_weights_version(mlflow_tracking, table, context.run_id)
-    out = paths.weights_dir(version)
+        table = _compute_weights(chameleon, affinity_matrix, version, stage)
+        table.mlflow_run_id = _log_weights_version(tracking, table, context.run_id, asset, stage)
+    out = paths.weights_dir(version, stage)
     point_current(out)
     prune_versions(out.parent)
     frame = table.frame()
@@ -343,8 +426,13 @@ def _derived_from(affinity: AffinityMatrix, table: MixtureTable) -> str:
     return "\n".join(rows) + f"\n\naffinity_matrix {affinity.data_version}; proxy_model {proxies}"
 
 
-def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, version: str) -> MixtureTable:
-    """KRLS and every baseline over the affinity's domains; writes the version's folder."""
+def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, version: str,
+                     stage: str = "pretrain") -> MixtureTable:
+    """KRLS and every baseline over the affinity's domains; writes the version's folder.
+
+    ``stage``: ``pretrain`` computes conf/mixtures.yaml's ``mixtures``, ``finetune`` its
+    ``finetune_mixtures`` (no UniMax: its budget is a pretraining one).
+    """
     import shutil
 
     import numpy as np
@@ -360,30 +448,34 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     cw = chameleon_weights(domains, np.asarray(affinity.kernel), p.lam, p.t_pretrain, p.t_finetune, p.ridge)
     # The same rule as settings.config_section("mixing"): null means the base models' budget.
     budget = mix.unimax_budget_tokens if mix.unimax_budget_tokens is not None else profile.base_model.train.tokens
+    names = mix.mixtures if stage == "pretrain" else mix.finetune_mixtures
     candidates = {
         "uniform": baselines.uniform(len(domains)),
         "natural": baselines.natural(tokens),
         "temperature": baselines.temperature(tokens, mix.temperature),
-        "unimax": baselines.unimax(tokens, budget, mix.unimax_max_epochs),
         "chameleon_pretrain": cw.pretrain,
         "chameleon_finetune": cw.finetune,
     }
+    if stage == "pretrain":
+        candidates["unimax"] = baselines.unimax(tokens, budget, mix.unimax_max_epochs)
     skipped = {}
     for name, preset in mix.presets.items():
+        if name not in names:
+            continue
         w = baselines.preset(domains, preset)
         if w is None:
             skipped[name] = f"domain names do not match ({', '.join(sorted(preset))})"
         else:
             candidates[name] = w
-    weights = {name: [float(x) for x in candidates[name]] for name in mix.mixtures if name in candidates}
-    for name in mix.mixtures:
+    weights = {name: [float(x) for x in candidates[name]] for name in names if name in candidates}
+    for name in names:
         if name not in weights and name not in skipped:
             skipped[name] = "not computed"
     params = {"lambda": p.lam, "ridge": p.ridge, "lambda_effective": cw.lam_effective, "t_pretrain": p.t_pretrain,
               "t_finetune": p.t_finetune, "temperature": mix.temperature}
     if "unimax" in weights:
         params.update({"unimax_budget": budget, "unimax_max_epochs": mix.unimax_max_epochs})
-    out = paths.weights_dir(version)
+    out = paths.weights_dir(version, stage)
     table = MixtureTable(
         data_version=version,
         path=str(out),
@@ -409,15 +501,17 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     return table
 
 
-def _log_weights_version(tracking: MLflowTracking, table: MixtureTable, dagster_run_id: str) -> str:
+def _log_weights_version(tracking: MLflowTracking, table: MixtureTable, dagster_run_id: str,
+                         asset: str = "mixture_weights", stage: str = "pretrain") -> str:
     """One MLflow run per weights computation: weights as params, KRLS as metrics."""
     import mlflow
 
-    tags = {"kind": "weights", "domains": ",".join(table.domains), "num_domains": str(len(table.domains)),
+    tags = {"kind": "weights", "stage": stage, "domains": ",".join(table.domains),
+            "num_domains": str(len(table.domains)),
             "dagster_run_id": dagster_run_id, "weights_version": table.data_version,
             "proxy_versions": ",".join(table.proxy_versions),
             **{f"data_version.{d}": v for d, v in table.corpus_versions.items()}}
-    with tracking.start_run(run_name=f"mixture_weights[{len(table.domains)} domains]", tags=tags) as run:
+    with tracking.start_run(run_name=f"{asset}[{len(table.domains)} domains]", tags=tags) as run:
         mlflow.log_params({f"{m}.{d}": round(w, 6) for m, ws in table.weights.items() for d, w in zip(table.domains, ws)})
         mlflow.log_params({f"param.{k}": v for k, v in table.params.items()})
         mlflow.log_metrics({f"krls.{d}": t for d, t in zip(table.domains, table.krls)})

@@ -1,0 +1,558 @@
+"""The finetuning stage: finetuned_model[mixture|seed] -> finetune_evaluation[mixture|seed] -> finetune_comparison.
+
+Each finetuned model continues training a start model on the finetuning domains with
+one of finetune_weights' mixtures: seed ``s`` starts from ``base_model[<finetune.base>|s]``
+(default: the uniform pretraining mixture) or, with ``finetune.checkpoint``, from a
+local Hugging Face causal-LM folder. Every mixture gets the same start, token budget,
+schedule and seeds, so the mixtures are all that differs. The evaluation scores the
+finetuned model and its start on the same held-out windows: the finetuning domains
+(the gain) and the pretraining domains (forgetting).
+"""
+
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from chameleon_assets import paths
+from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
+from chameleon_assets.defs import plots, policy
+from chameleon_assets.defs.io import ArtefactDamaged, latest_version, load_value, load_version, one_writer, stored_value
+from chameleon_assets.defs.io import versions_text
+from chameleon_assets.defs.partitions import (
+    ALL_EXISTING,
+    LINEAGE_ONLY,
+    SAME_SEED,
+    domain_partitions,
+    finetune_model_partitions,
+    split_model_key,
+)
+from chameleon_assets.defs.resources import ChameleonConfig
+from chameleon_assets.defs.sources import CONFIG_SOURCES, finetune_model_registry
+from chameleon_assets.defs.tracking import MLflowTracking
+from chameleon_assets.defs.values import ComparisonTable, FinetunedModel, FinetuneEvaluation, MixtureTable
+
+FINETUNE_CODE_VERSION = "finetune-v1"
+FINETUNE_EVAL_CODE_VERSION = "finetune-eval-v1"
+FINETUNE_COMPARISON_CODE_VERSION = "finetune-comparison-v1"
+
+
+@dataclass(frozen=True)
+class Start:
+    """The model a finetuned model starts from."""
+
+    name: str  # "base_model[uniform|0]" or the folder
+    version: str  # its data version (a base model) or content fingerprint (a folder)
+    family: str  # what every seed's start shares (the base mixture's version, or the fingerprint)
+    path: str
+    mlflow_run_id: str = ""
+    corpus_versions: dict | None = None  # pretraining domain -> the corpus version it trained on
+
+
+def start_model(instance: dg.DagsterInstance, chameleon: ChameleonConfig, seed: int) -> Start:
+    """Where seed ``seed``'s finetuned models start: the profile's ``finetune.checkpoint``
+    folder, else the latest ``base_model[<finetune.base>|<seed>]``. Clear errors otherwise."""
+    from chameleon_assets.defs.models import mixture_version
+    from chameleon_assets.settings import checkpoint_fingerprint
+
+    profile = chameleon.profile()
+    ft = profile.finetune
+    if ft.checkpoint:
+        folder = paths.resolve(ft.checkpoint)
+        fingerprint = checkpoint_fingerprint(profile, ft.checkpoint, "finetune.checkpoint")
+        return Start(str(folder), fingerprint, fingerprint, str(folder))
+    key = f"{ft.base}|{seed}"
+    mixtures = chameleon.mixtures().mixtures
+    if ft.base not in mixtures:
+        raise ValueError(f"finetune.base: '{ft.base}' is not a mixture of conf/mixtures.yaml ({', '.join(mixtures)}); "
+                         "name one, or set finetune.checkpoint to a local Hugging Face model folder")
+    try:
+        base = load_value(instance, "base_model", key)
+    except FileNotFoundError as exc:  # never materialised, or its files are damaged (ArtefactDamaged)
+        raise ValueError(f"finetune.base: the start model base_model[{key}] is not available ({exc}); "
+                         f"`chameleon run --mixtures {ft.base}` trains it") from exc
+    family = mixture_version(base.config_version, base.weights, base.corpus_versions) if base.config_version else (
+        base.mlflow_parent_run_id or base.data_version)
+    return Start(f"base_model[{key}]", base.data_version, family, base.path, base.mlflow_run_id,
+                 dict(base.corpus_versions))
+
+
+def finetune_family(section_version: str, weights: dict[str, float], corpus_versions: dict[str, str],
+                    start_family: str) -> str:
+    """hash(code, `config_finetune`, the mixture's weights, its domains' data, the start's family):
+    what a finetune mixture's seeds share (their MLflow parent run is keyed by it)."""
+    w = json.dumps({d: round(x, 12) for d, x in sorted(weights.items())})
+    return sha256_text(FINETUNE_CODE_VERSION, section_version, w, versions_text(corpus_versions), start_family)[:24]
+
+
+def finetuned_model_version(family: str, start_version: str, seed: int) -> str:
+    """hash(family, the start model's own version, seed): one finetuned model's data version.
+
+    The start's version is in it, so a retrained base model gives new finetuned models,
+    and a checkpoint of another start is never resumed."""
+    return sha256_text(family, start_version, f"seed={seed}")[:24]
+
+
+@dg.asset(
+    partitions_def=finetune_model_partitions,
+    deps=[dg.AssetDep("base_model", partition_mapping=SAME_SEED),
+          dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["finetune"]],
+    group_name="finetune",
+    code_version=FINETUNE_CODE_VERSION,
+    kinds={"pytorch", "mlflow"},
+)
+@one_writer
+def finetuned_model(
+    context: dg.AssetExecutionContext,
+    chameleon: ChameleonConfig,
+    mlflow_tracking: MLflowTracking,
+    finetune_weights: MixtureTable,
+) -> dg.Output[FinetunedModel]:
+    """A start model trained further on the finetuning domains with one finetune mixture
+    and one seed (partition `<mixture>|<seed>`).
+
+    The start is `base_model[<finetune.base>|<seed>]` (default: uniform) or the folder
+    `finetune.checkpoint`; the metadata, the model card and the MLflow run name it. AdamW
+    from a fresh state with linear warmup and cosine decay (`finetune.train`, a lower
+    learning rate than pretraining); every mixture gets the same start, budget, schedule
+    and seed. Runs on request. Data version = hash(`config_finetune`, the mixture's
+    weights, its domains' data, the start model's version, seed); a version trained
+    before is reused, and an interrupted run resumes only a checkpoint of that version.
+    """
+    mixture, seed = split_model_key(context.partition_key)
+    if mixture not in finetune_weights.weights:
+        reason = finetune_weights.skipped.get(mixture, "not in finetune_mixtures of conf/mixtures.yaml")
+        raise ValueError(f"finetune mixture '{mixture}' has no weights: {reason}")
+    weights = dict(zip(finetune_weights.domains, finetune_weights.weights[mixture]))
+    corpus_versions = {d: finetune_weights.corpus_versions[d] for d in weights}
+    start = start_model(context.instance, chameleon, seed)
+    section = chameleon.section_version("finetune")
+    family = finetune_family(section, weights, corpus_versions, start.family)
+    version = finetuned_model_version(family, start.version, seed)
+    model = stored_value("finetuned_model", context.partition_key, version)
+    reused = model is not None
+    if model is None:
+        shards = {d: load_version("finetune_corpus", d, v) for d, v in corpus_versions.items()}
+        model = _finetune(context, chameleon, mlflow_tracking, mixture, seed, weights, shards, start, version, family,
+                          finetune_weights, section)
+    out = paths.finetuned_model_dir(mixture, seed, version)
+    point_current(out)
+    prune_versions(out.parent)
+    return dg.Output(model, data_version=dg.DataVersion(version), metadata={
+        "start": model.start,
+        "start_version": model.start_version,
+        "start_mlflow_run_id": model.start_mlflow_run_id,
+        "weights": dg.MetadataValue.json({d: round(w, 4) for d, w in weights.items()}),
+        "seed": seed,
+        "epochs_per_domain": dg.MetadataValue.json({d: round(e, 3) for d, e in model.epochs.items()}),
+        "tokens": model.tokens,
+        "steps": model.steps,
+        "final_loss": model.final_loss,
+        "tokens_per_s": round(model.tokens_per_s),
+        "mlflow_run_id": model.mlflow_run_id,
+        "mlflow_parent_run_id": model.mlflow_parent_run_id,
+        "reused_existing_version": reused,
+        "resumed_from_step": model.resumed_from_step,
+        "loss_curve": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "loss.png"), "finetuning loss")),
+        "path": dg.MetadataValue.path(model.path),
+    })
+
+
+def context_length(model, profile) -> int:  # noqa: ANN001
+    """The sequence length to train and score with: the base models' (profile), which the
+    start model must support and whose vocabulary must cover the project tokenizer."""
+    from chameleon_assets.core.tokenizer import load_tokenizer
+
+    ctx = profile.base_model.model.context_length
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit is not None and limit < ctx:
+        raise ValueError(f"finetune start model: it supports {limit} positions, fewer than the base models' context "
+                         f"length {ctx} (base_model.model.context_length in the profile)")
+    vocab = len(load_tokenizer(profile.tokenizer))
+    if model.config.vocab_size < vocab:
+        raise ValueError(f"finetune start model: vocabulary {model.config.vocab_size} is smaller than the project "
+                         f"tokenizer's {vocab}; the model must use the project tokenizer ('{profile.tokenizer}')")
+    return ctx
+
+
+def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, start: Start, version,  # noqa: ANN001
+              family, table, section) -> FinetunedModel:
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from chameleon_assets.core import train as training
+    from chameleon_assets.core.artifacts import remove_tree
+    from chameleon_assets.core.model import count_parameters, load_model, resolve_device
+    from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+    profile = chameleon.profile()
+    cfg = profile.finetune.train
+    for d in weights:
+        shards[d].require_tokenizer(tokenizer_fingerprint(profile.tokenizer), profile.tokenizer)
+    tok = load_tokenizer(profile.tokenizer)
+    model = load_model(start.path)
+    model.train()
+    ctx = context_length(model, profile)
+    sampler = training.WeightedDomainSampler({d: shards[d].train() for d in weights}, weights, ctx, seed)
+    checkpoints = paths.checkpoint_dir(f"finetuned_model/{mixture}/seed-{seed}", version)
+    # The resume key is the data version: it names the start model, the weights, every
+    # domain's data and the configuration, so a checkpoint of another start never resumes.
+    result = training.train_causal_lm(model, sampler, cfg, resolve_device(profile.device), checkpoint_dir=checkpoints,
+                                      run_key=version, desc=f"finetune[{mixture}|{seed}]")
+    if result.resumed_from:
+        context.log.info(f"resumed from checkpoint at step {result.resumed_from}")
+    corpus_versions = {d: shards[d].data_version for d in weights}
+    out = paths.finetuned_model_dir(mixture, seed, version)
+    final_loss = float(np.mean(result.losses[-5:]))
+    shared = {"mixture": mixture, "stage": "finetune", "mixture_version": family,
+              "weights_version": table.data_version, "base_model": start.name}
+    parent = tracking.parent_run(f"finetune:{mixture}", f"finetune-{family}", tags={"kind": "mixture", **shared})
+    tags = {"dagster_run_id": context.run_id, "asset_partition": context.partition_key, "seed": str(seed),
+            "model_version": version, "base_model_version": start.version, "base_run_id": start.mlflow_run_id,
+            **shared, **{f"data_version.{d}": v for d, v in corpus_versions.items()}}
+    with tracking.start_run(run_name=f"finetuned_model[{mixture}|{seed}]", tags=tags, parent_run_id=parent) as run:
+        import mlflow
+
+        mlflow.log_params({
+            "mixture": mixture, "seed": seed, "token_budget": cfg.tokens, "profile": profile.name,
+            "start": start.name, **{f"weight.{d}": round(w, 6) for d, w in weights.items()},
+            **{f"train.{k}": v for k, v in asdict(cfg).items()},
+        })
+        mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss})
+        mlflow.log_artifact(f"{table.path}/weights.csv")
+        run_id = run.info.run_id
+    tracking.log_series(run_id, "train_loss", result.losses)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(tmp / "training.json", {
+            "mixture": mixture, "seed": seed, "weights": weights, "start": start.name, "start_version": start.version,
+            "start_path": start.path, "losses": result.losses, "tokens": result.tokens,
+            "tokens_per_s": result.tokens_per_s, "epochs": result.epochs, "draws": result.draws,
+            "data_versions": corpus_versions, "mlflow_run_id": run_id, "mlflow_parent_run_id": parent,
+            "data_version": version,
+        })
+        rows = "\n".join(f"| {d} | {w:.4f} | {result.epochs.get(d, 0.0):.3f} |" for d, w in weights.items())
+        (tmp / "README.md").write_text(
+            f"# finetuned_model[{mixture}|{seed}]\n\nA {count_parameters(model):,}-parameter causal LM: "
+            f"{start.name} (version `{start.version}`) finetuned on the `{mixture}` mixture of the finetuning "
+            f"domains with seed {seed} ({result.tokens:,} tokens, {result.steps} steps, peak lr {cfg.lr:g}) by "
+            f"chameleon-assets. Data version `{version}`.\n\n| domain | weight | epochs |\n|---|---|---|\n{rows}\n\n"
+            "Load with `AutoModelForCausalLM.from_pretrained(<this folder>)`.\n")
+        plots.line_plot({f"{mixture}, seed {seed}": result.losses}, "step", "train loss",
+                        f"finetuned_model[{mixture}|{seed}] from {start.name}", tmp / "loss.png")
+    remove_tree(checkpoints)
+    return FinetunedModel(version, mixture, seed, str(out), weights, corpus_versions, start.name, start.version,
+                          start.path, start.mlflow_run_id, dict(start.corpus_versions or {}), result.tokens,
+                          result.steps, final_loss, result.tokens_per_s, result.epochs, run_id, parent, section,
+                          result.resumed_from)
+
+
+@dg.asset(
+    partitions_def=finetune_model_partitions,
+    deps=[dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY),
+          dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["evaluation"]],
+    group_name="finetune",
+    code_version=FINETUNE_EVAL_CODE_VERSION,
+    kinds={"pytorch", "mlflow"},
+    automation_condition=policy.FOLLOWS,
+)
+@one_writer
+def finetune_evaluation(
+    context: dg.AssetExecutionContext,
+    chameleon: ChameleonConfig,
+    mlflow_tracking: MLflowTracking,
+    finetuned_model: FinetunedModel,
+) -> dg.Output[FinetuneEvaluation]:
+    """Held-out NLL, bits per byte and perplexity of one finetuned model and of the model it
+    started from, on the same windows (`evaluation.ppl_windows` per domain): every
+    finetuning domain (what finetuning should improve) and every pretraining domain
+    (forgetting = mean pretraining bits per byte, finetuned minus start). Logged to the
+    finetuned model's MLflow run. Follows its model.
+    """
+    import pandas as pd
+
+    model = finetuned_model
+    pretrain_versions = dict(model.start_corpus_versions) or _current_pretraining_versions(context.instance)
+    val_versions = {**pretrain_versions, **model.corpus_versions}
+    version = sha256_text(FINETUNE_EVAL_CODE_VERSION, chameleon.section_version("evaluation"), model.data_version,
+                          versions_text(val_versions))[:24]
+    result = stored_value("finetune_evaluation", context.partition_key, version)
+    if result is None:
+        result = _evaluate(context, chameleon, mlflow_tracking, model, version, pretrain_versions)
+    out = paths.finetune_evaluation_dir(model.mixture, model.seed, version)
+    point_current(out)
+    prune_versions(out.parent)
+    frame = pd.DataFrame({"finetuned": {**result.bits_per_byte, **result.pretrain_bits_per_byte},
+                          "start": {**result.start_bits_per_byte, **result.start_pretrain_bits_per_byte}})
+    frame["group"] = ["finetune" if d in result.bits_per_byte else "pretrain" for d in frame.index]
+    return dg.Output(result, data_version=dg.DataVersion(version), metadata={
+        "bits_per_byte_avg": result.bits_per_byte_avg,
+        "forgetting_bpb": result.forgetting,
+        "bits_per_byte": dg.MetadataValue.md(frame.round(4).to_markdown()),
+        "start": result.start,
+        "seed": model.seed,
+        "finetuned_model_version": model.data_version,
+    })
+
+
+def _current_pretraining_versions(instance: dg.DagsterInstance) -> dict[str, str]:
+    """The latest corpus version of every registered pretraining domain (for a checkpoint start,
+    which names no training data of ours)."""
+    out = {}
+    for d in sorted(instance.get_dynamic_partitions(domain_partitions.name)):
+        v = latest_version(instance, "domain_corpus", d)
+        if v:
+            out[d] = v
+    return out
+
+
+def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,  # noqa: ANN001
+              pretrain_versions: dict) -> FinetuneEvaluation:
+    import numpy as np
+
+    from chameleon_assets.core.evaluate import perplexity, validation_windows
+    from chameleon_assets.core.model import load_model, resolve_device
+    from chameleon_assets.core.tokenizer import load_tokenizer
+
+    profile = chameleon.profile()
+    cfg = profile.evaluation
+    device = resolve_device(profile.device)
+    tok = load_tokenizer(profile.tokenizer)
+    ctx = profile.base_model.model.context_length
+    groups = {"finetune": {d: load_version("finetune_corpus", d, v) for d, v in model.corpus_versions.items()},
+              "pretrain": {d: load_version("domain_corpus", d, v) for d, v in pretrain_versions.items()}}
+    windows = {}
+    for group, shards in groups.items():
+        for d, s in shards.items():
+            if s.val_tokens < 2:
+                raise ValueError(f"domain '{d}': no held-out tokens ({s.val_documents} validation documents); "
+                                 "give it more documents or raise val_fraction in the profile")
+            windows[(group, d)] = validation_windows(s.val(), cfg.ppl_windows, ctx)
+    scores = {}
+    for who, path in (("finetuned", model.path), ("start", model.start_path)):
+        net = load_model(path, device)
+        scores[who] = {key: perplexity(net, w, cfg.batch_size, device, decode=tok.decode) for key, w in windows.items()}
+        del net
+
+    def pick(who: str, group: str, metric: str) -> dict[str, float]:
+        return {d: v.get(metric, float("nan")) for (g, d), v in scores[who].items() if g == group}
+
+    result = FinetuneEvaluation(
+        data_version=version, mixture=model.mixture, seed=model.seed,
+        path=str(paths.finetune_evaluation_dir(model.mixture, model.seed, version)),
+        model_version=model.data_version, start=model.start,
+        bits_per_byte=pick("finetuned", "finetune", "bits_per_byte"), nll=pick("finetuned", "finetune", "nll"),
+        perplexity=pick("finetuned", "finetune", "perplexity"),
+        pretrain_bits_per_byte=pick("finetuned", "pretrain", "bits_per_byte"),
+        pretrain_nll=pick("finetuned", "pretrain", "nll"),
+        start_bits_per_byte=pick("start", "finetune", "bits_per_byte"),
+        start_pretrain_bits_per_byte=pick("start", "pretrain", "bits_per_byte"),
+        config_version=chameleon.section_version("evaluation"),
+        val_versions={**pretrain_versions, **model.corpus_versions},
+    )
+    with atomic_dir(Path(result.path)) as tmp:
+        write_json(tmp / "evaluation.json", {**result.__dict__, "mlflow_run_id": model.mlflow_run_id})
+    start_avg = float(np.mean(list(result.start_bits_per_byte.values())))
+    metrics = {
+        **{f"bpb.{d}": v for d, v in result.bits_per_byte.items()},
+        **{f"ppl.{d}": v for d, v in result.perplexity.items()},
+        **{f"nll.{d}": v for d, v in result.nll.items()},
+        **{f"pretrain_bpb.{d}": v for d, v in result.pretrain_bits_per_byte.items()},
+        "bpb_avg": result.bits_per_byte_avg,
+        "start_bpb_avg": start_avg,
+        "gain_bpb": result.bits_per_byte_avg - start_avg,
+        "pretrain_bpb_avg": float(np.mean(list(result.pretrain_bits_per_byte.values()))),
+        "forgetting_bpb": result.forgetting,
+    }
+    with tracking.start_run(run_id=model.mlflow_run_id):
+        import mlflow
+
+        mlflow.log_metrics(metrics)
+        mlflow.set_tag("evaluated_by_dagster_run", context.run_id)
+        mlflow.set_tag("evaluation_version", version)
+    return result
+
+
+@dg.asset(
+    ins={"finetune_evaluation": ALL_EXISTING},
+    # A staling dependency, not an input (see mixture_comparison): a retrained model stales
+    # the table even while its new evaluation is missing, and so does a removed partition.
+    deps=[dg.AssetDep("finetuned_model", partition_mapping=dg.AllPartitionMapping()), CONFIG_SOURCES["evaluation"],
+          finetune_model_registry],
+    group_name="finetune",
+    code_version=FINETUNE_COMPARISON_CODE_VERSION,
+    kinds={"pandas", "mlflow"},
+    automation_condition=policy.follows_any_input("finetune_weights", "finetune_evaluation"),
+)
+@one_writer
+def finetune_comparison(
+    context: dg.AssetExecutionContext,
+    chameleon: ChameleonConfig,
+    mlflow_tracking: MLflowTracking,
+    finetune_weights: MixtureTable,
+    finetune_evaluation: dict,
+) -> dg.Output[ComparisonTable]:
+    """One row per finetune mixture over the seeds whose evaluation is of the current model:
+    mean bits per byte over the finetuning domains with its 95% interval over seeds, the
+    paired difference against `uniform` (`*` = significant), per-domain bits per byte and
+    perplexity; the start model's finetuning-domain bpb (`start_bpb_avg`) and the gain;
+    and forgetting: mean pretraining-domain bpb (`pretrain_bpb_avg`) and its increase over
+    the start model (`forgetting_bpb`), with intervals. Aggregates go to each mixture's
+    MLflow parent run.
+    """
+    from chameleon_assets.core import compare
+
+    models, excluded = {}, {}
+    for key in finetune_evaluation:
+        try:
+            models[key] = load_value(context.instance, "finetuned_model", key)
+        except ArtefactDamaged as exc:
+            excluded[key] = f"its model's files are damaged ({exc})"
+    current, included, left_out = finetune_inputs(
+        finetune_weights, models, {k: e for k, e in finetune_evaluation.items() if k in models},
+        chameleon.section_version("evaluation"), chameleon.section_version("finetune"))
+    excluded.update(left_out)
+    if not current:
+        context.log.warning(f"no evaluation of a current finetuned model yet (stale: {excluded}); run `chameleon run`")
+    table = finetune_table(current, finetune_weights)
+    version = sha256_text(FINETUNE_COMPARISON_CODE_VERSION, finetune_weights.data_version,
+                          json.dumps([included, excluded], sort_keys=True))[:24]
+    out = paths.comparison_dir(version, "finetune")
+    summary = compare.markdown(finetune_summary_cells(table))
+    per_domain = compare.markdown(compare.domain_cells(table))
+    value = stored_value("finetune_comparison", None, version)
+    if value is None:
+        import pandas as pd
+
+        frame = pd.DataFrame.from_dict(table.rows, orient="index", columns=None if table.rows else ["bpb_avg"])
+        with atomic_dir(out) as tmp:
+            with atomic_file(tmp / "finetune_comparison.csv") as fh:
+                frame.to_csv(fh, float_format="%.6g")
+            (tmp / "finetune_comparison.md").write_text(
+                f"{summary}\n\nBits per byte per finetuning domain (mean ±95% half-width; paired difference vs "
+                f"uniform)\n\n{per_domain}\n")
+            _plot(table, tmp / "finetune_bits_per_byte.png")
+            write_json(tmp / "provenance.json", {"weights_version": finetune_weights.data_version,
+                                                 "included": included, "excluded": excluded, "notes": table.notes})
+        with mlflow_tracking.start_run(run_name="finetune_comparison", tags={
+                "dagster_run_id": context.run_id, "kind": "comparison", "stage": "finetune",
+                "comparison_version": version}):
+            import mlflow
+
+            for name in ("finetune_comparison.csv", "finetune_comparison.md", "finetune_bits_per_byte.png"):
+                mlflow.log_artifact(str(out / name))
+        from chameleon_assets.defs.models import log_aggregates
+
+        log_aggregates(context, mlflow_tracking, table, models, included)
+        value = ComparisonTable(version, str(out), table.rows, included, excluded, domains=table.domains,
+                                tasks=table.tasks, baseline=table.baseline, notes=table.notes)
+    point_current(out)
+    prune_versions(out.parent)
+    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
+        "table": dg.MetadataValue.md(summary),
+        "bits_per_byte_per_domain": dg.MetadataValue.md(per_domain),
+        "plot": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "finetune_bits_per_byte.png"),
+                                                         "bits per byte per finetuning domain")),
+        "mixtures": len(table.rows),
+        "versions": dg.MetadataValue.json(included),
+        "excluded": dg.MetadataValue.json(excluded),
+        "notes": dg.MetadataValue.json(table.notes),
+        "csv": dg.MetadataValue.path(str(out / "finetune_comparison.csv")),
+    })
+
+
+def finetune_inputs(table: MixtureTable, models: dict, evaluations: dict, eval_config: str, finetune_config: str
+                    ) -> tuple[dict[str, dict[int, FinetuneEvaluation]], dict, dict]:
+    """The current evaluations by mixture and seed, their versions, and why others were left out.
+
+    An evaluation counts only if it is of the latest finetuned model of its partition, that
+    model was trained with the mixture's current weights over the current finetuning data
+    and the current `config_finetune`, and it was scored with the current evaluation
+    settings; non-finite scores (a diverged model) are left out with the reason.
+    """
+    import math
+
+    current: dict[str, dict[int, FinetuneEvaluation]] = {}
+    included, excluded = {}, {}
+    for key, ev in sorted(evaluations.items()):
+        name, seed = split_model_key(key)
+        model = models.get(key)
+        weights = dict(zip(table.domains, table.weights.get(name, [])))
+        if name not in table.weights:
+            excluded[key] = "no current weights"
+        elif model is None or ev.model_version != model.data_version:
+            excluded[key] = "evaluation of an older finetuned model"
+        elif set(model.weights) != set(weights) or any(abs(model.weights[d] - weights[d]) > 1e-12 for d in weights):
+            excluded[key] = "finetuned on other weights or domains (retrain with `chameleon run`)"
+        elif any(model.corpus_versions.get(d) != v for d, v in table.corpus_versions.items()):
+            excluded[key] = "finetuned on older domain data"
+        elif model.config_version != finetune_config:
+            excluded[key] = "finetuned with other finetune settings or from another start model"
+        elif ev.config_version != eval_config:
+            excluded[key] = "evaluated with other evaluation settings"
+        elif not all(math.isfinite(v) for v in [*ev.bits_per_byte.values(), *ev.nll.values(),
+                                                *ev.pretrain_bits_per_byte.values()]):
+            excluded[key] = "non-finite bits per byte or NLL (the model diverged?)"
+        else:
+            current.setdefault(name, {})[seed] = ev
+            included[key] = {"finetuned_model": model.data_version, "finetune_evaluation": ev.data_version,
+                             "start": model.start, "start_version": model.start_version}
+    order = [m for m in table.weights if m in current]
+    return ({m: dict(sorted(current[m].items())) for m in order},
+            {k: included[k] for m in order for k in sorted(included) if split_model_key(k)[0] == m}, excluded)
+
+
+def finetune_table(current: dict[str, dict[int, FinetuneEvaluation]], weights: MixtureTable):  # noqa: ANN201
+    """``core.compare.compare`` over the finetuning domains, plus the start model's score, the
+    gain and forgetting per mixture (means over seeds with 95% intervals)."""
+    import numpy as np
+
+    from chameleon_assets.core import compare, stats
+
+    mixture_weights = {m: dict(zip(weights.domains, weights.weights[m])) for m in current}
+    table = compare.compare(current, mixture_weights)
+    for m, by_seed in current.items():
+        evs = list(by_seed.values())
+        row = table.rows[m]
+        start = [float(np.mean(list(ev.start_bits_per_byte.values()))) for ev in evs]
+        pretrain = [float(np.mean(list(ev.pretrain_bits_per_byte.values()))) for ev in evs]
+        row.update(compare.interval_columns("start_bpb_avg", stats.mean_interval(start)))
+        row.update(compare.interval_columns("gain_bpb", stats.mean_interval(
+            [ev.bits_per_byte_avg - s for ev, s in zip(evs, start)])))
+        row.update(compare.interval_columns("pretrain_bpb_avg", stats.mean_interval(pretrain)))
+        row.update(compare.interval_columns("forgetting_bpb", stats.mean_interval([ev.forgetting for ev in evs])))
+        row["starts"] = float(len({ev.start for ev in evs}))
+    return table
+
+
+def finetune_summary_cells(table) -> dict[str, dict[str, str]]:  # noqa: ANN001 (core.compare.Comparison)
+    """The headline finetuning table as strings: finetuning-domain bpb and its paired
+    difference against uniform, then the start model's bpb, the gain and forgetting."""
+    from chameleon_assets.core import compare
+
+    cells = compare.summary_cells(table)
+    for m, row in table.rows.items():
+        cells[m] = {
+            **{k: v for k, v in cells[m].items() if not k.startswith("ppl")},
+            "start bpb": compare.ci_text(row, "start_bpb_avg"),
+            "gain (bpb - start)": compare.ci_text(row, "gain_bpb"),
+            "pretraining bpb [95% CI]": compare.ci_text(row, "pretrain_bpb_avg"),
+            "forgetting (pretraining bpb - start)": compare.ci_text(row, "forgetting_bpb"),
+        }
+    return cells
+
+
+def _plot(table, path) -> None:  # noqa: ANN001
+    """Per-finetuning-domain bits per byte, one bar per mixture, with 95% interval bars."""
+    import math
+
+    bars = {m: [row[f"bpb.{d}"] for d in table.domains] for m, row in table.rows.items()}
+    errors = {m: [(row[f"bpb.{d}_hi"] - row[f"bpb.{d}_lo"]) / 2 if math.isfinite(row[f"bpb.{d}_lo"]) else 0.0
+                  for d in table.domains] for m, row in table.rows.items()}
+    note = "mean over seeds; bars: 95% interval" if table.rows else "no current evaluation"
+    plots.grouped_bars(bars, table.domains, f"finetuned models: held-out bits per byte (lower is better)\n{note}",
+                       path, ylabel="bits per byte", errors=errors, xlabel="finetuning domain")
