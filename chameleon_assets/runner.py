@@ -171,6 +171,7 @@ def _converge(
         report.source_errors["conf/mixtures.yaml"] = str(exc)
     finetune_names = None if mixture_names is None else chameleon.mixtures().finetune_mixtures
     finetune_mixtures: list[str] | None = []
+    finetune_domains = [s.name for s in chameleon.finetune_registry()]
     if mode == "run":
         ft = chameleon.profile().finetune
         mixtures = list(mixtures or chameleon.profile().base_model.mixtures)
@@ -182,10 +183,9 @@ def _converge(
         if unknown:
             raise ValueError(f"finetune.mixtures {unknown} of the profile are not in finetune_mixtures of "
                              f"conf/mixtures.yaml (known: {finetune_names})")
-        if finetune_mixtures and not ft.checkpoint and ft.base not in mixtures:
+        if finetune_mixtures and finetune_domains and not ft.checkpoint and ft.base not in mixtures:
             mixtures.append(ft.base)  # the finetuned models start from it
     domains = [s.name for s in chameleon.registry()]
-    finetune_domains = [s.name for s in chameleon.finetune_registry()]
     if len(domains) >= STALENESS_PARTITION_LIMIT:
         print(f"warning: {len(domains)} domains: Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} "
               "or more partitions, so an edited domain will not mark affinity_matrix stale (see README)", flush=True)

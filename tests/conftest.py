@@ -30,6 +30,8 @@ base_model:
   train: {tokens: 4096, batch_size: 4, lr: 1.0e-2, warmup_steps: 2, checkpoint_every: 8}
   mixtures: [uniform, chameleon_pretrain]
 evaluation: {tasks: [arc_easy_local], num_fewshot: 0, limit: 8, batch_size: 8, ppl_windows: 4}
+finetune:
+  train: {tokens: 2048, batch_size: 4, lr: 5.0e-3, warmup_steps: 2, checkpoint_every: 4}
 """
 
 TOPICS = {

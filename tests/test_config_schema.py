@@ -39,6 +39,8 @@ PINNED_SECTION_VERSIONS = {
         "mixing": "1e5f6505f01604be41cef123",
         "base_model": "eb1ab2753e5bdfae9040306a",
         "evaluation": "63966d646918466ad0a75f44",
+        "finetune_mixing": "bebea581ce35b112f94cede5",
+        "finetune": "ec8bcb7a688702f6b2bef5ec",
     },
     "gpu": {
         "corpus": "7f4b4092e87253dce321cc33",
@@ -47,6 +49,8 @@ PINNED_SECTION_VERSIONS = {
         "mixing": "d0af1259a867081b16df0fb9",
         "base_model": "9e96d0e032e619da6177cf4d",
         "evaluation": "4509f5c021f4bfe4bda8524d",
+        "finetune_mixing": "bebea581ce35b112f94cede5",
+        "finetune": "e7c9a2adfedf32cfff15ee90",
     },
 }
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from chameleon_assets.core.registry import RegistryError, iter_documents, load_registry, parse_registry
 
@@ -90,3 +91,35 @@ def test_relative_sources_resolve_against_base_and_file_errors_name_the_file(tmp
         load_registry(reg)
     with pytest.raises(RegistryError, match="registry file not found"):
         load_registry(tmp_path / "missing.yaml")
+
+
+def test_finetune_domains_are_a_second_group_with_the_same_format(tmp_path: Path) -> None:
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"text": "hello"}\n')
+    data = {"domains": [{"name": "a", "source": str(src)}],
+            "finetune_domains": [{"name": "med", "source": str(src), "max_documents": 3}]}
+    specs = parse_registry(data)
+    assert [(s.name, s.group) for s in specs] == [("a", "pretrain"), ("med", "finetune")]
+    assert specs[1].max_documents == 3
+    reg = tmp_path / "domains.yaml"
+    reg.write_text(yaml.safe_dump(data))
+    assert [s.name for s in load_registry(reg)] == ["a"]  # the pretraining group by default
+    assert [s.name for s in load_registry(reg, group="finetune")] == ["med"]
+    assert len(load_registry(reg, group=None)) == 2
+
+
+def test_finetune_entries_are_validated_and_names_are_unique_across_groups(tmp_path: Path) -> None:
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"text": "hello"}\n')
+    with pytest.raises(RegistryError, match=r"domain 'a' \(finetune_domains\): field 'name': duplicate domain name "
+                                            r"\(already under 'domains:'"):
+        parse_registry({"domains": [{"name": "a", "source": str(src)}],
+                        "finetune_domains": [{"name": "a", "source": str(src)}]})
+    with pytest.raises(RegistryError, match=r"domain 'm' \(finetune_domains\): field 'source': .* does not exist"):
+        parse_registry({"domains": [], "finetune_domains": [{"name": "m", "source": str(tmp_path / "nope.jsonl")}]})
+    with pytest.raises(RegistryError, match=r"finetune_domains\[0\]: field 'name'"):
+        parse_registry({"domains": [], "finetune_domains": [{"name": "Bad Name", "source": str(src)}]})
+    with pytest.raises(RegistryError, match="'finetune_domains:' must be a list"):
+        parse_registry({"domains": [], "finetune_domains": {"name": "m"}})
+    with pytest.raises(RegistryError, match=r"unknown top-level key\(s\) \['finetuning'\]"):
+        parse_registry({"domains": [], "finetuning": []})

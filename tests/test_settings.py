@@ -20,6 +20,8 @@ def _profile(project: Path, text: str) -> None:
         ("base_model:\n  model: {hidden_size: 100, num_heads: 3}\n", r"base_model.model.hidden_size: must be divisible by num_heads \(3\) \(got 100\)"),
         ("val_fraction: 1.5\n", r"bad.yaml: val_fraction: must be less than 1 \(got 1.5\)"),
         ("evaluation: {tasks: arc}\n", r"bad.yaml: evaluation.tasks: must be a list \(got 'arc'\)"),
+        ("finetune: {train: {lr: -1}}\n", r"bad.yaml: finetune.train.lr: must be greater than 0 \(got -1\)"),
+        ("finetune: {base: ''}\n", r"bad.yaml: finetune.base: must not be empty"),
     ],
 )
 def test_bad_profiles_name_file_and_key(project: Path, text: str, message: str) -> None:
@@ -45,3 +47,28 @@ def test_missing_profile_and_unknown_mixture_are_refused(project: Path) -> None:
     bad.write_text("chameleon: {lam: 0}\n")
     with pytest.raises(ConfigError, match=r"mixtures.yaml: chameleon.lam: must be greater than 0 \(got 0\)"):
         load_mixtures(bad)
+
+
+def test_finetune_mixtures_are_checked_and_have_their_own_section(project: Path) -> None:
+    from chameleon_assets.settings import section_version
+
+    bad = project / "conf" / "mixtures.yaml"
+    bad.write_text("finetune_mixtures: [uniform, unimax]\n")
+    with pytest.raises(ConfigError, match=r"finetune_mixtures\[1\]: must be one of uniform, natural, temperature, "
+                                          r"chameleon_finetune, chameleon_pretrain or a preset"):
+        load_mixtures(bad)
+    bad.write_text("finetune_mixtures: [uniform, uniform]\n")
+    with pytest.raises(ConfigError, match=r"finetune_mixtures\[1\]: is listed twice"):
+        load_mixtures(bad)
+    profile = load_profile("tiny")
+    bad.write_text("finetune_mixtures: [uniform, chameleon_finetune]\n")
+    one = load_mixtures(bad)
+    bad.write_text("finetune_mixtures: [uniform, natural, chameleon_finetune]\nchameleon: {t_pretrain: 9.0}\n")
+    two = load_mixtures(bad)
+    # The finetuning list is not part of the pretraining weights' section, and T_pt is not
+    # part of the finetuning one (unless chameleon_pretrain is listed there).
+    assert section_version("finetune_mixing", profile, one) != section_version("finetune_mixing", profile, two)
+    bad.write_text("finetune_mixtures: [uniform, natural, chameleon_finetune]\n")
+    three = load_mixtures(bad)
+    assert section_version("finetune_mixing", profile, two) == section_version("finetune_mixing", profile, three)
+    assert section_version("mixing", profile, one) == section_version("mixing", profile, three)

@@ -460,8 +460,8 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
         candidates["unimax"] = baselines.unimax(tokens, budget, mix.unimax_max_epochs)
     skipped = {}
     for name, preset in mix.presets.items():
-        if name not in names:
-            continue
+        if stage == "finetune" and name not in names:
+            continue  # presets name pretraining domains; over the finetuning ones only when listed
         w = baselines.preset(domains, preset)
         if w is None:
             skipped[name] = f"domain names do not match ({', '.join(sorted(preset))})"

@@ -1,0 +1,207 @@
+"""The finetuning stage: finetune domains -> finetune_weights -> finetuned_model -> evaluation -> comparison."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import current, write_domain
+
+PRETRAIN = ["alpha", "beta", "gamma"]
+FINETUNE_TEXT = {
+    "delta": None,  # conftest's recipe text
+    "epsilon": "Patient presented with fever and cough; chest radiograph showed a lobar consolidation.",
+    "zeta": "Q: Which planet is closest to the sun? A: Mercury. Q: What gas do plants absorb? A: Carbon dioxide.",
+    "eta": "fn main() { let v: Vec<i32> = (1..10).collect(); println!(\"{:?}\", v); }",
+}
+FINETUNE = ["delta", "epsilon", "zeta"]  # three: with two, KRLS scores are equal by symmetry
+
+
+def write_both(project: Path, pretrain: list[str], finetune: list[str]) -> Path:
+    """A registry with both groups (fixture domains under raw/)."""
+    lines = ["domains:"] + [f"  - {{name: {n}, source: {project / 'raw' / n / 'documents.jsonl'}}}" for n in pretrain]
+    lines += ["finetune_domains:"] + [f"  - {{name: {n}, source: {project / 'raw' / n / 'documents.jsonl'}}}"
+                                      for n in finetune]
+    reg = project / "conf" / "domains.yaml"
+    reg.write_text("\n".join(lines) + "\n")
+    return reg
+
+
+def _materialised(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, list[str]]:
+    return {k: sorted(r.partition_key or "" for r in instance.fetch_materializations(dg.AssetKey(k), limit=1000).records)
+            for k in keys}
+
+
+# --- the weights -----------------------------------------------------------------------
+
+
+def test_finetune_weights_favour_the_most_distinct_domain(project: Path) -> None:
+    """Two near-identical finetuning domains and one distinct: chameleon_finetune gives the
+    distinct one the most weight (each twin makes the other look shared)."""
+    from chameleon_assets.defs.resources import ChameleonConfig
+    from chameleon_assets.defs.values import AffinityMatrix
+    from chameleon_assets.defs.weights import _compute_weights
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=16)
+    means = {"twin1": a, "twin2": a + 0.01 * rng.normal(size=16), "distinct": rng.normal(size=16)}
+    domains = list(means)
+    kernel = np.array([[means[x] @ means[y] for y in domains] for x in domains])
+    heatmap = project / "heatmap.png"
+    heatmap.write_bytes(b"png")
+    affinity = AffinityMatrix("v", str(project), domains, kernel.tolist(), kernel.tolist(), ["p"], str(heatmap),
+                              {d: "c" for d in domains}, {d: 1000 for d in domains})
+    table = _compute_weights(ChameleonConfig(), affinity, "ftv", stage="finetune")
+    assert list(table.weights) == ["uniform", "natural", "chameleon_finetune"]  # conf's finetune_mixtures
+    w = dict(zip(domains, table.weights["chameleon_finetune"]))
+    assert w["distinct"] > 0.5 > w["twin1"] + w["twin2"]
+    assert abs(w["twin1"] - w["twin2"]) < 0.05
+    assert Path(table.path).parent == project / "data" / "artifacts" / "finetune" / "weights"
+
+
+# --- the whole stage -------------------------------------------------------------------
+
+
+@pytest.fixture
+def finetuned(project: Path, monkeypatch: pytest.MonkeyPatch):
+    """Three pretraining and two finetuning domains, `chameleon run` to the end; the model
+    each finetuning run starts from is recorded as it is handed to the trainer."""
+    from chameleon_assets.core import train
+    from chameleon_assets.runner import get_instance, run_everything
+
+    for d in PRETRAIN:
+        write_domain(project / "raw", d)
+    for d, text in FINETUNE_TEXT.items():
+        write_domain(project / "raw", d, text=text)
+    write_both(project, PRETRAIN, FINETUNE)
+    starts: dict[str, dict[str, torch.Tensor]] = {}
+    real = train.train_causal_lm
+
+    def recording(model, sampler, cfg, device, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if kwargs.get("desc", "").startswith("finetune["):
+            starts[kwargs["desc"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real(model, sampler, cfg, device, **kwargs)
+
+    monkeypatch.setattr(train, "train_causal_lm", recording)
+    instance = get_instance()
+    report = run_everything(instance=instance)
+    assert not report.failed, report.failed
+    return project, instance, starts, report
+
+
+@pytest.mark.slow
+def test_the_finetuning_stage_trains_from_the_base_model_evaluates_and_compares(finetuned) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from chameleon_assets.defs.io import load_value
+
+    project, instance, starts, report = finetuned
+    mixtures = ["uniform", "natural", "chameleon_finetune"]
+    assert sorted(p for p in report.materialized if p.startswith("finetuned_model")) == sorted(
+        f"finetuned_model[{m}|0]" for m in mixtures)
+
+    # The finetuning domains never reach the proxy or the pretraining weights.
+    assert load_value(instance, "proxy_model").train_domains.keys() == set(PRETRAIN)
+    assert load_value(instance, "mixture_weights").domains == sorted(PRETRAIN)
+    ft_weights = load_value(instance, "finetune_weights")
+    assert ft_weights.domains == sorted(FINETUNE) and list(ft_weights.weights) == mixtures
+
+    base = load_value(instance, "base_model", "uniform|0")
+    base_state = AutoModelForCausalLM.from_pretrained(base.path).state_dict()
+    for m in mixtures:
+        model = load_value(instance, "finetuned_model", f"{m}|0")
+        assert model.start == "base_model[uniform|0]" and model.start_version == base.data_version
+        # Its first step started from the base model's parameters exactly ...
+        start = starts[f"finetune[{m}|0]"]
+        assert start.keys() == base_state.keys()
+        assert all(torch.equal(start[k], base_state[k]) for k in start)
+        # ... and the saved result loads with plain transformers and differs from the base.
+        loaded = AutoModelForCausalLM.from_pretrained(model.path)
+        assert any(not torch.equal(v, base_state[k]) for k, v in loaded.state_dict().items())
+        assert json.loads((Path(model.path) / "training.json").read_text())["start"] == "base_model[uniform|0]"
+        ev = load_value(instance, "finetune_evaluation", f"{m}|0")
+        assert set(ev.bits_per_byte) == set(FINETUNE) and set(ev.pretrain_bits_per_byte) == set(PRETRAIN)
+        assert ev.start_bits_per_byte.keys() == ev.bits_per_byte.keys()
+
+    # One row per finetune mixture with every finetuning domain's perplexity, gain and forgetting.
+    table = pd.read_csv(current(project, "finetune/comparison") / "finetune_comparison.csv", index_col=0)
+    assert list(table.index) == mixtures
+    assert {*(f"ppl.{d}" for d in FINETUNE), "bpb.delta", "bpb_avg", "d_bpb_avg", "start_bpb_avg", "gain_bpb",
+            "pretrain_bpb_avg", "forgetting_bpb", "w.delta"} <= set(table.columns)
+    assert all((table[f"ppl.{d}"] > 1).all() for d in FINETUNE)
+    assert (table["gain_bpb"] < 0).all()  # finetuning on a domain lowers its held-out bits per byte
+
+    # MLflow: one run per finetuned model, tagged stage=finetune and naming its base model's run.
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["chameleon"],
+                              filter_string="tags.stage = 'finetune' and tags.asset_partition = 'chameleon_finetune|0'")
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["tags.base_run_id"] == base.mlflow_run_id and run["tags.base_model"] == "base_model[uniform|0]"
+    assert run["tags.mlflow.parentRunId"]
+    for metric in ("metrics.bpb_avg", "metrics.ppl.delta", "metrics.forgetting_bpb", "metrics.gain_bpb"):
+        assert run[metric] == run[metric], metric
+
+    # A second run has nothing to do.
+    from chameleon_assets.runner import converge
+
+    assert converge("run", instance=instance).empty
+
+
+@pytest.mark.slow
+def test_adding_a_finetuning_domain_touches_only_its_partitions_and_the_finetune_weights(finetuned) -> None:
+    from chameleon_assets.runner import sync
+
+    project, instance, _, _ = finetuned
+    keys = ["proxy_model", "domain_corpus", "domain_embeddings", "affinity_matrix", "mixture_weights", "base_model",
+            "evaluation", "finetune_corpus", "finetune_embeddings", "finetune_affinity", "finetune_weights",
+            "finetuned_model", "finetune_evaluation"]
+    before = _materialised(instance, keys)
+    write_both(project, PRETRAIN, [*FINETUNE, "eta"])
+    report = sync(instance=instance)
+    assert report.partition_changes == "+finetune_domain: eta"
+    after = _materialised(instance, keys)
+    new = {}
+    for k in keys:
+        rest = list(after[k])
+        for p in before[k]:
+            rest.remove(p)
+        new[k] = rest
+    assert new == {**{k: [] for k in keys}, "finetune_corpus": ["eta"], "finetune_embeddings": ["eta"],
+                   "finetune_affinity": [""], "finetune_weights": [""]}
+    assert not report.failed
+
+
+@pytest.mark.slow
+def test_a_local_model_folder_can_be_the_start(finetuned) -> None:
+    """`finetune.checkpoint`: every seed starts from the folder; the base models are not needed."""
+    import shutil
+
+    import yaml
+
+    from chameleon_assets.defs.io import load_value
+    from chameleon_assets.runner import converge
+
+    project, instance, starts, _ = finetuned
+    folder = project / "my_model"
+    shutil.copytree(load_value(instance, "base_model", "uniform|0").path, folder)
+    profile = project / "conf" / "profiles" / "tiny.yaml"
+    data = yaml.safe_load(profile.read_text())
+    data["finetune"]["checkpoint"] = str(folder)
+    data["finetune"]["mixtures"] = ["chameleon_finetune"]
+    profile.write_text(yaml.safe_dump(data))
+    starts.clear()
+    report = converge("run", instance=instance)
+    assert not report.failed, report.failed
+    assert [p for p in report.materialized if p.startswith("finetuned_model")] == ["finetuned_model[chameleon_finetune|0]"]
+    model = load_value(instance, "finetuned_model", "chameleon_finetune|0")
+    assert model.start == str(folder) and model.start_mlflow_run_id == ""
+    table = load_value(instance, "finetune_comparison")
+    # The other mixtures' models started elsewhere: left out, with the reason.
+    assert list(table.rows) == ["chameleon_finetune"]
+    assert "another start model" in table.excluded["uniform|0"]
