@@ -60,10 +60,13 @@ def _exit_code(report) -> int:  # noqa: ANN001
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     import json
 
+    from chameleon_assets.core.default_corpus import DEFAULT_DOMAINS
     from chameleon_assets.core.tokenizer import BUNDLED_DIR, train_bpe
 
     texts: list[str] = []
-    for domain_dir in sorted(p for p in paths.raw_dir().iterdir() if (p / "documents.jsonl").exists()):
+    # The default pretraining domains only: finetuning text never shapes the tokenizer.
+    domain_dirs = [paths.raw_dir() / src.name for src in sorted(DEFAULT_DOMAINS, key=lambda s: s.name)]
+    for domain_dir in (d for d in domain_dirs if (d / "documents.jsonl").exists()):
         size = 0
         with open(domain_dir / "documents.jsonl", encoding="utf-8") as fh:
             for line in fh:

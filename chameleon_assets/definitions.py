@@ -21,6 +21,7 @@ from chameleon_assets.defs.sources import (
     finetune_model_registry,
     finetune_registry,
     finetune_source,
+    finetune_start,
     model_registry,
 )
 from chameleon_assets.defs.tracking import MLflowTracking
@@ -51,6 +52,7 @@ ASSETS = [
     finetune_registry,
     finetune_model_registry,
     finetune_source,
+    finetune_start,
     finetune_corpus,
     finetune_embeddings,
     finetune_affinity,

@@ -178,13 +178,18 @@ def _converge(
         unknown = [m for m in mixtures if mixture_names is not None and m not in mixture_names]
         if unknown:
             raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {mixture_names})")
-        finetune_mixtures = list(ft.mixtures)
+        finetune_mixtures = list(ft.mixtures) if finetune_domains else []
         unknown = [m for m in finetune_mixtures if finetune_names is not None and m not in finetune_names]
         if unknown:
             raise ValueError(f"finetune.mixtures {unknown} of the profile are not in finetune_mixtures of "
                              f"conf/mixtures.yaml (known: {finetune_names})")
-        if finetune_mixtures and finetune_domains and not ft.checkpoint and ft.base not in mixtures:
-            mixtures.append(ft.base)  # the finetuned models start from it
+        if finetune_mixtures and not ft.checkpoint:
+            if mixture_names is not None and ft.base not in mixture_names:
+                raise ValueError(f"finetune.base: '{ft.base}' is not a mixture of conf/mixtures.yaml "
+                                 f"({', '.join(mixture_names)}); name one, or set finetune.checkpoint to a local "
+                                 "Hugging Face model folder")
+            if ft.base not in mixtures:
+                mixtures.append(ft.base)  # the finetuned models start from it
     domains = [s.name for s in chameleon.registry()]
     if len(domains) >= STALENESS_PARTITION_LIMIT:
         print(f"warning: {len(domains)} domains: Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} "
@@ -274,6 +279,10 @@ def _converge(
                 failed.add((k, p))
                 report.failed[name] = _failure_message(result)
                 print(f"  FAILED {name}: {report.failed[name]}", flush=True)
+        if key == dg.AssetKey("base_model"):
+            # A (re)trained base model is the start of finetuned models: observe finetune_start
+            # now, so that this same run finetunes from it.
+            record_observations(instance, source_observations(instance, chameleon)[0])
     else:
         raise RuntimeError(f"more than {MAX_WAVES} waves of materialisations: the policy does not converge")
     return report

@@ -424,6 +424,7 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
     if section == "mixing":
         mixtures = mixtures or load_mixtures()
         data = _without(dataclasses.asdict(mixtures), "finetune_mixtures")  # finetune_mixing's
+        data["presets"] = {n: w for n, w in data["presets"].items() if n in pretraining_presets(mixtures)}
         data["chameleon"] = _unless_default(data["chameleon"], "ridge", "absolute")
         if "unimax" in mixtures.mixtures and mixtures.unimax_budget_tokens is None:
             # UniMax's weights are a function of the training budget it defaults to.
@@ -459,6 +460,12 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
         return {**per_seed, **start, "context_length": profile.base_model.model.context_length,
                 "train": _result_fields(dataclasses.asdict(ft.train))}
     raise KeyError(f"unknown configuration section {section!r}; known: {CONFIG_SECTIONS}")
+
+
+def pretraining_presets(mixtures: MixturesConfig) -> list[str]:
+    """The presets mixture_weights considers: all but those listed only under ``finetune_mixtures``
+    (a preset written for the finetuning domains neither changes nor stales the pretraining weights)."""
+    return [n for n in mixtures.presets if n in mixtures.mixtures or n not in mixtures.finetune_mixtures]
 
 
 def _without(data: dict, *keys: str) -> dict:

@@ -95,7 +95,7 @@ def finetuned(project: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.slow
-def test_the_finetuning_stage_trains_from_the_base_model_evaluates_and_compares(finetuned) -> None:
+def test_the_finetuning_stage_trains_from_the_base_model_evaluates_compares_and_adapts(finetuned) -> None:
     from transformers import AutoModelForCausalLM
 
     from chameleon_assets.defs.io import load_value
@@ -148,19 +148,15 @@ def test_the_finetuning_stage_trains_from_the_base_model_evaluates_and_compares(
         assert run[metric] == run[metric], metric
 
     # A second run has nothing to do.
-    from chameleon_assets.runner import converge
+    from chameleon_assets.runner import converge, sync
 
     assert converge("run", instance=instance).empty
 
-
-@pytest.mark.slow
-def test_adding_a_finetuning_domain_touches_only_its_partitions_and_the_finetune_weights(finetuned) -> None:
-    from chameleon_assets.runner import sync
-
-    project, instance, _, _ = finetuned
-    keys = ["proxy_model", "domain_corpus", "domain_embeddings", "affinity_matrix", "mixture_weights", "base_model",
-            "evaluation", "finetune_corpus", "finetune_embeddings", "finetune_affinity", "finetune_weights",
-            "finetuned_model", "finetune_evaluation"]
+    # Adding a finetuning domain touches only its partitions and the finetuning weights.
+    keys = ["proxy_model", "domain_corpus", "domain_embeddings", "affinity_matrix", "mixture_weights",
+            "weight_diagnostics", "base_model", "evaluation", "mixture_comparison", "finetune_corpus",
+            "finetune_embeddings", "finetune_affinity", "finetune_weights", "finetune_diagnostics",
+            "finetuned_model", "finetune_evaluation", "finetune_comparison"]
     before = _materialised(instance, keys)
     write_both(project, PRETRAIN, [*FINETUNE, "eta"])
     report = sync(instance=instance)
@@ -173,25 +169,47 @@ def test_adding_a_finetuning_domain_touches_only_its_partitions_and_the_finetune
             rest.remove(p)
         new[k] = rest
     assert new == {**{k: [] for k in keys}, "finetune_corpus": ["eta"], "finetune_embeddings": ["eta"],
-                   "finetune_affinity": [""], "finetune_weights": [""]}
+                   "finetune_affinity": [""], "finetune_weights": [""], "finetune_diagnostics": [""],
+                   "finetune_comparison": [""]}  # the comparison drops the rows of models of the old weights
     assert not report.failed
 
 
 @pytest.mark.slow
-def test_a_local_model_folder_can_be_the_start(finetuned) -> None:
-    """`finetune.checkpoint`: every seed starts from the folder; the base models are not needed."""
+def test_a_retrained_start_gives_new_finetuned_models_and_a_local_folder_can_be_the_start(finetuned) -> None:
     import shutil
 
     import yaml
+    from transformers import AutoModelForCausalLM
 
     from chameleon_assets.defs.io import load_value
-    from chameleon_assets.runner import converge
+    from chameleon_assets.defs.policy import stale_partitions
+    from chameleon_assets.runner import converge, load_defs
 
     project, instance, starts, _ = finetuned
-    folder = project / "my_model"
-    shutil.copytree(load_value(instance, "base_model", "uniform|0").path, folder)
+    old = {m: load_value(instance, "finetuned_model", f"{m}|0").data_version for m in ("uniform", "natural")}
     profile = project / "conf" / "profiles" / "tiny.yaml"
     data = yaml.safe_load(profile.read_text())
+
+    # Another mixture's base model trains: no finetuned model goes stale (only its own start counts).
+    converge("run", mixtures=["natural"], instance=instance)
+    assert not {p for k, p in stale_partitions(load_defs(), instance) if k == "finetuned_model"}
+
+    # The start retrains (a new base-model recipe): the finetuned models follow, with new versions.
+    data["base_model"]["train"]["tokens"] = 2048
+    profile.write_text(yaml.safe_dump(data))
+    starts.clear()
+    report = converge("run", instance=instance)
+    assert not report.failed, report.failed
+    base = load_value(instance, "base_model", "uniform|0")
+    assert "base_model[uniform|0]" in report.materialized
+    for m in ("uniform", "natural"):
+        model = load_value(instance, "finetuned_model", f"{m}|0")
+        assert model.start_version == base.data_version and model.data_version != old[m]
+    assert converge("run", instance=instance).empty
+
+    # `finetune.checkpoint`: every seed starts from the folder (here a copy of another mixture's model).
+    folder = project / "my_model"
+    shutil.copytree(load_value(instance, "base_model", "natural|0").path, folder)
     data["finetune"]["checkpoint"] = str(folder)
     data["finetune"]["mixtures"] = ["chameleon_finetune"]
     profile.write_text(yaml.safe_dump(data))
@@ -201,7 +219,27 @@ def test_a_local_model_folder_can_be_the_start(finetuned) -> None:
     assert [p for p in report.materialized if p.startswith("finetuned_model")] == ["finetuned_model[chameleon_finetune|0]"]
     model = load_value(instance, "finetuned_model", "chameleon_finetune|0")
     assert model.start == str(folder) and model.start_mlflow_run_id == ""
+    folder_state = AutoModelForCausalLM.from_pretrained(folder).state_dict()
+    start = starts["finetune[chameleon_finetune|0]"]
+    assert all(torch.equal(start[k], folder_state[k]) for k in folder_state)
     table = load_value(instance, "finetune_comparison")
     # The other mixtures' models started elsewhere: left out, with the reason.
     assert list(table.rows) == ["chameleon_finetune"]
     assert "another start model" in table.excluded["uniform|0"]
+
+
+def test_an_unknown_base_mixture_is_refused_by_name(project: Path) -> None:
+    import yaml
+
+    from chameleon_assets.runner import converge
+
+    for d in PRETRAIN:
+        write_domain(project / "raw", d)
+    write_domain(project / "raw", "delta")
+    write_both(project, PRETRAIN, ["delta"])
+    profile = project / "conf" / "profiles" / "tiny.yaml"
+    data = yaml.safe_load(profile.read_text())
+    data["finetune"]["base"] = "unifrom"
+    profile.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="finetune.base: 'unifrom' is not a mixture of conf/mixtures.yaml"):
+        converge("run")

@@ -24,13 +24,13 @@ from chameleon_assets.defs.io import versions_text
 from chameleon_assets.defs.partitions import (
     ALL_EXISTING,
     LINEAGE_ONLY,
-    SAME_SEED,
+    SEED_OF_MODEL,
     domain_partitions,
     finetune_model_partitions,
     split_model_key,
 )
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES, finetune_model_registry
+from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry, finetune_model_registry, finetune_start
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import ComparisonTable, FinetunedModel, FinetuneEvaluation, MixtureTable
 
@@ -97,7 +97,11 @@ def finetuned_model_version(family: str, start_version: str, seed: int) -> str:
 
 @dg.asset(
     partitions_def=finetune_model_partitions,
-    deps=[dg.AssetDep("base_model", partition_mapping=SAME_SEED),
+    # Which base model is the start is a profile value; finetune_start observes that one
+    # model's version per seed, so only its retraining stales the seed's finetuned models.
+    # The base_model edge draws the lineage.
+    deps=[dg.AssetDep("base_model", partition_mapping=LINEAGE_ONLY),
+          dg.AssetDep(finetune_start, partition_mapping=SEED_OF_MODEL),
           dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["finetune"]],
     group_name="finetune",
     code_version=FINETUNE_CODE_VERSION,
@@ -208,11 +212,15 @@ def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, star
     out = paths.finetuned_model_dir(mixture, seed, version)
     final_loss = float(np.mean(result.losses[-5:]))
     shared = {"mixture": mixture, "stage": "finetune", "mixture_version": family,
-              "weights_version": table.data_version, "base_model": start.name}
-    parent = tracking.parent_run(f"finetune:{mixture}", f"finetune-{family}", tags={"kind": "mixture", **shared})
+              "weights_version": table.data_version}
+    # The parent is every seed's: it names the start's mixture (or folder), each run its own model.
+    start_of_all = profile.finetune.checkpoint or f"base_model[{profile.finetune.base}|*]"
+    parent = tracking.parent_run(f"finetune:{mixture}", f"finetune-{family}",
+                                 tags={"kind": "mixture", "start": start_of_all, **shared})
     tags = {"dagster_run_id": context.run_id, "asset_partition": context.partition_key, "seed": str(seed),
-            "model_version": version, "base_model_version": start.version, "base_run_id": start.mlflow_run_id,
-            **shared, **{f"data_version.{d}": v for d, v in corpus_versions.items()}}
+            "model_version": version, "base_model": start.name, "base_model_version": start.version,
+            "base_run_id": start.mlflow_run_id, **shared,
+            **{f"data_version.{d}": v for d, v in corpus_versions.items()}}
     with tracking.start_run(run_name=f"finetuned_model[{mixture}|{seed}]", tags=tags, parent_run_id=parent) as run:
         import mlflow
 
@@ -253,8 +261,11 @@ def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, star
 
 @dg.asset(
     partitions_def=finetune_model_partitions,
+    # The pretraining domains scored for forgetting are those the start model trained on; for a
+    # checkpoint start, the registered ones now: so a changed domain set or domain stales this.
     deps=[dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY),
-          dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["evaluation"]],
+          dg.AssetDep("domain_corpus", partition_mapping=dg.AllPartitionMapping()), domain_registry,
+          CONFIG_SOURCES["evaluation"]],
     group_name="finetune",
     code_version=FINETUNE_EVAL_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
@@ -525,7 +536,6 @@ def finetune_table(current: dict[str, dict[int, FinetuneEvaluation]], weights: M
             [ev.bits_per_byte_avg - s for ev, s in zip(evs, start)])))
         row.update(compare.interval_columns("pretrain_bpb_avg", stats.mean_interval(pretrain)))
         row.update(compare.interval_columns("forgetting_bpb", stats.mean_interval([ev.forgetting for ev in evs])))
-        row["starts"] = float(len({ev.start for ev in evs}))
     return table
 
 

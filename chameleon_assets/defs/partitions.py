@@ -15,7 +15,6 @@ partition per mixture and changes nothing that exists.
 from __future__ import annotations
 
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,14 +32,8 @@ finetune_mixture_partitions = dg.DynamicPartitionsDefinition(name="finetune_mixt
 finetune_model_partitions = dg.MultiPartitionsDefinition(
     {"finetune_mixture": finetune_mixture_partitions, "seed": seed_partitions})
 
-# finetuned_model[<mixture>|<seed>] starts from a base model of the same seed; which
-# mixture's is a profile value (`finetune.base`), which a mapping cannot read when the
-# code location loads, so every mixture of that seed is drawn upstream (the step reads
-# the one it starts from, and its version is in the finetuned model's data version).
-with warnings.catch_warnings():  # MultiPartitionMapping is marked beta; its behaviour here is tested
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    SAME_SEED = dg.MultiPartitionMapping(
-        {"seed": dg.DimensionPartitionMapping(dimension_name="seed", partition_mapping=dg.IdentityPartitionMapping())})
+# finetuned_model[<mixture>|<seed>] depends on the finetune_start source of its seed.
+SEED_OF_MODEL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="seed")
 
 
 def split_model_key(key: str) -> tuple[str, int]:

@@ -142,8 +142,8 @@ class StartModelReady(AC):
     profile's ``finetune.checkpoint``, or ``base_model[<finetune.base>|<seed>]``
     materialised and neither stale nor damaged.
 
-    finetuned_model draws every base model of its seed upstream (which one it starts
-    from is a profile value, see ``partitions.SAME_SEED``); this is the one that matters.
+    Which base model is the start is a profile value, so the graph's base_model edge is
+    lineage only; this condition is what holds a finetuned model back until its start exists.
     """
 
     @property
@@ -182,8 +182,7 @@ class StartModelReady(AC):
         return _candidates_where(context, ready)
 
 
-# finetuned_model under `chameleon run`: like FOLLOWS, but of the base models drawn
-# upstream only its own start must be ready (the others may be missing: never trained).
+# finetuned_model under `chameleon run`: FOLLOWS, and its start model must be ready.
 FINETUNE_ON_RUN = (
     MISSING_OR_STALE
     & ~AC.in_progress()

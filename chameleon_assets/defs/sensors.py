@@ -22,7 +22,8 @@ from chameleon_assets.settings import ConfigError
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: ChameleonConfig) -> dg.SensorResult:
-    """Registers and deletes domain, mixture and seed partitions; observes changed config and sources."""
+    """Registers and deletes domain, mixture and seed partitions (and the finetuning stage's);
+    observes changed config and sources (and each seed's finetuning start)."""
     try:
         mixtures: list[str] | None = chameleon.mixtures().mixtures
         finetune_mixtures: list[str] | None = chameleon.mixtures().finetune_mixtures
@@ -65,5 +66,5 @@ chameleon_automation = dg.AutomationConditionSensorDefinition(
     # The policy's stale condition is this project's own code: evaluate it where the code lives.
     use_user_code_server=True,
     description="Evaluates defs.policy: assets that follow their inputs are requested when missing or stale "
-                "and their inputs are ready. proxy_model and base_model run on request only.",
+                "and their inputs are ready. proxy_model, base_model and finetuned_model run on request only.",
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dagster as dg
 
 from chameleon_assets.defs.io import DATA_VERSION_TAG, latest_version
-from chameleon_assets.defs.partitions import domain_partitions, finetune_domain_partitions
+from chameleon_assets.defs.partitions import domain_partitions, finetune_domain_partitions, seed_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.settings import CONFIG_SECTIONS
 
@@ -100,6 +100,35 @@ def finetune_registry(chameleon: ChameleonConfig) -> dg.DataVersion:
 
 
 @dg.observable_source_asset(
+    partitions_def=seed_partitions,
+    group_name="finetune",
+    description="The model each seed's finetuned models start from: the latest data version of "
+                "base_model[<finetune.base>|<seed>], or the fingerprint of the `finetune.checkpoint` folder. "
+                "Observed, so that retraining that one base model stales exactly that seed's finetuned models "
+                "(and no other base model does).",
+)
+def finetune_start(context, chameleon: ChameleonConfig) -> dg.DataVersionsByPartition:  # noqa: ANN001
+    """One data version per seed: the version of the model its finetuned models start from."""
+    seeds = [int(s) for s in context.instance.get_dynamic_partitions(seed_partitions.name)]
+    return dg.DataVersionsByPartition(start_versions(context.instance, chameleon, seeds))
+
+
+def start_versions(instance: dg.DagsterInstance, chameleon: ChameleonConfig, seeds: list[int]) -> dict[str, str]:
+    """``{seed: version of its finetuning start}`` (``missing:<key>`` while that base model is not materialised)."""
+    from chameleon_assets.settings import checkpoint_fingerprint
+
+    profile = chameleon.profile()
+    ft = profile.finetune
+    if ft.checkpoint:
+        fingerprint = checkpoint_fingerprint(profile, ft.checkpoint, "finetune.checkpoint")
+        return {str(s): f"checkpoint:{fingerprint}" for s in seeds}
+    out = {}
+    for s in seeds:
+        out[str(s)] = latest_version(instance, "base_model", f"{ft.base}|{s}") or f"missing:{ft.base}|{s}"
+    return out
+
+
+@dg.observable_source_asset(
     group_name="finetune",
     description="The (finetune mixture, seed) partitions that exist: `finetune_mixtures` of conf/mixtures.yaml and "
                 "the profile's seeds. Data version = sha256 of both, so removing one stales finetune_comparison.",
@@ -133,7 +162,9 @@ def registry_version(domains: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(domains)).encode()).hexdigest()[:24]
 
 
-def current_source_versions(chameleon: ChameleonConfig) -> tuple[dict[tuple[str, str | None], str], dict[str, str]]:
+def current_source_versions(
+    chameleon: ChameleonConfig, instance: dg.DagsterInstance | None = None
+) -> tuple[dict[tuple[str, str | None], str], dict[str, str]]:
     """``{(asset, partition): version}`` of every source now, and ``{what: error}`` for those that failed.
 
     A section or registry that fails to load is reported, not raised: the rest is still
@@ -161,6 +192,13 @@ def current_source_versions(chameleon: ChameleonConfig) -> tuple[dict[tuple[str,
                 versions[(source, domain)] = version
         except (ValueError, OSError) as exc:
             errors[source] = str(exc)
+    if instance is not None:
+        try:
+            seeds = [int(s) for s in instance.get_dynamic_partitions(seed_partitions.name)]
+            for seed, version in start_versions(instance, chameleon, seeds).items():
+                versions[("finetune_start", seed)] = version
+        except (ValueError, OSError) as exc:
+            errors["finetune_start"] = str(exc)
     return versions, errors
 
 
@@ -168,9 +206,10 @@ def source_observations(
     instance: dg.DagsterInstance, chameleon: ChameleonConfig
 ) -> tuple[list[dg.AssetObservation], dict[str, str]]:
     """Observations for the sources whose current version differs from the latest recorded one."""
-    versions, errors = current_source_versions(chameleon)
+    versions, errors = current_source_versions(chameleon, instance)
     partitions = {"domain_source": set(instance.get_dynamic_partitions(domain_partitions.name)),
-                  "finetune_source": set(instance.get_dynamic_partitions(finetune_domain_partitions.name))}
+                  "finetune_source": set(instance.get_dynamic_partitions(finetune_domain_partitions.name)),
+                  "finetune_start": set(instance.get_dynamic_partitions(seed_partitions.name))}
     recorded = _recorded_versions(instance, sorted({key for key, _ in versions}),
                                   {k: sorted(v) for k, v in partitions.items()})
     out = []

@@ -439,6 +439,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
 
     from chameleon_assets.core import baselines
     from chameleon_assets.core.krls import chameleon_weights
+    from chameleon_assets.settings import pretraining_presets
 
     profile = chameleon.profile()
     mix = chameleon.mixtures()
@@ -460,8 +461,8 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
         candidates["unimax"] = baselines.unimax(tokens, budget, mix.unimax_max_epochs)
     skipped = {}
     for name, preset in mix.presets.items():
-        if stage == "finetune" and name not in names:
-            continue  # presets name pretraining domains; over the finetuning ones only when listed
+        if name not in (names if stage == "finetune" else pretraining_presets(mix)):
+            continue  # each stage considers its own presets (settings.pretraining_presets)
         w = baselines.preset(domains, preset)
         if w is None:
             skipped[name] = f"domain names do not match ({', '.join(sorted(preset))})"
