@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from tests.conftest import current, write_domain
 
@@ -79,6 +80,12 @@ def finetuned(project: Path, monkeypatch: pytest.MonkeyPatch):
     for d, text in FINETUNE_TEXT.items():
         write_domain(project / "raw", d, text=text)
     write_both(project, PRETRAIN, FINETUNE)
+    # This stage's tests need one base model (the start) and no few-shot scores.
+    profile = project / "conf" / "profiles" / "tiny.yaml"
+    data = yaml.safe_load(profile.read_text())
+    data["base_model"]["mixtures"] = ["uniform"]
+    data["evaluation"]["tasks"] = []
+    profile.write_text(yaml.safe_dump(data))
     starts: dict[str, dict[str, torch.Tensor]] = {}
     real = train.train_causal_lm
 
