@@ -117,6 +117,9 @@ def test_the_finetuning_stage_trains_from_the_base_model_evaluates_compares_and_
     assert load_value(instance, "mixture_weights").domains == sorted(PRETRAIN)
     ft_weights = load_value(instance, "finetune_weights")
     assert ft_weights.domains == sorted(FINETUNE) and list(ft_weights.weights) == mixtures
+    record = instance.fetch_materializations(dg.AssetKey("finetune_weights"), limit=1).records[0]
+    derived = record.asset_materialization.metadata["derived_from"].value
+    assert "finetune_embeddings version" in derived and f"finetune_affinity {ft_weights.affinity_version}" in derived
 
     base = load_value(instance, "base_model", "uniform|0")
     base_state = AutoModelForCausalLM.from_pretrained(base.path).state_dict()

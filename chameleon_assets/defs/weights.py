@@ -418,12 +418,15 @@ def weights_output(context: dg.AssetExecutionContext, chameleon: ChameleonConfig
 def _derived_from(affinity: AffinityMatrix, table: MixtureTable) -> str:
     """Markdown: the partition versions these weights were computed from, one row per domain."""
     embeddings = getattr(affinity, "embedding_versions", None) or {}
-    rows = ["| domain | domain_corpus version | domain_embeddings version | train tokens |", "|---|---|---|---|"]
+    finetune = getattr(affinity, "embeddings_asset", "domain_embeddings") == "finetune_embeddings"
+    corpus, embedding, affinity_asset = (("finetune_corpus", "finetune_embeddings", "finetune_affinity") if finetune
+                                         else ("domain_corpus", "domain_embeddings", "affinity_matrix"))
+    rows = [f"| domain | {corpus} version | {embedding} version | train tokens |", "|---|---|---|---|"]
     for d in table.domains:
         rows.append(f"| {d} | {table.corpus_versions.get(d, '?')} | {embeddings.get(d, '?')} | "
                     f"{table.train_tokens.get(d, 0):,} |")
     proxies = ", ".join(table.proxy_versions)
-    return "\n".join(rows) + f"\n\naffinity_matrix {affinity.data_version}; proxy_model {proxies}"
+    return "\n".join(rows) + f"\n\n{affinity_asset} {affinity.data_version}; proxy_model {proxies}"
 
 
 def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, version: str,
