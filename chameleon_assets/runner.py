@@ -377,41 +377,36 @@ def comparison_report(instance: dg.DagsterInstance | None = None) -> str:
     difference against uniform (``*`` = significant), few-shot accuracy, per-domain bpb."""
     from chameleon_assets.core import compare
     from chameleon_assets.defs.io import load_value
-    from chameleon_assets.defs.models import text_table
 
-    table = load_value(instance or get_instance(), "mixture_comparison")
-    if not table.rows:
-        return "\nNo evaluation of a current model to compare: " + "; ".join(
-            f"{m}: {why}" for m, why in table.excluded.items())
-    comp = compare.Comparison(table.rows, table.domains, table.tasks, table.baseline, table.notes)
-    lines = [f"\nMixture comparison (version {table.data_version}): means over seeds with 95% intervals; "
-             "* = paired difference significant", text_table(compare.summary_cells(comp), "mixture"),
-             "\nBits per byte per domain (mean ±95% half-width; paired difference vs uniform)",
-             text_table(compare.domain_cells(comp), "mixture")]
-    lines += [f"note: {n}" for n in table.notes]
-    if table.excluded:
-        lines.append("not compared (stale): " + "; ".join(f"{m}: {why}" for m, why in table.excluded.items()))
-    return "\n".join(lines)
+    return _comparison_text(load_value(instance or get_instance(), "mixture_comparison"), "Mixture comparison",
+                            "domain", compare.summary_cells)
 
 
 def finetune_report(instance: dg.DagsterInstance | None = None) -> str:
     """The finetuning comparison as text: finetuning-domain bits per byte with intervals and
     the paired difference against uniform, the gain over the start model, forgetting."""
-    from chameleon_assets.core import compare
     from chameleon_assets.defs.finetune import finetune_summary_cells
     from chameleon_assets.defs.io import load_value
-    from chameleon_assets.defs.models import text_table
 
     table = load_value(instance or get_instance(), "finetune_comparison")
+    starts = sorted({v["start"] for v in table.included.values()})
+    return _comparison_text(table, f"Finetuning comparison (from {', '.join(starts)})", "finetuning domain",
+                            finetune_summary_cells)
+
+
+def _comparison_text(table, title: str, what: str, summary_cells) -> str:  # noqa: ANN001
+    """A stored comparison as the text tables ``make run`` prints: the summary (means, 95%
+    intervals, paired differences), bits per byte per ``what``, notes and what was left out."""
+    from chameleon_assets.core import compare
+    from chameleon_assets.defs.models import text_table
+
     if not table.rows:
-        return "\nNo evaluation of a current finetuned model to compare: " + "; ".join(
+        return "\nNo evaluation of a current model to compare: " + "; ".join(
             f"{m}: {why}" for m, why in table.excluded.items())
     comp = compare.Comparison(table.rows, table.domains, table.tasks, table.baseline, table.notes)
-    starts = sorted({v["start"] for v in table.included.values()})
-    lines = [f"\nFinetuning comparison (version {table.data_version}; from {', '.join(starts)}): bits per byte on "
-             "the finetuning domains, means over seeds with 95% intervals; * = paired difference significant",
-             text_table(finetune_summary_cells(comp), "mixture"),
-             "\nBits per byte per finetuning domain (mean ±95% half-width; paired difference vs uniform)",
+    lines = [f"\n{title}, version {table.data_version}: bits per byte, means over seeds with 95% intervals; "
+             "* = paired difference significant", text_table(summary_cells(comp), "mixture"),
+             f"\nBits per byte per {what} (mean ±95% half-width; paired difference vs uniform)",
              text_table(compare.domain_cells(comp), "mixture")]
     lines += [f"note: {n}" for n in table.notes]
     if table.excluded:

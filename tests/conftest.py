@@ -91,3 +91,22 @@ def current(project: Path, kind: str, partition: str | None = None) -> Path:
     """The folder an artefact's ``current`` link points to (``data/artifacts/<kind>[/<partition>]/current``)."""
     base = project / "data" / "artifacts" / kind
     return (base / partition / "current" if partition else base / "current").resolve()
+
+
+def materialised(instance, keys) -> dict[str, list[str]]:  # noqa: ANN001
+    """The partition ("" when unpartitioned) of every materialisation so far, per asset, sorted."""
+    import dagster as dg
+
+    return {k: sorted(r.partition_key or "" for r in
+                      instance.fetch_materializations(dg.AssetKey(k), limit=10_000).records) for k in keys}
+
+
+def new_materialisations(before: dict, after: dict) -> dict[str, list[str]]:
+    """Per asset, the materialisations in ``after`` that ``before`` does not hold (``materialised``)."""
+    diff = {}
+    for key in after:
+        rest = list(after[key])
+        for p in before[key]:
+            rest.remove(p)
+        diff[key] = rest
+    return diff

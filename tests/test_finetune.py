@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import current, write_domain
+from tests.conftest import current, materialised, new_materialisations, write_domain
 
 PRETRAIN = ["alpha", "beta", "gamma"]
 FINETUNE_TEXT = {
@@ -31,11 +31,6 @@ def write_both(project: Path, pretrain: list[str], finetune: list[str]) -> Path:
     reg = project / "conf" / "domains.yaml"
     reg.write_text("\n".join(lines) + "\n")
     return reg
-
-
-def _materialised(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, list[str]]:
-    return {k: sorted(r.partition_key or "" for r in instance.fetch_materializations(dg.AssetKey(k), limit=1000).records)
-            for k in keys}
 
 
 # --- the weights -----------------------------------------------------------------------
@@ -167,17 +162,11 @@ def test_the_finetuning_stage_trains_from_the_base_model_evaluates_compares_and_
             "weight_diagnostics", "base_model", "evaluation", "mixture_comparison", "finetune_corpus",
             "finetune_embeddings", "finetune_affinity", "finetune_weights", "finetune_diagnostics",
             "finetuned_model", "finetune_evaluation", "finetune_comparison"]
-    before = _materialised(instance, keys)
+    before = materialised(instance, keys)
     write_both(project, PRETRAIN, [*FINETUNE, "eta"])
     report = sync(instance=instance)
     assert report.partition_changes == "+finetune_domain: eta"
-    after = _materialised(instance, keys)
-    new = {}
-    for k in keys:
-        rest = list(after[k])
-        for p in before[k]:
-            rest.remove(p)
-        new[k] = rest
+    new = new_materialisations(before, materialised(instance, keys))
     assert new == {**{k: [] for k in keys}, "finetune_corpus": ["eta"], "finetune_embeddings": ["eta"],
                    "finetune_affinity": [""], "finetune_weights": [""], "finetune_diagnostics": [""],
                    "finetune_comparison": [""]}  # the comparison drops the rows of models of the old weights

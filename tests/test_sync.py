@@ -7,30 +7,18 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from tests.conftest import current, write_domain, write_registry
+from tests.conftest import current, materialised, new_materialisations, write_domain, write_registry
 
 pytestmark = pytest.mark.slow
 
 KEYS = ("domain_corpus", "domain_embeddings", "proxy_model", "affinity_matrix", "mixture_weights")
 
 
-def _materializations(instance: dg.DagsterInstance) -> dict[str, list[str | None]]:
-    """Partition of every materialisation so far, per asset (oldest first)."""
-    out = {}
-    for key in KEYS:
-        records = instance.fetch_materializations(dg.AssetKey(key), limit=10_000).records
-        out[key] = sorted((r.partition_key or "") for r in records)
-    return out
+def _materializations(instance: dg.DagsterInstance) -> dict[str, list[str]]:
+    return materialised(instance, KEYS)
 
 
-def _new(before: dict, after: dict) -> dict[str, list[str]]:
-    diff = {}
-    for key in KEYS:
-        rest = list(after[key])
-        for p in before[key]:
-            rest.remove(p)
-        diff[key] = rest
-    return diff
+_new = new_materialisations
 
 
 @pytest.fixture

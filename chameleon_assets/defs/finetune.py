@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from chameleon_assets import paths
-from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
+from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.defs import plots, policy
 from chameleon_assets.defs.io import ArtefactDamaged, latest_version, load_value, load_version, one_writer, stored_value
 from chameleon_assets.defs.io import versions_text
@@ -325,9 +325,10 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
               pretrain_versions: dict) -> FinetuneEvaluation:
     import numpy as np
 
-    from chameleon_assets.core.evaluate import perplexity, validation_windows
+    from chameleon_assets.core.evaluate import perplexity
     from chameleon_assets.core.model import load_model, resolve_device
     from chameleon_assets.core.tokenizer import load_tokenizer
+    from chameleon_assets.defs.models import held_out_windows, log_evaluation
 
     profile = chameleon.profile()
     cfg = profile.evaluation
@@ -336,13 +337,8 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
     ctx = profile.base_model.model.context_length
     groups = {"finetune": {d: load_version("finetune_corpus", d, v) for d, v in model.corpus_versions.items()},
               "pretrain": {d: load_version("domain_corpus", d, v) for d, v in pretrain_versions.items()}}
-    windows = {}
-    for group, shards in groups.items():
-        for d, s in shards.items():
-            if s.val_tokens < 2:
-                raise ValueError(f"domain '{d}': no held-out tokens ({s.val_documents} validation documents); "
-                                 "give it more documents or raise val_fraction in the profile")
-            windows[(group, d)] = validation_windows(s.val(), cfg.ppl_windows, ctx)
+    windows = {(group, d): held_out_windows(d, s, cfg.ppl_windows, ctx)
+               for group, shards in groups.items() for d, s in shards.items()}
     scores = {}
     for who, path in (("finetuned", model.path), ("start", model.start_path)):
         net = load_model(path, device)
@@ -379,12 +375,7 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
         "pretrain_bpb_avg": float(np.mean(list(result.pretrain_bits_per_byte.values()))),
         "forgetting_bpb": result.forgetting,
     }
-    with tracking.start_run(run_id=model.mlflow_run_id):
-        import mlflow
-
-        mlflow.log_metrics(metrics)
-        mlflow.set_tag("evaluated_by_dagster_run", context.run_id)
-        mlflow.set_tag("evaluation_version", version)
+    log_evaluation(tracking, model.mlflow_run_id, metrics, context.run_id, version)
     return result
 
 
@@ -415,7 +406,7 @@ def finetune_comparison(
     the start model (`forgetting_bpb`), with intervals. Aggregates go to each mixture's
     MLflow parent run.
     """
-    from chameleon_assets.core import compare
+    from chameleon_assets.defs.models import comparison_output
 
     models, excluded = {}, {}
     for key in finetune_evaluation:
@@ -430,50 +421,9 @@ def finetune_comparison(
     if not current:
         context.log.warning(f"no evaluation of a current finetuned model yet (stale: {excluded}); run `chameleon run`")
     table = finetune_table(current, finetune_weights)
-    version = sha256_text(FINETUNE_COMPARISON_CODE_VERSION, finetune_weights.data_version,
-                          json.dumps([included, excluded], sort_keys=True))[:24]
-    out = paths.comparison_dir(version, "finetune")
-    summary = compare.markdown(finetune_summary_cells(table))
-    per_domain = compare.markdown(compare.domain_cells(table))
-    value = stored_value("finetune_comparison", None, version)
-    if value is None:
-        import pandas as pd
-
-        frame = pd.DataFrame.from_dict(table.rows, orient="index", columns=None if table.rows else ["bpb_avg"])
-        with atomic_dir(out) as tmp:
-            with atomic_file(tmp / "finetune_comparison.csv") as fh:
-                frame.to_csv(fh, float_format="%.6g")
-            (tmp / "finetune_comparison.md").write_text(
-                f"{summary}\n\nBits per byte per finetuning domain (mean ±95% half-width; paired difference vs "
-                f"uniform)\n\n{per_domain}\n")
-            _plot(table, tmp / "finetune_bits_per_byte.png")
-            write_json(tmp / "provenance.json", {"weights_version": finetune_weights.data_version,
-                                                 "included": included, "excluded": excluded, "notes": table.notes})
-        with mlflow_tracking.start_run(run_name="finetune_comparison", tags={
-                "dagster_run_id": context.run_id, "kind": "comparison", "stage": "finetune",
-                "comparison_version": version}):
-            import mlflow
-
-            for name in ("finetune_comparison.csv", "finetune_comparison.md", "finetune_bits_per_byte.png"):
-                mlflow.log_artifact(str(out / name))
-        from chameleon_assets.defs.models import log_aggregates
-
-        log_aggregates(context, mlflow_tracking, table, models, included)
-        value = ComparisonTable(version, str(out), table.rows, included, excluded, domains=table.domains,
-                                tasks=table.tasks, baseline=table.baseline, notes=table.notes)
-    point_current(out)
-    prune_versions(out.parent)
-    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
-        "table": dg.MetadataValue.md(summary),
-        "bits_per_byte_per_domain": dg.MetadataValue.md(per_domain),
-        "plot": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "finetune_bits_per_byte.png"),
-                                                         "bits per byte per finetuning domain")),
-        "mixtures": len(table.rows),
-        "versions": dg.MetadataValue.json(included),
-        "excluded": dg.MetadataValue.json(excluded),
-        "notes": dg.MetadataValue.json(table.notes),
-        "csv": dg.MetadataValue.path(str(out / "finetune_comparison.csv")),
-    })
+    return comparison_output(context, mlflow_tracking, "finetune_comparison", "finetune",
+                             FINETUNE_COMPARISON_CODE_VERSION, table, finetune_summary_cells(table),
+                             finetune_weights.data_version, models, included, excluded)
 
 
 def finetune_inputs(table: MixtureTable, models: dict, evaluations: dict, eval_config: str, finetune_config: str
@@ -554,15 +504,3 @@ def finetune_summary_cells(table) -> dict[str, dict[str, str]]:  # noqa: ANN001 
             "forgetting (pretraining bpb - start)": compare.ci_text(row, "forgetting_bpb"),
         }
     return cells
-
-
-def _plot(table, path) -> None:  # noqa: ANN001
-    """Per-finetuning-domain bits per byte, one bar per mixture, with 95% interval bars."""
-    import math
-
-    bars = {m: [row[f"bpb.{d}"] for d in table.domains] for m, row in table.rows.items()}
-    errors = {m: [(row[f"bpb.{d}_hi"] - row[f"bpb.{d}_lo"]) / 2 if math.isfinite(row[f"bpb.{d}_lo"]) else 0.0
-                  for d in table.domains] for m, row in table.rows.items()}
-    note = "mean over seeds; bars: 95% interval" if table.rows else "no current evaluation"
-    plots.grouped_bars(bars, table.domains, f"finetuned models: held-out bits per byte (lower is better)\n{note}",
-                       path, ylabel="bits per byte", errors=errors, xlabel="finetuning domain")

@@ -227,7 +227,7 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
               val_versions: dict) -> Evaluation:
     import numpy as np
 
-    from chameleon_assets.core.evaluate import perplexity, run_lm_eval, validation_windows
+    from chameleon_assets.core.evaluate import perplexity, run_lm_eval
     from chameleon_assets.core.model import load_model, resolve_device
     from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
@@ -241,12 +241,7 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
     ctx = profile.base_model.model.context_length
     ppl = {}
     for d in base_model.weights:
-        if shards[d].val_tokens < 2:
-            raise ValueError(
-                f"domain '{d}': no held-out tokens ({shards[d].val_documents} validation documents); "
-                "give it more documents or raise val_fraction in the profile"
-            )
-        windows = validation_windows(shards[d].val(), cfg.ppl_windows, ctx)
+        windows = held_out_windows(d, shards[d], cfg.ppl_windows, ctx)
         ppl[d] = perplexity(model, windows, cfg.batch_size, device, decode=tok.decode)
     # The model's seed also seeds lm-eval: two mixtures of one seed see the same shots.
     tasks = run_lm_eval(model, tok, list(cfg.tasks), cfg.num_fewshot, cfg.limit, cfg.batch_size, ctx, device,
@@ -281,13 +276,29 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
         **{f"{m}.{t}": v for t, scores in tasks.items() for m, v in scores.items()
            if isinstance(v, (int, float)) and m in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr")},
     }
-    with tracking.start_run(run_id=base_model.mlflow_run_id):
+    log_evaluation(tracking, base_model.mlflow_run_id, metrics, context.run_id, version)
+    return result
+
+
+def held_out_windows(domain: str, shards, count: int, length: int) -> list:  # noqa: ANN001 (CorpusShards)
+    """The same ``count`` validation windows of ``length`` tokens for every model scored on
+    ``domain``; a clear error when the domain has no held-out tokens."""
+    from chameleon_assets.core.evaluate import validation_windows
+
+    if shards.val_tokens < 2:
+        raise ValueError(f"domain '{domain}': no held-out tokens ({shards.val_documents} validation documents); "
+                         "give it more documents or raise val_fraction in the profile")
+    return validation_windows(shards.val(), count, length)
+
+
+def log_evaluation(tracking: MLflowTracking, run_id: str, metrics: dict, dagster_run_id: str, version: str) -> None:
+    """An evaluation's metrics on its model's MLflow run, tagged with the evaluating run and version."""
+    with tracking.start_run(run_id=run_id):
         import mlflow
 
         mlflow.log_metrics(metrics)
-        mlflow.set_tag("evaluated_by_dagster_run", context.run_id)
+        mlflow.set_tag("evaluated_by_dagster_run", dagster_run_id)
         mlflow.set_tag("evaluation_version", version)
-    return result
 
 
 @dg.asset(
@@ -320,8 +331,6 @@ def mixture_comparison(
     validation data are left out and listed under `excluded`. Aggregates go to each
     mixture's MLflow parent run.
     """
-    import pandas as pd
-
     from chameleon_assets.core import compare
 
     eval_config = chameleon.section_version("evaluation")
@@ -340,30 +349,47 @@ def mixture_comparison(
         context.log.warning(f"no evaluation of a current model yet (stale: {excluded}); run `chameleon run`")
     weights = {m: dict(zip(mixture_weights.domains, mixture_weights.weights[m])) for m in current}
     table = compare.compare(current, weights)
-    version = sha256_text(COMPARISON_CODE_VERSION, mixture_weights.data_version,
-                          json.dumps([included, excluded], sort_keys=True))[:24]
-    out = paths.comparison_dir(version)
-    summary = compare.markdown(compare.summary_cells(table))
+    return comparison_output(context, mlflow_tracking, "mixture_comparison", "pretrain", COMPARISON_CODE_VERSION,
+                             table, compare.summary_cells(table), mixture_weights.data_version, models, included,
+                             excluded)
+
+
+def comparison_output(context, tracking: MLflowTracking, asset: str, stage: str, code_version: str,  # noqa: ANN001
+                      table, summary_cells: dict, weights_version: str, models: dict, included: dict,
+                      excluded: dict) -> dg.Output[ComparisonTable]:
+    """Store, log and describe one stage's comparison (``core.compare.Comparison``): its version
+    (hash of code, weights and the included and excluded evaluations), ``<asset>.csv``,
+    ``<asset>.md``, the per-domain plot and ``provenance.json`` in a folder of that version,
+    an MLflow run with those files, the aggregates on each mixture's parent run, and the
+    step's metadata. A version computed before is reused."""
+    from chameleon_assets.core import compare
+
+    version = sha256_text(code_version, weights_version, json.dumps([included, excluded], sort_keys=True))[:24]
+    out = paths.comparison_dir(version, stage)
+    what = "domain" if stage == "pretrain" else "finetuning domain"
+    plot = "bits_per_byte.png" if stage == "pretrain" else "finetune_bits_per_byte.png"
+    summary = compare.markdown(summary_cells)
     per_domain = compare.markdown(compare.domain_cells(table))
-    value = stored_value("mixture_comparison", None, version)
+    value = stored_value(asset, None, version)
     if value is None:
+        import pandas as pd
+
         frame = pd.DataFrame.from_dict(table.rows, orient="index", columns=None if table.rows else ["bpb_avg"])
         with atomic_dir(out) as tmp:
-            with atomic_file(tmp / "mixture_comparison.csv") as fh:
+            with atomic_file(tmp / f"{asset}.csv") as fh:
                 frame.to_csv(fh, float_format="%.6g")
-            (tmp / "mixture_comparison.md").write_text(f"{summary}\n\nBits per byte per domain (mean ±95% "
-                                                       f"half-width; paired difference vs uniform)\n\n{per_domain}\n")
-            _bpb_plot(table, tmp / "bits_per_byte.png")
-            write_json(tmp / "provenance.json", {"weights_version": mixture_weights.data_version,
+            (tmp / f"{asset}.md").write_text(f"{summary}\n\nBits per byte per {what} (mean ±95% "
+                                             f"half-width; paired difference vs uniform)\n\n{per_domain}\n")
+            _bpb_plot(table, tmp / plot, what)
+            write_json(tmp / "provenance.json", {"weights_version": weights_version,
                                                  "included": included, "excluded": excluded, "notes": table.notes})
-        with mlflow_tracking.start_run(run_name="mixture_comparison", tags={"dagster_run_id": context.run_id,
-                                                                             "kind": "comparison",
-                                                                             "comparison_version": version}):
+        with tracking.start_run(run_name=asset, tags={"dagster_run_id": context.run_id, "kind": "comparison",
+                                                      "stage": stage, "comparison_version": version}):
             import mlflow
 
-            for name in ("mixture_comparison.csv", "mixture_comparison.md", "bits_per_byte.png"):
+            for name in (f"{asset}.csv", f"{asset}.md", plot):
                 mlflow.log_artifact(str(out / name))
-        log_aggregates(context, mlflow_tracking, table, models, included)
+        log_aggregates(context, tracking, table, models, included)
         value = ComparisonTable(version, str(out), table.rows, included, excluded, domains=table.domains,
                                 tasks=table.tasks, baseline=table.baseline, notes=table.notes)
     point_current(out)
@@ -371,29 +397,28 @@ def mixture_comparison(
     return dg.Output(value, data_version=dg.DataVersion(version), metadata={
         "table": dg.MetadataValue.md(summary),
         "bits_per_byte_per_domain": dg.MetadataValue.md(per_domain),
-        "plot": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "bits_per_byte.png"),
-                                                         "bits per byte per domain")),
+        "plot": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / plot), f"bits per byte per {what}")),
         "mixtures": len(table.rows),
         "seeds": dg.MetadataValue.json({m: int(r["seeds"]) for m, r in table.rows.items()}),
         "versions": dg.MetadataValue.json(included),
         "excluded": dg.MetadataValue.json(excluded),
         "notes": dg.MetadataValue.json(table.notes),
-        "csv": dg.MetadataValue.path(str(out / "mixture_comparison.csv")),
+        "csv": dg.MetadataValue.path(str(out / f"{asset}.csv")),
     })
 
 
-def _bpb_plot(table, path) -> None:  # noqa: ANN001
-    """Per-domain bits per byte, one bar per mixture, with 95% interval bars over seeds."""
+def _bpb_plot(table, path, what: str = "domain") -> None:  # noqa: ANN001
+    """Bits per byte per ``what`` (domain), one bar per mixture, with 95% interval bars over seeds."""
     import math
 
     bars = {m: [row[f"bpb.{d}"] for d in table.domains] for m, row in table.rows.items()}
     errors = {m: [(row[f"bpb.{d}_hi"] - row[f"bpb.{d}_lo"]) / 2 if math.isfinite(row[f"bpb.{d}_lo"]) else 0.0
                   for d in table.domains] for m, row in table.rows.items()}
     seeds = sorted({int(r["seeds"]) for r in table.rows.values()})
-    title = "held-out bits per byte per domain (lower is better)"
+    title = f"held-out bits per byte per {what} (lower is better)"
     note = f"mean over {'/'.join(map(str, seeds))} seed(s); bars: 95% interval" if table.rows else "no current evaluation"
     plots.grouped_bars(bars, table.domains, f"{title}\n{note}", path, ylabel="bits per byte", errors=errors,
-                       xlabel="domain")
+                       xlabel=what)
 
 
 def log_aggregates(context, tracking: MLflowTracking, table, models: dict, included: dict) -> None:  # noqa: ANN001
