@@ -62,8 +62,17 @@ class WeightedDomainSampler:
         return [self.domains[i] for i in idx]
 
     def next_batch(self, batch_size: int) -> torch.Tensor:
+        return self.next_labelled_batch(batch_size)[0]
+
+    def next_labelled_batch(self, batch_size: int) -> tuple[torch.Tensor, list[str]]:
+        """A batch and the domain of each row (what DoReMi's per-domain losses group by)."""
+        domains = self.draw_domains(batch_size)
+        return self.batch_of(domains), domains
+
+    def batch_of(self, domains: list[str]) -> torch.Tensor:
+        """One window per entry of ``domains``, each from that domain's stream, as a (n, seq_len + 1) batch."""
         rows = []
-        for d in self.draw_domains(batch_size):
+        for d in domains:
             self.draws[d] += 1
             rows.append(self._window(d).astype(np.int64))
         return torch.from_numpy(np.stack(rows))
@@ -118,7 +127,8 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (tied embeddings counted once)."""
     params = {id(p): p for p in model.parameters() if p.requires_grad}.values()
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -150,7 +160,7 @@ def train_causal_lm(
     seq_len = sampler.seq_len
     steps = total_steps(cfg, seq_len)
     model.to(device).train()
-    opt = _optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg, steps) / cfg.lr)
     step, losses = 0, []
     key = sha256_text(run_key, repr(cfg))[:16]

@@ -1,0 +1,203 @@
+"""One interface for mixing methods: domains in, weights and how they were obtained out.
+
+A method is an object with a ``name``, the inputs it ``needs``, a ``Params`` dataclass
+(its settings, validated from YAML by ``settings``) and
+
+    compute(domains: DomainSet, params: Params, proxy: ProxyRecipe | None) -> MethodResult
+
+``DomainSet`` carries what a method may read about the k domains (names, token counts,
+the CHAMELEON kernel of their mean embeddings, their train and validation tokens);
+``ProxyRecipe`` is the hook that builds and trains proxy models of the profile's size;
+``MethodResult`` holds the weights (a distribution over the k domains), the trajectory
+of weights over training steps when the method has one, and the ``Cost`` it spent.
+
+Each method lives in its own module of this package and registers itself with
+``@register``; ``registered()`` imports every module here, so adding a method is adding
+a module. Closed-form methods need no proxy training (``needs`` without ``"proxy"``) and
+are computed together in ``mixture_weights``; methods that train proxies get their own
+assets (``defs/methods``). No Dagster here: callable from a notebook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Protocol
+
+import numpy as np
+
+from chameleon_assets.core.cost import Cost, forward_flops_per_token, train_flops_per_token
+
+# What a method may ask for. "tokens": train token counts; "kernel": K = E E^T of the
+# domain mean embeddings; "corpora": train and validation token ids; "proxy": the hook
+# that trains proxy models (a method that needs it costs training compute).
+NEEDS = frozenset({"tokens", "kernel", "corpora", "proxy"})
+
+
+@dataclass
+class DomainSet:
+    """The k domains a method weighs, in a fixed order (``names``)."""
+
+    names: list[str]
+    train_tokens: np.ndarray  # (k,) train tokens per domain
+    kernel: np.ndarray | None = None  # (k, k) K = E E^T of the domain mean embeddings
+    train: Mapping[str, np.ndarray] | None = None  # domain -> train token ids (memory-mapped)
+    val: Mapping[str, np.ndarray] | None = None  # domain -> held-out token ids
+
+    def __post_init__(self) -> None:
+        self.train_tokens = np.asarray(self.train_tokens, dtype=np.float64)
+        if len(self.names) != len(self.train_tokens):
+            raise ValueError(f"{len(self.names)} domain names but {len(self.train_tokens)} token counts")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"domain names repeat: {self.names}")
+
+    @property
+    def k(self) -> int:
+        return len(self.names)
+
+    def require(self, method: str, needs: frozenset[str]) -> None:
+        """Raise naming the method and the input it lacks."""
+        if "kernel" in needs and self.kernel is None:
+            raise ValueError(f"method '{method}' needs the domain kernel (embeddings) and none was given")
+        if "corpora" in needs:
+            for what, data in (("train", self.train), ("validation", self.val)):
+                missing = [d for d in self.names if data is None or d not in data]
+                if missing:
+                    raise ValueError(f"method '{method}' needs the {what} tokens of {', '.join(missing)}")
+
+
+@dataclass
+class ProxyRecipe:
+    """The hook through which a method builds and trains proxy models: the profile's
+    model config and training recipe, the tokenizer's vocabulary, a seed and a device."""
+
+    model: Any  # settings.ModelConfig
+    train: Any  # settings.TrainConfig
+    vocab_size: int
+    eos_id: int
+    seed: int
+    device: str = "cpu"
+    progress: bool = False
+
+    def build(self, seed: int | None = None):  # noqa: ANN201 - a transformers PreTrainedModel
+        """A freshly initialised proxy (seeded by ``seed``, default the recipe's)."""
+        from chameleon_assets.core.model import build_model
+
+        return build_model(self.model, self.vocab_size, self.eos_id, self.seed if seed is None else seed)
+
+    def torch_device(self):  # noqa: ANN201
+        from chameleon_assets.core.model import resolve_device
+
+        return resolve_device(self.device)
+
+    def flops_per_token(self, model) -> tuple[float, float]:  # noqa: ANN001
+        """(training, forward) FLOPs per token of ``model`` at this recipe's context length."""
+        from chameleon_assets.core.model import count_parameters
+
+        n = count_parameters(model)
+        shape = (n, self.model.num_layers, self.model.context_length, self.model.hidden_size)
+        return train_flops_per_token(*shape), forward_flops_per_token(*shape)
+
+    def train_on(self, train: Mapping[str, np.ndarray], weights: Mapping[str, float], part: str,
+                 seed: int | None = None, train_cfg: Any = None, model_cfg: Any = None):  # noqa: ANN201
+        """Train a fresh model on the ``weights`` mixture of ``train`` (the plain training
+        loop of ``core.train``); returns ``(model, TrainResult, Cost)`` with the cost named ``part``.
+
+        ``train_cfg`` / ``model_cfg`` override the recipe's (RegMix's small swarm models).
+        """
+        import time
+
+        from chameleon_assets.core.model import build_model, count_parameters
+        from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
+
+        cfg_m, cfg_t = model_cfg or self.model, train_cfg or self.train
+        seed = self.seed if seed is None else seed
+        model = build_model(cfg_m, self.vocab_size, self.eos_id, seed)
+        sampler = WeightedDomainSampler(dict(train), dict(weights), cfg_m.context_length, seed)
+        t0 = time.perf_counter()
+        result = train_causal_lm(model, sampler, cfg_t, self.torch_device(), progress=self.progress, desc=part)
+        wall = time.perf_counter() - t0
+        flops = train_flops_per_token(count_parameters(model), cfg_m.num_layers, cfg_m.context_length,
+                                      cfg_m.hidden_size) * result.tokens
+        return model, result, Cost.of(part, flops, wall, result.tokens)
+
+
+@dataclass
+class MethodResult:
+    """A method's weights (``weights[i]`` for ``DomainSet.names[i]``) and how it got them."""
+
+    weights: np.ndarray
+    cost: Cost = field(default_factory=Cost)
+    trajectory: np.ndarray | None = None  # (steps, k): the weights after each update, when the method has steps
+    details: dict = field(default_factory=dict)  # JSON-friendly extras (e.g. RegMix's rank correlation)
+    notes: list[str] = field(default_factory=list)
+
+
+class MixingMethod(Protocol):
+    """What every method provides (see the module docstring)."""
+
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[str]]
+    Params: ClassVar[type]
+
+    def compute(self, domains: DomainSet, params: Any, proxy: ProxyRecipe | None = None) -> MethodResult: ...
+
+
+_METHODS: dict[str, MixingMethod] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: register one instance of a method under its ``name``."""
+    method = cls()
+    if not method.needs <= NEEDS:
+        raise ValueError(f"method '{method.name}' needs unknown inputs {sorted(method.needs - NEEDS)}")
+    if method.name in _METHODS and type(_METHODS[method.name]) is not cls:
+        raise ValueError(f"two methods are named '{method.name}'")
+    _METHODS[method.name] = method
+    return cls
+
+
+def registered() -> dict[str, MixingMethod]:
+    """Every method of this package, by name (importing each module registers it)."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    return dict(_METHODS)
+
+
+def get(name: str) -> MixingMethod:
+    """The method called ``name``, or a ValueError listing the known ones."""
+    methods = registered()
+    if name not in methods:
+        raise ValueError(f"unknown mixing method '{name}'; known: {', '.join(sorted(methods))}")
+    return methods[name]
+
+
+def trained_methods() -> list[str]:
+    """Names of the methods that train proxy models (each gets its own assets)."""
+    return sorted(n for n, m in registered().items() if "proxy" in m.needs)
+
+
+def check_weights(weights: np.ndarray, k: int, method: str) -> np.ndarray:
+    """``weights`` as a float64 distribution over k domains, or a ValueError naming the method."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,):
+        raise ValueError(f"method '{method}' returned {w.shape} weights for {k} domains")
+    if not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
+        raise ValueError(f"method '{method}' returned weights that are not a distribution: {w.tolist()}")
+    return w / w.sum()
+
+
+def run(name: str, domains: DomainSet, params: Any = None, proxy: ProxyRecipe | None = None) -> MethodResult:
+    """Compute method ``name`` on ``domains``: checks its inputs, and its output is a distribution.
+
+    ``params`` defaults to the method's ``Params()``.
+    """
+    method = get(name)
+    domains.require(name, method.needs)
+    if "proxy" in method.needs and proxy is None:
+        raise ValueError(f"method '{name}' trains proxy models: give it a ProxyRecipe")
+    result = method.compute(domains, params if params is not None else method.Params(), proxy)
+    result.weights = check_weights(result.weights, domains.k, name)
+    return result
+
