@@ -9,12 +9,16 @@ STAMP       := $(VENV)/.installed
 # nvidia-smi gets the CUDA build that pyproject's range selects. Override with TORCH_SPEC=...
 TORCH_SPEC  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo "torch==2.13.0")
 PROFILE     ?= cpu
+# `make run MIXTURES="uniform doremi"` trains these mixtures' base models instead of the profile's list.
+MIXTURES    ?=
+# What `make run-methods` trains: the default three and the computed competitors.
+METHOD_MIXTURES := uniform natural chameleon_pretrain doremi doge regmix
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: venv run test test-fast corpus sync ui bench clean
+.PHONY: venv run run-methods test test-fast corpus sync ui bench clean
 
 venv: $(STAMP)
 
@@ -41,7 +45,13 @@ $(CORPUS_STAMP): $(STAMP) requirements-corpus.txt chameleon_assets/core/default_
 
 run: $(CORPUS_STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run
+	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run $(if $(MIXTURES),--mixtures $(MIXTURES))
+
+# DoReMi, DoGE and RegMix computed on the same domains, each trained and evaluated as a
+# mixture beside CHAMELEON (see README, "Competing methods").
+run-methods: $(CORPUS_STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run --mixtures $(METHOD_MIXTURES)
 
 sync: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)

@@ -11,6 +11,7 @@ from chameleon_assets.defs.corpus import domain_corpus, finetune_corpus
 from chameleon_assets.defs.diagnostics import finetune_diagnostics, weight_diagnostics
 from chameleon_assets.defs.finetune import finetune_comparison, finetune_evaluation, finetuned_model
 from chameleon_assets.defs.io import VersionedValueIOManager
+from chameleon_assets.defs.methods import METHOD_ASSETS, mixture_table
 from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sensors import chameleon_automation, domain_registry_sensor
@@ -46,6 +47,8 @@ ASSETS = [
     affinity_matrix,
     mixture_weights,
     weight_diagnostics,
+    *METHOD_ASSETS,
+    mixture_table,
     base_model,
     evaluation,
     mixture_comparison,

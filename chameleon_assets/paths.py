@@ -70,6 +70,19 @@ def diagnostics_dir(version: str, stage: str = "pretrain") -> Path:
     return stage_dir("diagnostics", stage) / version
 
 
+def method_dir(method: str, version: str) -> Path:
+    """A computed method's weights (``doremi``, ``doge``, ``regmix``)."""
+    return artifacts_dir() / "methods" / method / version
+
+
+def regmix_run_dir(run: int, version: str) -> Path:
+    return artifacts_dir() / "methods" / "regmix_swarm" / f"run-{run}" / version
+
+
+def mixture_table_dir(version: str) -> Path:
+    return artifacts_dir() / "mixture_table" / version
+
+
 def base_model_dir(mixture: str, seed: int, version: str) -> Path:
     return artifacts_dir() / "base_model" / mixture / f"seed-{seed}" / version
 

@@ -205,7 +205,10 @@ def _converge(
         print(f"warning: {len(finetune_domains)} finetuning domains, {finetune_models} finetuned-model partitions: "
               f"Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} or more partitions (see README)",
               flush=True)
-    changes = partition_changes(instance, domains, mixture_names, seeds, finetune_domains, finetune_names)
+    from chameleon_assets.settings import method_params
+
+    runs = method_params(chameleon.profile(), "regmix").runs
+    changes = partition_changes(instance, domains, mixture_names, seeds, finetune_domains, finetune_names, runs)
     if not dry_run:
         for run_id in fail_orphaned_runs(instance):
             print(f"run {run_id} was killed before it finished: marked failed, its work is redone", flush=True)
@@ -359,17 +362,27 @@ def run_everything(
     return report
 
 
-def weights_report(instance: dg.DagsterInstance | None = None, asset: str = "mixture_weights") -> str:
-    """The current weights table (mixtures x domains) and KRLS, as text (``asset``:
-    ``mixture_weights`` or ``finetune_weights``)."""
+def weights_report(instance: dg.DagsterInstance | None = None, asset: str = "mixture_table") -> str:
+    """The current weights table (mixtures x domains), KRLS and what each mixture's weights
+    cost (FLOPs, wall seconds), as text (``asset``: ``mixture_table``, ``mixture_weights``
+    or ``finetune_weights``)."""
     from chameleon_assets.defs.io import load_value
     from chameleon_assets.defs.models import text_table
 
     table = load_value(instance or get_instance(), asset)
     cells = {m: {d: f"{w:.4f}" for d, w in zip(table.domains, ws)} for m, ws in table.weights.items()}
+    for m, c in getattr(table, "costs", {}).items():
+        if m in cells:
+            cells[m].update({"cost FLOPs": f"{c.get('flops', 0.0):.3g}", "cost wall s": f"{c.get('wall_s', 0.0):.1f}"})
     cells["krls"] = {d: f"{t:.4f}" for d, t in zip(table.domains, table.krls)}
-    title = "Mixture weights" if asset == "mixture_weights" else "\nFinetuning weights"
-    return f"{title} (rows: mixtures, columns: domains; version {table.data_version})\n" + text_table(cells)
+    title = "\nFinetuning weights" if asset == "finetune_weights" else "Mixture weights"
+    lines = [f"{title} (rows: mixtures, columns: domains; version {table.data_version})", text_table(cells)]
+    if asset == "mixture_table":
+        from chameleon_assets.defs.policy import method_assets
+
+        computed = set(method_assets().values())
+        lines += [f"not in the table: {m}: {why}" for m, why in table.skipped.items() if m in computed]
+    return "\n".join(lines)
 
 
 def comparison_report(instance: dg.DagsterInstance | None = None) -> str:

@@ -56,7 +56,7 @@ def _check_device(value: str) -> str:
 
 Device = Annotated[StrictStr, AfterValidator(_check_device)]
 
-_SCHEMA = ConfigDict(extra="forbid")
+SCHEMA = ConfigDict(extra="forbid")
 
 
 def _invalid(field_path: str, message: str, got: Any) -> PydanticCustomError:
@@ -65,7 +65,7 @@ def _invalid(field_path: str, message: str, got: Any) -> PydanticCustomError:
     return PydanticCustomError("invalid_setting", "{message}", {"message": message, "field": field_path, "got": got})
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class ModelConfig:
     """A causal LM built from scratch (``arch``: ``llama`` or ``gpt2``)."""
 
@@ -83,7 +83,7 @@ class ModelConfig:
         return self
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class TrainConfig:
     """AdamW with linear warmup and cosine decay to ``min_lr_ratio * lr``."""
 
@@ -101,7 +101,7 @@ class TrainConfig:
     compile: StrictBool = False
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class ProxyConfig:
     """The proxy LM: trained on the uniform mixture, or a user's local HF ``checkpoint``."""
 
@@ -110,7 +110,7 @@ class ProxyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class EmbeddingConfig:
     """``num_samples`` windows of ``sample_length`` tokens per domain, embedded at the middle layer.
 
@@ -125,7 +125,7 @@ class EmbeddingConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class BaseModelConfig:
     """One model per mixture, same config, seed and token budget; ``mixtures``: what `make run` trains."""
 
@@ -134,7 +134,7 @@ class BaseModelConfig:
     mixtures: list[NonEmptyStr] = field(default_factory=lambda: ["uniform", "natural", "chameleon_pretrain"])
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class EvaluationConfig:
     """Held-out perplexity windows and lm-eval few-shot tasks (``limit``: examples per task, null for all)."""
 
@@ -145,7 +145,7 @@ class EvaluationConfig:
     ppl_windows: PositiveInt = 32
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class FinetuneConfig:
     """Continued training on the finetuning domains, one model per (finetune mixture, seed).
 
@@ -161,7 +161,7 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(tokens=200_000, lr=1e-3, warmup_steps=10))
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class Profile:
     """One named profile (``cpu``: everything in ~10 minutes on 2 cores; ``gpu``: paper scale)."""
 
@@ -176,6 +176,29 @@ class Profile:
     base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # Settings of the mixing methods that train proxies (DoReMi, DoGE, RegMix), by method
+    # name; each entry is validated by that method's own ``Params`` (``core.methods``).
+    methods: dict[NonEmptyStr, dict[NonEmptyStr, Any]] = field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _methods_are_known(self) -> Profile:
+        from chameleon_assets.core.methods import trained_methods
+
+        known = trained_methods()
+        for name, values in self.methods.items():
+            if name not in known:
+                raise _invalid(f"methods.{name}", f"unknown method; methods with settings: {', '.join(known)}", name)
+            try:
+                _method_params(name, values)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = _dotted(tuple(err["loc"]))
+                kind = err["type"]
+                message = ("unknown key" if kind in ("unexpected_keyword_argument", "extra_forbidden")
+                           else _MESSAGES.get(kind) or err["msg"].removeprefix("Value error, ").replace(
+                               "Input should be", "must be"))
+                raise _invalid(f"methods.{name}" + (f".{loc}" if loc else ""), message, err["input"]) from None
+        return self
 
     @model_validator(mode="after")
     def _seeds_are_distinct(self) -> Profile:
@@ -196,7 +219,7 @@ class Profile:
         return self
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class ChameleonParams:
     """KRLS ridge ``lam`` and the softmax temperatures of the two CHAMELEON mixtures.
 
@@ -217,7 +240,7 @@ BUILTIN_MIXTURES = ("uniform", "natural", "temperature", "unimax", "chameleon_pr
 FINETUNE_MIXTURES = ("uniform", "natural", "temperature", "chameleon_finetune", "chameleon_pretrain")
 
 
-@dataclass(config=_SCHEMA)
+@dataclass(config=SCHEMA)
 class MixturesConfig:
     """Which mixtures exist (``mixtures``: built in or a preset, no duplicates), their
     parameters, and fixed presets (non-negative weights with a positive sum).
@@ -239,9 +262,10 @@ class MixturesConfig:
             if name in seen:
                 raise _invalid(f"mixtures[{i}]", "is listed twice", name)
             seen.add(name)
-            if name not in BUILTIN_MIXTURES and name not in self.presets:
-                raise _invalid(f"mixtures[{i}]", f"must be built in ({', '.join(BUILTIN_MIXTURES)}) "
-                               f"or a preset ({', '.join(self.presets) or 'none defined'})", name)
+            if name not in BUILTIN_MIXTURES and name not in self.presets and name not in computed_mixtures():
+                raise _invalid(f"mixtures[{i}]", f"must be built in ({', '.join(BUILTIN_MIXTURES)}), computed "
+                               f"({', '.join(computed_mixtures())}) or a preset "
+                               f"({', '.join(self.presets) or 'none defined'})", name)
         for i, name in enumerate(self.finetune_mixtures):
             if name in self.finetune_mixtures[:i]:
                 raise _invalid(f"finetune_mixtures[{i}]", "is listed twice", name)
@@ -252,6 +276,29 @@ class MixturesConfig:
             if sum(weights.values()) <= 0:
                 raise _invalid(f"presets.{name}", "weights must have a positive sum", weights)
         return self
+
+
+def _method_params(name: str, values: dict) -> Any:
+    """``values`` validated by method ``name``'s own ``Params`` (raises pydantic's ValidationError)."""
+    from chameleon_assets.core.methods import get
+
+    cls = get(name).Params
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls].validate_python(values or {})
+
+
+def method_params(profile: Profile, name: str) -> Any:
+    """The settings of mixing method ``name`` in ``profile`` (its ``Params``, defaults where unset)."""
+    return _method_params(name, profile.methods.get(name, {}))
+
+
+def computed_mixtures() -> tuple[str, ...]:
+    """Mixtures computed by methods that train proxies (``core.methods.trained_methods``),
+    valid in conf/mixtures.yaml's ``mixtures`` beside the built-in ones."""
+    from chameleon_assets.core.methods import trained_methods
+
+    return tuple(trained_methods())
 
 
 # --- Loading and error messages --------------------------------------------------------
@@ -394,7 +441,11 @@ def load_mixtures(path: Path | None = None) -> MixturesConfig:
 # ``device`` is in no section: where a model trains does not change what it is.
 
 CONFIG_SECTIONS = ("corpus", "proxy", "embedding", "mixing", "base_model", "evaluation", "finetune_mixing",
-                   "finetune")
+                   "finetune", "doremi", "doge", "regmix_run", "regmix")
+# RegMix is split in two: what one swarm run reads (``regmix_run``: the run's model, budget,
+# sampling and scoring) and what the fit reads (``regmix``): so adding runs, or changing
+# the target or the candidate search, retrains no run.
+REGMIX_FIT_FIELDS = ("runs", "target", "candidates", "top_k")
 
 
 def config_section(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> dict:
@@ -424,6 +475,8 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
     if section == "mixing":
         mixtures = mixtures or load_mixtures()
         data = _without(dataclasses.asdict(mixtures), "finetune_mixtures")  # finetune_mixing's
+        # Mixtures computed by methods that train proxies are not mixture_weights' to compute.
+        data["mixtures"] = [m for m in data["mixtures"] if m not in computed_mixtures()]
         data["presets"] = {n: w for n, w in data["presets"].items() if n in pretraining_presets(mixtures)}
         data["chameleon"] = _unless_default(data["chameleon"], "ridge", "absolute")
         if "unimax" in mixtures.mixtures and mixtures.unimax_budget_tokens is None:
@@ -459,6 +512,16 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
                  if ft.checkpoint else {"base": ft.base})
         return {**per_seed, **start, "context_length": profile.base_model.model.context_length,
                 "train": _result_fields(dataclasses.asdict(ft.train))}
+    if section in ("doremi", "doge"):
+        # They train proxies of the proxy's size and budget (its model and training recipe).
+        recipe = {"model": dataclasses.asdict(profile.proxy.model),
+                  "train": _result_fields(dataclasses.asdict(profile.proxy.train))}
+        return {**common, **recipe, "method": section, "params": dataclasses.asdict(method_params(profile, section))}
+    if section in ("regmix_run", "regmix"):
+        params = dataclasses.asdict(method_params(profile, "regmix"))
+        params["train"] = _result_fields(params["train"])
+        fit = {k: params.pop(k) for k in REGMIX_FIT_FIELDS}
+        return {**common, "params": params} if section == "regmix_run" else {"params": fit}
     raise KeyError(f"unknown configuration section {section!r}; known: {CONFIG_SECTIONS}")
 
 

@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 # stale and is rebuilt although nobody changed a setting. Computed with the hand-written
 # validator that preceded the pydantic schema; the schema must normalise to the same data.
 # Changed on purpose since: gpu "embedding" (the reference's 2,048 windows per domain, was 1,000).
+# Added since: the computed methods' sections (doremi, doge, regmix_run, regmix); listing
+# doremi, doge and regmix in conf/mixtures.yaml left "mixing" unchanged (mixture_weights
+# does not compute them).
 PINNED_SECTION_VERSIONS = {
     "cpu": {
         "corpus": "9c963d450a4322fb2af2c43c",
@@ -41,6 +44,10 @@ PINNED_SECTION_VERSIONS = {
         "evaluation": "63966d646918466ad0a75f44",
         "finetune_mixing": "bebea581ce35b112f94cede5",
         "finetune": "ec8bcb7a688702f6b2bef5ec",
+        "doremi": "ff57a9b69d8d7acdb41b69c3",
+        "doge": "b9d19034dc22e222e7f9769f",
+        "regmix_run": "6f5fa1eb568dbc715c557358",
+        "regmix": "1ef4667066df0ca3253a41ba",
     },
     "gpu": {
         "corpus": "7f4b4092e87253dce321cc33",
@@ -51,6 +58,10 @@ PINNED_SECTION_VERSIONS = {
         "evaluation": "4509f5c021f4bfe4bda8524d",
         "finetune_mixing": "bebea581ce35b112f94cede5",
         "finetune": "e7c9a2adfedf32cfff15ee90",
+        "doremi": "4277229d01309e87d228e5ca",
+        "doge": "e82208701f7c63a2bc7c16a0",
+        "regmix_run": "4cba114ef3422cda0f446932",
+        "regmix": "f236e9f837e574dd8d9d1855",
     },
 }
 
@@ -166,6 +177,13 @@ BAD_PROFILE_VALUES = [
     ("evaluation.batch_size", 0, "greater than or equal to 1"),
     ("evaluation.ppl_windows", 0, "greater than or equal to 1"),
     ("evaluation.tasks", "arc_easy_local", "must be a list"),
+    # the computed methods' settings, each checked by its method's own Params
+    ("methods.doremi.eta", 0, "greater than 0"),
+    ("methods.doge.smoothing", 1.5, "less than or equal to 1"),
+    ("methods.regmix.runs", 0, "greater than or equal to 1"),
+    ("methods.regmix.model.hidden_size", 0, "greater than or equal to 1"),
+    ("methods.regmix.colour", 1, "unknown key"),
+    ("methods.dorami", {}, "unknown method; methods with settings: doge, doremi, regmix"),
     # top level
     ("val_fraction", 1.0, "less than 1"),
     ("val_fraction", -0.05, "greater than or equal to 0"),
@@ -289,7 +307,7 @@ def test_bad_mixtures_value_is_one_line_naming_file_and_field(conf: Path, field:
 
 @pytest.mark.parametrize(
     ("changes", "field", "what"),
-    [({"mixtures": ["uniform", "doremi"]}, "mixtures[1]", "must be built in (uniform, natural"),
+    [({"mixtures": ["uniform", "doremix"]}, "mixtures[1]", "must be built in (uniform, natural"),
      ({"mixtures": ["uniform", "natural", "uniform"]}, "mixtures[2]", "is listed twice"),
      ({"mixtures": ["uniform", ""]}, "mixtures[1]", "must not be empty"),
      ({"presets.zero": {"a": 0, "b": 0.0}}, "presets.zero", "weights must have a positive sum")],

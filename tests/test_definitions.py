@@ -42,6 +42,6 @@ def test_every_asset_explains_itself_and_groups_read_as_the_method() -> None:
         description = node.description or ""
         assert len(description) >= 60, f"{key.to_user_string()}: description too short: {description!r}"
         groups.add(node.group_name)
-    assert groups == {"config", "corpus", "mixing", "models", "evaluation", "finetune"}
+    assert groups == {"config", "corpus", "mixing", "methods", "models", "evaluation", "finetune"}
     weights = graph.get(dg.AssetKey("mixture_weights")).description
     assert "tau_i = [K_c (K_c + lambda k I)^-1]_ii" in weights and "softmax" in weights

@@ -41,8 +41,9 @@ def test_missing_profile_and_unknown_mixture_are_refused(project: Path) -> None:
     with pytest.raises(ConfigError, match="nosuch.yaml: file not found"):
         load_profile("nosuch")
     bad = project / "conf" / "mixtures.yaml"
-    bad.write_text("mixtures: [uniform, doremi]\n")
-    with pytest.raises(ConfigError, match=r"mixtures.yaml: mixtures\[1\]: must be built in \(.*\) or a preset .* \(got 'doremi'\)"):
+    bad.write_text("mixtures: [uniform, doremix]\n")
+    with pytest.raises(ConfigError, match=r"mixtures.yaml: mixtures\[1\]: must be built in \(.*\), computed \(doge, doremi, "
+                       r"regmix\) or a preset .* \(got 'doremix'\)"):
         load_mixtures(bad)
     bad.write_text("chameleon: {lam: 0}\n")
     with pytest.raises(ConfigError, match=r"mixtures.yaml: chameleon.lam: must be greater than 0 \(got 0\)"):

@@ -6,6 +6,7 @@ Each check applies to both stages: the pretraining assets and their finetuning t
 import dagster as dg
 
 from chameleon_assets.defs.diagnostics import finetune_diagnostics, weight_diagnostics
+from chameleon_assets.defs.methods import mixture_table
 from chameleon_assets.defs.values import AffinityMatrix, MixtureTable, WeightDiagnostics
 from chameleon_assets.defs.weights import affinity_matrix, finetune_affinity, finetune_weights, mixture_weights
 
@@ -70,7 +71,7 @@ def no_near_duplicate_domains(weight_diagnostics: WeightDiagnostics) -> dg.Asset
 def _checks() -> list[dg.AssetChecksDefinition]:
     """Every check on the pretraining asset and on its finetuning twin (blocking ones block)."""
     specs = [
-        (weights_are_distributions, (mixture_weights, finetune_weights), True),
+        (weights_are_distributions, (mixture_weights, mixture_table, finetune_weights), True),
         (no_mixture_dominated_by_one_domain, (mixture_weights, finetune_weights), False),
         (affinity_is_symmetric, (affinity_matrix, finetune_affinity), True),
         (no_near_duplicate_domains, (weight_diagnostics, finetune_diagnostics), False),

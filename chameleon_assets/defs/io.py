@@ -159,7 +159,8 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
     Every output object carries a ``data_version`` attribute (the same string the asset
     reports to Dagster). Inputs mapped to several partitions, or declared with input
     metadata ``as_dict`` (``partitions.ALL_PARTITIONS``), arrive as ``{partition: value}``;
-    with ``existing_only``, partitions never materialised or damaged are left out.
+    with ``existing_only``, partitions never materialised or damaged are left out (an
+    unpartitioned input with ``existing_only`` arrives as None then).
     """
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
@@ -171,9 +172,16 @@ class VersionedValueIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         instance = context.instance
-        if not context.has_asset_partitions:
-            return load_value(instance, context.asset_key)
         meta = context.definition_metadata or {}
+        if not context.has_asset_partitions:
+            if meta.get("existing_only"):  # an optional input: None when never materialised or damaged
+                version = latest_version(instance, context.asset_key)
+                try:
+                    return None if version is None else load_version(context.asset_key, None, version)
+                except ArtefactDamaged as exc:
+                    context.log.warning(f"left out: {exc}")
+                    return None
+            return load_value(instance, context.asset_key)
         keys = sorted(context.asset_partition_keys)
         if not meta.get("existing_only"):
             values = {k: load_value(instance, context.asset_key, k) for k in keys}

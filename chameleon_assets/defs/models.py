@@ -49,7 +49,7 @@ def base_model(
     context: dg.AssetExecutionContext,
     chameleon: ChameleonConfig,
     mlflow_tracking: MLflowTracking,
-    mixture_weights: MixtureTable,
+    mixture_table: MixtureTable,
 ) -> dg.Output[BaseModel]:
     """A causal LM trained from scratch on one mixture with one seed (partition
     `<mixture>|<seed>`). Every partition uses the same model config, token budget and
@@ -60,11 +60,11 @@ def base_model(
     before is reused, and an interrupted run resumes only a checkpoint of the same version.
     """
     mixture, seed = split_model_key(context.partition_key)
-    if mixture not in mixture_weights.weights:
-        reason = mixture_weights.skipped.get(mixture, "not in conf/mixtures.yaml")
+    if mixture not in mixture_table.weights:
+        reason = mixture_table.skipped.get(mixture, "not in conf/mixtures.yaml")
         raise ValueError(f"mixture '{mixture}' has no weights: {reason}")
-    weights = dict(zip(mixture_weights.domains, mixture_weights.weights[mixture]))
-    corpus_versions = {d: mixture_weights.corpus_versions[d] for d in weights}
+    weights = dict(zip(mixture_table.domains, mixture_table.weights[mixture]))
+    corpus_versions = {d: mixture_table.corpus_versions[d] for d in weights}
     family = mixture_version(chameleon.section_version("base_model"), weights, corpus_versions)
     version = base_model_version(family, seed)
     model = stored_value("base_model", context.partition_key, version)
@@ -73,7 +73,7 @@ def base_model(
         # The corpus versions the weights were computed over, exactly.
         shards = {d: load_version("domain_corpus", d, v) for d, v in corpus_versions.items()}
         model = _train_base_model(context, chameleon, mlflow_tracking, mixture, seed, weights, shards, version,
-                                  family, mixture_weights)
+                                  family, mixture_table)
     out = paths.base_model_dir(mixture, seed, version)
     point_current(out)
     prune_versions(out.parent)
@@ -124,7 +124,7 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
     out = paths.base_model_dir(mixture, seed, version)
     final_loss = float(np.mean(result.losses[-5:]))
     shared = {"mixture": mixture, "stage": "pretrain", "mixture_version": family,
-              "weights_version": table.data_version}
+              "weights_version": table.data_version, "weights_source": table.sources.get(mixture, "")}
     parent = tracking.parent_run(f"{mixture}", f"pretrain-{family}", tags={"kind": "mixture", **shared})
     tags = {"dagster_run_id": context.run_id, "asset_partition": context.partition_key, "seed": str(seed),
             "model_version": version, "proxy_versions": ",".join(table.proxy_versions), **shared,
@@ -138,7 +138,10 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
             **{f"model.{k}": v for k, v in asdict(cfg.model).items()},
             **{f"train.{k}": v for k, v in asdict(cfg.train).items()},
         })
-        mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss})
+        cost = table.costs.get(mixture, {})  # what computing this mixture's weights cost
+        mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss,
+                            "weights_cost_flops": float(cost.get("flops", 0.0)),
+                            "weights_cost_wall_s": float(cost.get("wall_s", 0.0))})
         mlflow.log_artifact(f"{table.path}/weights.csv")
         mlflow.log_artifact(table.heatmap_path)
         run_id = run.info.run_id
@@ -319,7 +322,7 @@ def mixture_comparison(
     context: dg.AssetExecutionContext,
     chameleon: ChameleonConfig,
     mlflow_tracking: MLflowTracking,
-    mixture_weights: MixtureTable,
+    mixture_table: MixtureTable,
     evaluation: dict,
 ) -> dg.Output[ComparisonTable]:
     """One table across the mixtures, over the seeds whose evaluation is of the *current*
@@ -341,16 +344,16 @@ def mixture_comparison(
         except ArtefactDamaged as exc:  # a model nobody requests may stay damaged: leave its row out
             mixture, _ = split_model_key(key)
             damaged[key] = f"its model's files are damaged ({exc}); `chameleon run --mixtures {mixture}` rebuilds it"
-    current, included, excluded = comparison_inputs(mixture_weights, models, {k: e for k, e in evaluation.items()
+    current, included, excluded = comparison_inputs(mixture_table, models, {k: e for k, e in evaluation.items()
                                                                               if k in models}, eval_config,
                                                     chameleon.section_version("base_model"))
     excluded = {**excluded, **damaged}
     if not current:
         context.log.warning(f"no evaluation of a current model yet (stale: {excluded}); run `chameleon run`")
-    weights = {m: dict(zip(mixture_weights.domains, mixture_weights.weights[m])) for m in current}
+    weights = {m: dict(zip(mixture_table.domains, mixture_table.weights[m])) for m in current}
     table = compare.compare(current, weights)
     return comparison_output(context, mlflow_tracking, "mixture_comparison", "pretrain", COMPARISON_CODE_VERSION,
-                             table, compare.summary_cells(table), mixture_weights.data_version, models, included,
+                             table, compare.summary_cells(table), mixture_table.data_version, models, included,
                              excluded)
 
 

@@ -15,11 +15,14 @@ Two kinds of assets:
   UI's automation sensor evaluates, is "missing or stale, and no input is missing,
   stale or running". mixture_comparison follows whichever evaluations exist
   (``FOLLOWS_ANY_INPUT``): only current weights and running steps hold it back, and it
-  shows only the rows of current models.
-* **on request** (``ON_REQUEST``): proxy_model, base_model and finetuned_model. They
-  train models, so nothing starts them by itself; the UI's Materialize button,
-  ``chameleon run`` (stale or missing proxy; stale or missing base models of the
-  requested mixtures; stale or missing finetuned models of the profile's
+  shows only the rows of current models. mixture_table follows mixture_weights and
+  takes the computed methods' weights as they are (``follows_weights``): a missing or
+  stale method is left out of it, never waited for.
+* **on request** (``ON_REQUEST``): proxy_model, base_model, finetuned_model and the
+  computed methods' assets (doremi_weights, doge_weights, regmix_run, regmix_weights).
+  They train models, so nothing starts them by itself; the UI's Materialize button,
+  ``chameleon run`` (stale or missing proxy; stale or missing base models and
+  method assets of the requested mixtures; stale or missing finetuned models of the profile's
   ``finetune.mixtures`` once their start model is ready, ``StartModelReady``) and
   ``chameleon sync`` (the proxy only when missing) request them.
 
@@ -134,7 +137,20 @@ def follows_any_input(weights: str, evaluations: str) -> AC:
     ).with_label("follows whichever evaluations exist")
 
 
-FOLLOWS_ANY_INPUT = follows_any_input("mixture_weights", "evaluation")
+FOLLOWS_ANY_INPUT = follows_any_input("mixture_table", "evaluation")
+
+
+def follows_weights(weights: str) -> AC:
+    """mixture_table's condition: it follows ``weights`` (mixture_weights must be current),
+    and takes each computed method's weights as they are: a missing or stale one is left
+    out of the table, never waited for (those methods run on request)."""
+    return (
+        MISSING_OR_STALE
+        & ~AC.in_progress()
+        & ~AC.any_deps_in_progress()
+        & ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition()).allow(
+            dg.AssetSelection.assets(weights))
+    ).with_label("follows mixture_weights; takes computed methods as they are")
 
 
 class StartModelReady(AC):
@@ -191,7 +207,19 @@ FINETUNE_ON_RUN = (
     & StartModelReady()
 ).with_label("follows its inputs and its start model")
 
-ON_REQUEST = ("proxy_model", "base_model", "finetuned_model")  # no automation condition: see request_conditions
+def method_assets() -> dict[str, str]:
+    """The assets of the mixing methods that train proxies, with the mixture each serves:
+    ``<method>_weights`` per method, and RegMix's swarm ``regmix_run``."""
+    from chameleon_assets.core.methods import trained_methods
+
+    out = {f"{m}_weights": m for m in trained_methods()}
+    if "regmix" in out.values():
+        out["regmix_run"] = "regmix"
+    return out
+
+
+# No automation condition: see request_conditions.
+ON_REQUEST = ("proxy_model", "base_model", "finetuned_model", *method_assets())
 
 
 def request_conditions(mode: str) -> dict[str, AC]:
@@ -201,7 +229,8 @@ def request_conditions(mode: str) -> dict[str, AC]:
     proxy (a domain change never retrains it; a stale proxy waits for ``chameleon run``).
     """
     if mode == "run":
-        return {"proxy_model": FOLLOWS, "base_model": FOLLOWS, "finetuned_model": FINETUNE_ON_RUN}
+        return {"proxy_model": FOLLOWS, "base_model": FOLLOWS, "finetuned_model": FINETUNE_ON_RUN,
+                **{asset: FOLLOWS for asset in method_assets()}}
     if mode == "sync":
         return {"proxy_model": ((AC.missing() | DamagedCondition()) & INPUTS_READY & ~AC.in_progress()).with_label(
             "missing or damaged")}
@@ -225,7 +254,8 @@ def requested(
     """Asset partitions the policy requests now, in topological order.
 
     ``mixtures`` limits base_model to the partitions of those mixtures, every seed (the
-    rest stay as they are); ``finetune_mixtures`` does the same for finetuned_model. This
+    rest stay as they are), and the computed methods' assets to those of these mixtures;
+    ``finetune_mixtures`` does the same for finetuned_model. This
     is ``dg.evaluate_automation_conditions`` without its cursor round-trip, which a
     one-off evaluation does not need and which costs more than the evaluation itself.
     """
@@ -254,8 +284,11 @@ def requested(
         for ap in subset.expensively_compute_asset_partitions():
             wanted.setdefault(ap.asset_key, set()).add(ap.partition_key)
     out = []
+    serves = method_assets()
     for key in graph.toposorted_asset_keys:
         partitions = wanted.get(key, set())
+        if key.to_user_string() in serves and mixtures is not None and serves[key.to_user_string()] not in mixtures:
+            partitions = set()
         if key == dg.AssetKey("base_model") and mixtures is not None:
             partitions = {p for p in partitions if split_model_key(p)[0] in mixtures}
         if key == dg.AssetKey("finetuned_model") and finetune_mixtures is not None:

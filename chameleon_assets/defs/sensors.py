@@ -17,7 +17,7 @@ from chameleon_assets.defs.io import adopt_legacy_artefacts
 from chameleon_assets.defs.partitions import partition_changes, remove_unregistered_domain_artefacts
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import source_observations
-from chameleon_assets.settings import ConfigError
+from chameleon_assets.settings import ConfigError, method_params
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -32,11 +32,12 @@ def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: Chame
         mixtures = finetune_mixtures = None
     try:
         seeds: list[int] | None = chameleon.profile().seeds
+        runs: int | None = method_params(chameleon.profile(), "regmix").runs
     except ConfigError as exc:  # the steps that read the profile fail with this message
         context.log.error(str(exc))
-        seeds = None
+        seeds = runs = None
     changes = partition_changes(context.instance, [s.name for s in chameleon.registry()], mixtures, seeds,
-                                [s.name for s in chameleon.finetune_registry()], finetune_mixtures)
+                                [s.name for s in chameleon.finetune_registry()], finetune_mixtures, runs)
     if not changes.empty:
         # Observe after the partitions exist (next tick): an observation of an unknown
         # partition would be dropped.

@@ -37,6 +37,15 @@ SECTION_DOCS = {
     "finetune": "the profile's `finetune` section: which model each finetuned model starts from (a base_model "
                 "mixture, or the fingerprint of `finetune.checkpoint`), the training settings and the context "
                 "length, with the tokenizer. Read by finetuned_model.",
+    "doremi": "the profile's `methods.doremi` (step size, smoothing) with the proxy's model and training recipe "
+              "(its reference and DRO proxy are of the proxy's size and budget), tokenizer and seed. Read by "
+              "doremi_weights.",
+    "doge": "the profile's `methods.doge` (step size, smoothing) with the proxy's model and training recipe, "
+            "tokenizer and seed. Read by doge_weights.",
+    "regmix_run": "what one RegMix swarm run reads: `methods.regmix` without the fit's settings (the small model, "
+                  "its budget, the Dirichlet sampling, the scoring windows), tokenizer and seed. Read by regmix_run.",
+    "regmix": "the RegMix fit's settings: `methods.regmix.runs`, `target`, `candidates`, `top_k`. Read by "
+              "regmix_weights.",
 }
 
 

@@ -34,6 +34,8 @@ class DomainEmbedding:
     proxy_version: str
     corpus_version: str = ""
     train_tokens: int = 0  # of that corpus version (what the natural/UniMax baselines weigh)
+    wall_s: float = 0.0  # seconds the proxy's forward passes took (0: not recorded)
+    tokens: int = 0  # tokens run through the proxy (windows x length; 0: not recorded)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class MixtureTable:
     heatmap_path: str = ""
     mlflow_run_id: str = ""
     affinity_version: str = ""  # the affinity_matrix data version computed from ("" before it was recorded)
+    costs: dict = field(default_factory=dict)  # mixture -> core.cost.Cost.as_dict(): what its weights cost
+    sources: dict = field(default_factory=dict)  # mixture -> "<asset> <data version>" it was computed by
 
     def frame(self):
         import pandas as pd
@@ -96,6 +100,37 @@ class WeightDiagnostics:
     rank_correlation: float | None  # of the leverage scores over window subsets; None if not computable
     near_duplicates: list  # [{"a", "b", "distance_ratio", "noise_ratio", "shares"}]
     warnings: list
+
+
+@dataclass
+class MethodWeights:
+    """The weights one computed method (DoReMi, DoGE, RegMix) found over ``domains``, and how."""
+
+    data_version: str
+    method: str
+    path: str
+    domains: list
+    weights: list
+    cost: dict  # core.cost.Cost.as_dict()
+    corpus_versions: dict  # domain -> domain_corpus version it read
+    train_tokens: dict
+    details: dict = field(default_factory=dict)
+    trajectory_steps: int = 0
+    mlflow_run_id: str = ""
+
+
+@dataclass(frozen=True)
+class SwarmRun:
+    """One RegMix swarm run: a small model trained on ``mixture``, scored per domain."""
+
+    data_version: str
+    run: int
+    path: str
+    domains: list
+    mixture: list
+    val_nll: dict  # domain -> held-out per-token NLL
+    cost: dict
+    corpus_versions: dict
 
 
 @dataclass(frozen=True)

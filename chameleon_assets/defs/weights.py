@@ -11,6 +11,8 @@ configuration section and its code version, writes its artefacts into a folder n
 by that version, and reuses what it stored if that exact version was built before.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from chameleon_assets import paths
@@ -208,7 +210,11 @@ def embed_domain(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, 
     out = paths.embeddings_dir(domain, version)
     emb_value = stored_value(asset, domain, version)
     if emb_value is None:
+        import time
+
+        t0 = time.perf_counter()
         emb = _embed(profile, domain, domain_corpus, proxy_model)
+        seconds = time.perf_counter() - t0
         mean = emb.mean(axis=0)
         with atomic_dir(out) as tmp:
             np.save(tmp / "embeddings.npy", emb)
@@ -217,7 +223,8 @@ def embed_domain(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, 
                                            "corpus": domain_corpus.data_version, "shape": list(emb.shape)})
         emb_value = DomainEmbedding(version, domain, str(out), emb.shape[0], emb.shape[1],
                                     tuple(float(x) for x in mean), proxy_model.data_version,
-                                    domain_corpus.data_version, domain_corpus.train_tokens)
+                                    domain_corpus.data_version, domain_corpus.train_tokens, seconds,
+                                    emb.shape[0] * profile.embedding.sample_length)
     emb = np.load(out / "embeddings.npy")
     point_current(out)
     prune_versions(out.parent)
@@ -405,6 +412,7 @@ def weights_output(context: dg.AssetExecutionContext, chameleon: ChameleonConfig
         "krls": dg.MetadataValue.md(krls_frame.to_markdown(floatfmt=".4g")),
         "bar_chart": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "weights_bars.png"),
                                                               "mixture weights")),
+        "cost": dg.MetadataValue.md(cost_markdown(table.costs)),
         "derived_from": dg.MetadataValue.md(_derived_from(affinity_matrix, table)),
         "domains": len(domains),
         "mixtures": ", ".join(table.weights),
@@ -431,16 +439,20 @@ def _derived_from(affinity: AffinityMatrix, table: MixtureTable) -> str:
 
 def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, version: str,
                      stage: str = "pretrain") -> MixtureTable:
-    """KRLS and every baseline over the affinity's domains; writes the version's folder.
+    """KRLS and every closed-form baseline over the affinity's domains, through the method
+    interface (``core.methods``); writes the version's folder.
 
     ``stage``: ``pretrain`` computes conf/mixtures.yaml's ``mixtures``, ``finetune`` its
-    ``finetune_mixtures`` (no UniMax: its budget is a pretraining one).
+    ``finetune_mixtures`` (no UniMax: its budget is a pretraining one). Mixtures of methods
+    that train proxies (DoReMi, DoGE, RegMix) have their own assets; ``mixture_table``
+    joins them. Each mixture's cost is its method's own, plus for CHAMELEON the proxy
+    training and the embedding passes it reads (``_chameleon_inputs_cost``).
     """
     import shutil
 
     import numpy as np
 
-    from chameleon_assets.core import baselines
+    from chameleon_assets.core import methods
     from chameleon_assets.core.krls import chameleon_weights
     from chameleon_assets.settings import pretraining_presets
 
@@ -448,38 +460,54 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     mix = chameleon.mixtures()
     domains = list(affinity.domains)
     tokens = np.array([affinity.train_tokens[d] for d in domains], dtype=np.float64)
+    domain_set = methods.DomainSet(domains, tokens, kernel=np.asarray(affinity.kernel))
     p = mix.chameleon
     cw = chameleon_weights(domains, np.asarray(affinity.kernel), p.lam, p.t_pretrain, p.t_finetune, p.ridge)
     # The same rule as settings.config_section("mixing"): null means the base models' budget.
     budget = mix.unimax_budget_tokens if mix.unimax_budget_tokens is not None else profile.base_model.train.tokens
     names = mix.mixtures if stage == "pretrain" else mix.finetune_mixtures
-    candidates = {
-        "uniform": baselines.uniform(len(domains)),
-        "natural": baselines.natural(tokens),
-        "temperature": baselines.temperature(tokens, mix.temperature),
-        "chameleon_pretrain": cw.pretrain,
-        "chameleon_finetune": cw.finetune,
+    krls = methods.get("chameleon_pretrain").Params(lam=p.lam, t_pretrain=p.t_pretrain, t_finetune=p.t_finetune,
+                                                    ridge=p.ridge)
+    params = {
+        "uniform": None,
+        "natural": None,
+        "temperature": methods.get("temperature").Params(t=mix.temperature),
+        "chameleon_pretrain": krls,
+        "chameleon_finetune": krls,
     }
     if stage == "pretrain":
-        candidates["unimax"] = baselines.unimax(tokens, budget, mix.unimax_max_epochs)
+        params["unimax"] = methods.get("unimax").Params(budget_tokens=float(budget), max_epochs=mix.unimax_max_epochs)
+    results: dict[str, methods.MethodResult] = {}
+    for name in names:
+        if name in params:
+            results[name] = methods.run(name, domain_set, params[name])
     skipped = {}
     for name, preset in mix.presets.items():
         if name not in (names if stage == "finetune" else pretraining_presets(mix)):
             continue  # each stage considers its own presets (settings.pretraining_presets)
-        w = baselines.preset(domains, preset)
-        if w is None:
+        try:
+            result = methods.run("preset", domain_set, methods.get("preset").Params(weights=preset))
+        except ValueError:
             skipped[name] = f"domain names do not match ({', '.join(sorted(preset))})"
-        else:
-            candidates[name] = w
-    weights = {name: [float(x) for x in candidates[name]] for name in names if name in candidates}
+            continue
+        if name in names:
+            results[name] = result
+    computed = set(methods.trained_methods())
     for name in names:
-        if name not in weights and name not in skipped:
+        if name in computed:
+            skipped[name] = f"computed by {name}_weights (mixture_table joins it)"
+        elif name not in results and name not in skipped:
             skipped[name] = "not computed"
-    params = {"lambda": p.lam, "ridge": p.ridge, "lambda_effective": cw.lam_effective, "t_pretrain": p.t_pretrain,
-              "t_finetune": p.t_finetune, "temperature": mix.temperature}
+    weights = {name: [float(x) for x in results[name].weights] for name in names if name in results}
+    upstream = _chameleon_inputs_cost(chameleon, affinity) if any(n.startswith("chameleon") for n in weights) else None
+    costs = {name: (results[name].cost + upstream if name.startswith("chameleon") else results[name].cost).as_dict()
+             for name in weights}
+    params_out = {"lambda": p.lam, "ridge": p.ridge, "lambda_effective": cw.lam_effective, "t_pretrain": p.t_pretrain,
+                  "t_finetune": p.t_finetune, "temperature": mix.temperature}
     if "unimax" in weights:
-        params.update({"unimax_budget": budget, "unimax_max_epochs": mix.unimax_max_epochs})
+        params_out.update({"unimax_budget": budget, "unimax_max_epochs": mix.unimax_max_epochs})
     out = paths.weights_dir(version, stage)
+    asset = "mixture_weights" if stage == "pretrain" else "finetune_weights"
     table = MixtureTable(
         data_version=version,
         path=str(out),
@@ -487,7 +515,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
         weights=weights,
         krls=[float(x) for x in cw.krls],
         krls_raw=[float(x) for x in cw.krls_raw],
-        params=params,
+        params=params_out,
         skipped=skipped,
         notes=cw.notes,
         train_tokens={d: int(t) for d, t in zip(domains, tokens)},
@@ -495,6 +523,8 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
         proxy_versions=list(affinity.proxy_versions),
         heatmap_path=str(out / "affinity_heatmap.png"),
         affinity_version=affinity.data_version,
+        costs=costs,
+        sources={name: f"{asset} {version}" for name in weights},
     )
     frame = table.frame()
     with atomic_dir(out) as tmp:
@@ -503,6 +533,47 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
         plots.grouped_bars({m: frame.loc[m].tolist() for m in frame.index}, domains, "mixture weights",
                            tmp / "weights_bars.png")
     return table
+
+
+def _chameleon_inputs_cost(chameleon: ChameleonConfig, affinity: AffinityMatrix):  # noqa: ANN202 - core.cost.Cost
+    """What CHAMELEON's weights read beyond the KRLS solve: the proxy's training (if this
+    pipeline trained it: a user's checkpoint cost nothing here) and each domain's embedding
+    pass up to the middle layer, with their recorded wall times.
+
+    FLOPs (core.cost): proxy 6 N T + 6 L n_ctx d T over its training tokens; embeddings
+    2 N_m T + 2 m n_ctx d T over the embedded tokens, with N_m the parameters of the m
+    layers run (m = the middle layer).
+    """
+    from chameleon_assets.core.artifacts import read_json
+    from chameleon_assets.core.cost import Cost, forward_flops_per_token, layer_parameters, train_flops_per_token
+    from chameleon_assets.defs.io import ArtefactDamaged, load_version
+
+    profile = chameleon.profile()
+    cost = Cost()
+    for version in affinity.proxy_versions:
+        try:
+            proxy = load_version("proxy_model", None, version)
+        except ArtefactDamaged:
+            continue  # pruned since: its cost is no longer on record
+        if proxy.trained_here:
+            info = read_json(Path(proxy.path) / "training.json")
+            tokens = int(info["tokens"])
+            flops = train_flops_per_token(proxy.parameters, proxy.num_layers, profile.proxy.model.context_length,
+                                          proxy.hidden_size) * tokens
+            cost = cost + Cost.of("proxy_training", flops, tokens / max(info["tokens_per_s"], 1e-9), tokens)
+        m = proxy.middle_layer
+        per_layer = layer_parameters(profile.proxy.model.arch, proxy.hidden_size, profile.proxy.model.intermediate_size)
+        for domain, version_e in affinity.embedding_versions.items():
+            try:
+                emb = load_version(affinity.embeddings_asset, domain, version_e)
+            except ArtefactDamaged:
+                continue
+            if emb.proxy_version != proxy.data_version:
+                continue
+            tokens = emb.tokens or emb.num_samples * profile.embedding.sample_length
+            flops = forward_flops_per_token(m * per_layer, m, profile.embedding.sample_length, proxy.hidden_size)
+            cost = cost + Cost.of("embeddings", flops * tokens, emb.wall_s, tokens)
+    return cost
 
 
 def _log_weights_version(tracking: MLflowTracking, table: MixtureTable, dagster_run_id: str,
@@ -519,10 +590,30 @@ def _log_weights_version(tracking: MLflowTracking, table: MixtureTable, dagster_
         mlflow.log_params({f"{m}.{d}": round(w, 6) for m, ws in table.weights.items() for d, w in zip(table.domains, ws)})
         mlflow.log_params({f"param.{k}": v for k, v in table.params.items()})
         mlflow.log_metrics({f"krls.{d}": t for d, t in zip(table.domains, table.krls)})
+        mlflow.log_metrics(cost_metrics(table.costs))
         for name in ("weights.json", "weights.csv", "weights_bars.png"):
             mlflow.log_artifact(f"{table.path}/{name}")
         mlflow.log_artifact(table.heatmap_path)
         return run.info.run_id
+
+
+def cost_metrics(costs: dict[str, dict]) -> dict[str, float]:
+    """MLflow metrics of each mixture's cost: ``cost_flops.<mixture>``, ``cost_wall_s.<mixture>``."""
+    out = {}
+    for name, c in costs.items():
+        out[f"cost_flops.{name}"] = float(c.get("flops", 0.0))
+        out[f"cost_wall_s.{name}"] = float(c.get("wall_s", 0.0))
+    return out
+
+
+def cost_markdown(costs: dict[str, dict]) -> str:
+    """A markdown table: per mixture, the FLOPs and wall seconds its weights cost, and where the FLOPs went."""
+    rows = ["| mixture | FLOPs | wall s | tokens | FLOPs by part |", "|---|---|---|---|---|"]
+    for name, c in costs.items():
+        parts = ", ".join(f"{k} {v:.3g}" for k, v in (c.get("parts") or {}).items()) or "-"
+        rows.append(f"| {name} | {c.get('flops', 0.0):.3g} | {c.get('wall_s', 0.0):.1f} | {int(c.get('tokens', 0)):,} "
+                    f"| {parts} |")
+    return "\n".join(rows)
 
 
 def _write_weights(table: MixtureTable, out) -> None:  # noqa: ANN001
@@ -532,7 +623,7 @@ def _write_weights(table: MixtureTable, out) -> None:  # noqa: ANN001
         "data_version": table.data_version, "domains": table.domains, "weights": table.weights, "krls": table.krls,
         "krls_raw": table.krls_raw, "params": table.params, "skipped": table.skipped, "notes": table.notes,
         "train_tokens": table.train_tokens, "corpus_versions": table.corpus_versions,
-        "proxy_versions": table.proxy_versions,
+        "proxy_versions": table.proxy_versions, "costs": table.costs, "sources": table.sources,
     })
     with atomic_file(out / "weights.csv") as fh:
         frame = table.frame()
