@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: venv run run-methods test test-fast corpus sync ui bench clean
+.PHONY: venv run run-methods test test-fast corpus sync ui bench bench-methods clean
 
 venv: $(STAMP)
 
@@ -72,6 +72,11 @@ bench: $(CORPUS_STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	$(PY) bench/bench_add_domain.py
 	$(PY) bench/bench_provenance.py
+
+# Needs `make run-methods` first: the methods' costs, and what adding a domain costs each.
+bench-methods: $(CORPUS_STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	CHAMELEON_PROFILE=$(PROFILE) $(PY) bench/bench_methods.py
 
 clean:
 	rm -rf data/artifacts data/dagster_home data/mlflow

@@ -46,7 +46,7 @@ PINNED_SECTION_VERSIONS = {
         "finetune": "ec8bcb7a688702f6b2bef5ec",
         "doremi": "ff57a9b69d8d7acdb41b69c3",
         "doge": "b9d19034dc22e222e7f9769f",
-        "regmix_run": "6f5fa1eb568dbc715c557358",
+        "regmix_run": "d5945b9f9dc9f48739936c7e",
         "regmix": "1ef4667066df0ca3253a41ba",
     },
     "gpu": {

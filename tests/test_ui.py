@@ -27,7 +27,9 @@ MIXTURES = ["uniform", "chameleon_pretrain"]
 SEEDS = [0, 1]
 GROUPS = {
     "corpus": ["domain_corpus"],
-    "mixing": ["proxy_model", "domain_embeddings", "affinity_matrix", "mixture_weights", "weight_diagnostics"],
+    "mixing": ["proxy_model", "domain_embeddings", "affinity_matrix", "mixture_weights", "weight_diagnostics",
+               "mixture_table"],
+    "methods": ["doremi_weights", "doge_weights", "regmix_run", "regmix_weights"],
     "models": ["base_model"],
     "evaluation": ["evaluation", "mixture_comparison"],
     "finetune": ["finetune_corpus", "finetune_embeddings", "finetune_affinity", "finetune_weights",
@@ -143,9 +145,9 @@ def test_the_lineage_shows_every_asset_and_a_partition_per_domain(served, page) 
     for group, assets in GROUPS.items():
         _open(page, f"{ui.dagster}/locations/chameleon_assets/asset-groups/{group}")
         page.get_by_text(assets[0][:6]).first.wait_for(state="visible")  # the group's lineage is drawn
-        if group in ("mixing", "finetune"):
+        if group in ("mixing", "finetune", "methods"):
             page.wait_for_timeout(1000)
-            _shot(page, "lineage" if group == "mixing" else "lineage_finetune")
+            _shot(page, "lineage" if group == "mixing" else f"lineage_{group}")
         page.get_by_role("tab", name="List").click()
         for asset in assets:  # a long name is drawn shortened; its full text is in the row
             page.get_by_text(asset, exact=True).first.wait_for(state="attached")

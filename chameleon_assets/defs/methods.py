@@ -302,7 +302,7 @@ WEIGHTS_OF = {a.key.to_user_string().removesuffix("_weights"): a.key.to_user_str
     group_name="mixing",
     code_version=TABLE_CODE_VERSION,
     kinds={"pandas"},
-    automation_condition=policy.follows_weights("mixture_weights"),
+    automation_condition=policy.FOLLOWS_WEIGHTS,
 )
 @one_writer
 def mixture_table(context: dg.AssetExecutionContext, mixture_weights: MixtureTable,

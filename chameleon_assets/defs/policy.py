@@ -123,34 +123,32 @@ INPUTS_READY = (
 FOLLOWS = (MISSING_OR_STALE & INPUTS_READY & ~AC.in_progress()).with_label("follows its inputs")
 
 
+def follows_current(weights: str) -> AC:
+    """Missing, stale or damaged; nothing of it or its inputs running; and its ``weights``
+    input current. Its other inputs are taken as they are (missing or stale ones are left out)."""
+    return (
+        MISSING_OR_STALE
+        & ~AC.in_progress()
+        & ~AC.any_deps_in_progress()
+        & ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition()).allow(
+            dg.AssetSelection.assets(weights))
+    )
+
+
 def follows_any_input(weights: str, evaluations: str) -> AC:
     """A comparison's condition: it gathers whatever evaluations exist (mixtures that were
     never trained have none), so a missing input does not hold it back; it keeps only
     current ones. Its ``weights`` input must be current, and one evaluation must exist."""
-    return (
-        MISSING_OR_STALE
-        & ~AC.in_progress()
-        & ~AC.any_deps_in_progress()
-        & ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition()).allow(
-            dg.AssetSelection.assets(weights))
-        & AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets(evaluations))
-    ).with_label("follows whichever evaluations exist")
+    return (follows_current(weights) & AC.any_deps_match(~AC.missing()).allow(
+        dg.AssetSelection.assets(evaluations))).with_label("follows whichever evaluations exist")
 
 
 FOLLOWS_ANY_INPUT = follows_any_input("mixture_table", "evaluation")
-
-
-def follows_weights(weights: str) -> AC:
-    """mixture_table's condition: it follows ``weights`` (mixture_weights must be current),
-    and takes each computed method's weights as they are: a missing or stale one is left
-    out of the table, never waited for (those methods run on request)."""
-    return (
-        MISSING_OR_STALE
-        & ~AC.in_progress()
-        & ~AC.any_deps_in_progress()
-        & ~AC.any_deps_match(AC.missing() | StaleCondition() | DamagedCondition()).allow(
-            dg.AssetSelection.assets(weights))
-    ).with_label("follows mixture_weights; takes computed methods as they are")
+# mixture_table's: mixture_weights must be current; each computed method's weights are
+# taken as they are (a missing or stale one is left out of the table, never waited for:
+# those methods run on request).
+FOLLOWS_WEIGHTS = follows_current("mixture_weights").with_label(
+    "follows mixture_weights; takes computed methods as they are")
 
 
 class StartModelReady(AC):
