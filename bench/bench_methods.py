@@ -32,10 +32,12 @@ SOURCE = os.environ.get("BENCH_NEW_SOURCE", "data/raw/medicine/documents.jsonl")
 
 
 def _registry(path: Path, extra: bool) -> None:
-    """conf/domains.yaml, with the new pretraining domain appended when ``extra``."""
+    """conf/domains.yaml, with the new pretraining domain after its last one (recipes) when ``extra``."""
     text = (REPO / "conf" / "domains.yaml").read_text()
     if extra:
-        text = text.replace("\nfinetune_domains:", f"  - {{name: {NEW}, source: {SOURCE}}}\n\nfinetune_domains:", 1)
+        last = "  - {name: recipes,"
+        line_end = text.index("\n", text.index(last))
+        text = text[:line_end] + f"\n  - {{name: {NEW}, source: {SOURCE}}}" + text[line_end:]
     path.write_text(text)
 
 
