@@ -255,7 +255,8 @@ def _converge(
         print(f"changed sources: {', '.join(report.observed)}", flush=True)
 
     base = load_defs()
-    defs = dg.Definitions(assets=policy.with_requests(base.assets, mode), asset_checks=base.asset_checks,
+    defs = dg.Definitions(assets=policy.with_requests(base.assets, mode, mixtures if mode == "run" else None),
+                          asset_checks=base.asset_checks,
                           resources=base.resources)
     # A failed partition is not retried within this call. What depends on it is held back
     # by the policy itself (its input stays missing or stale); everything else goes on.

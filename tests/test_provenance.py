@@ -91,7 +91,7 @@ def _rerun(instance: dg.DagsterInstance) -> tuple[set[str], list[str]]:
     return stale, _since(instance, mark)
 
 
-DOWNSTREAM_OF_WEIGHTS = {"mixture_weights", "weight_diagnostics", *_names("base_model", BOTH),
+DOWNSTREAM_OF_WEIGHTS = {"mixture_weights", "weight_diagnostics", "mixture_table", *_names("base_model", BOTH),
                          "evaluation[chameleon_pretrain|0]", "mixture_comparison"}
 DOWNSTREAM_OF_EMBEDDINGS = {*_names("domain_embeddings", DOMAINS), "affinity_matrix"} | DOWNSTREAM_OF_WEIGHTS
 
@@ -107,7 +107,7 @@ CASES = {
     # UniMax's budget defaults to the base models' token budget, so the weights follow it too.
     "base model token budget": ("profiles/tiny.yaml", "tokens: 4096", "tokens: 2048",
                                 {"mixture_weights", *_names("base_model", BOTH)},
-                                {"mixture_weights", "weight_diagnostics", *_names("base_model", BOTH),
+                                {"mixture_weights", "weight_diagnostics", "mixture_table", *_names("base_model", BOTH),
                                  *_names("evaluation", BOTH), "mixture_comparison"}),
     # With UniMax's budget given explicitly, the base models' budget is read by base_model alone.
     "base model token budget, UniMax budget explicit": (
@@ -268,7 +268,7 @@ def test_removing_a_domain_retrains_and_reevaluates_but_never_touches_the_proxy(
     write_registry(project, ["alpha", "beta"])
     stale, materialized = _rerun(instance)
     assert stale == {"affinity_matrix"}  # the registered domain set is an input of the affinity
-    assert set(materialized) == {"affinity_matrix", "mixture_weights", "weight_diagnostics",
+    assert set(materialized) == {"affinity_matrix", "mixture_weights", "weight_diagnostics", "mixture_table",
                                  *_names("base_model", BOTH), *_names("evaluation", BOTH), "mixture_comparison"}
     assert json.loads((current(project, "weights") / "weights.json").read_text())["domains"] == ["alpha", "beta"]
 

@@ -140,7 +140,7 @@ def test_only_the_edited_partition_shows_as_stale_and_is_what_sync_runs(synced) 
     assert stale_partitions(load_defs(), instance) == {("domain_corpus", "gamma")}
     report = sync(instance=instance)
     assert report.materialized == ["domain_corpus[gamma]", "domain_embeddings[gamma]", "affinity_matrix",
-                                   "mixture_weights", "weight_diagnostics"]
+                                   "mixture_weights", "mixture_table", "weight_diagnostics"]
     assert stale_partitions(load_defs(), instance) == set()
 
 

@@ -235,9 +235,16 @@ def request_conditions(mode: str) -> dict[str, AC]:
     raise ValueError(f"unknown mode {mode!r}: 'run' or 'sync'")
 
 
-def with_requests(assets: Iterable, mode: str) -> list:
-    """``assets`` with the on-request assets given their request-mode condition."""
+def with_requests(assets: Iterable, mode: str, mixtures: Sequence[str] | None = None) -> list:
+    """``assets`` with the on-request assets given their request-mode condition.
+
+    With ``mixtures``, a computed method's assets get one only when its mixture is among
+    them (the others are then not even evaluated: RegMix's swarm has many partitions).
+    """
     conditions = request_conditions(mode)
+    if mixtures is not None:
+        serves = method_assets()
+        conditions = {k: c for k, c in conditions.items() if k not in serves or serves[k] in mixtures}
     out = []
     for a in assets:
         key = a.key.to_user_string() if isinstance(a, dg.AssetsDefinition) and len(a.keys) == 1 else None

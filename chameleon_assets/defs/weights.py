@@ -492,11 +492,9 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
             continue
         if name in names:
             results[name] = result
-    computed = set(methods.trained_methods())
+    computed = set(methods.trained_methods())  # their own assets compute them; mixture_table joins them
     for name in names:
-        if name in computed:
-            skipped[name] = f"computed by {name}_weights (mixture_table joins it)"
-        elif name not in results and name not in skipped:
+        if name not in results and name not in skipped and name not in computed:
             skipped[name] = "not computed"
     weights = {name: [float(x) for x in results[name].weights] for name in names if name in results}
     upstream = _chameleon_inputs_cost(chameleon, affinity) if any(n.startswith("chameleon") for n in weights) else None

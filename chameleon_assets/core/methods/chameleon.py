@@ -36,7 +36,7 @@ def _krls(domains: DomainSet, params: KRLSParams, stage: str) -> MethodResult:
     k = domains.k
     w = cw.pretrain if stage == "pretrain" else cw.finetune
     # The kernel, its centring and the solve: about k^3 multiply-adds each.
-    return MethodResult(w, Cost(flops=float(3 * 2 * k**3), wall_s=time.perf_counter() - t0),
+    return MethodResult(w, Cost.of("krls", 3 * 2 * k**3, time.perf_counter() - t0, 0),
                         details={"krls": cw.krls.tolist(), "krls_raw": cw.krls_raw.tolist(),
                                  "lambda_effective": cw.lam_effective},
                         notes=list(cw.notes))
