@@ -246,6 +246,7 @@ def regmix_weights(context: dg.AssetExecutionContext, chameleon: ChameleonConfig
     metadata); reports the regression's held-out rank correlation. Its cost is the whole
     swarm's."""
     from chameleon_assets.core import baselines
+    from chameleon_assets.core.cost import Cost
     from chameleon_assets.core.methods import regmix
     from chameleon_assets.settings import method_params
 
@@ -270,18 +271,12 @@ def regmix_weights(context: dg.AssetExecutionContext, chameleon: ChameleonConfig
     value = stored_value("regmix_weights", None, version)
     if value is None:
         swarm = [regmix.SwarmRun(r.run, r.mixture, r.val_nll, regmix.target_of(r.val_nll, params.target),
-                                 _cost_of(r.cost)) for r in current]
+                                 Cost.from_dict(r.cost)) for r in current]
         result = regmix.fit_and_propose(swarm, baselines.natural(domains.train_tokens), params, profile.seed,
                                          names=domains.names)
         result.details["left_out"] = left_out
         value = store_method_weights(context, mlflow_tracking, "regmix", version, domains, versions, result)
     return method_output(value)
-
-
-def _cost_of(data: dict):  # noqa: ANN202
-    from chameleon_assets.core.cost import Cost
-
-    return Cost.from_dict(data)
 
 
 def _trained_assets() -> list[dg.AssetsDefinition]:
@@ -338,14 +333,14 @@ def mixture_table(context: dg.AssetExecutionContext, mixture_weights: MixtureTab
         import shutil
         from dataclasses import replace
 
-        from chameleon_assets.defs.weights import _write_weights
+        from chameleon_assets.defs.weights import write_weights
 
         table = replace(mixture_weights, data_version=version, path=str(out), weights=weights, skipped=skipped,
                         costs={m: costs[m] for m in weights if m in costs}, sources={m: sources[m] for m in weights},
                         heatmap_path=str(out / "affinity_heatmap.png"))
         frame = table.frame()
         with atomic_dir(out) as tmp:
-            _write_weights(table, tmp)
+            write_weights(table, tmp)
             shutil.copyfile(mixture_weights.heatmap_path, tmp / "affinity_heatmap.png")
             plots.grouped_bars({m: frame.loc[m].tolist() for m in frame.index}, table.domains, "mixture weights",
                                tmp / "weights_bars.png")

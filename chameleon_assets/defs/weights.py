@@ -526,7 +526,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     )
     frame = table.frame()
     with atomic_dir(out) as tmp:
-        _write_weights(table, tmp)
+        write_weights(table, tmp)
         shutil.copyfile(affinity.heatmap_path, tmp / "affinity_heatmap.png")
         plots.grouped_bars({m: frame.loc[m].tolist() for m in frame.index}, domains, "mixture weights",
                            tmp / "weights_bars.png")
@@ -614,7 +614,8 @@ def cost_markdown(costs: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def _write_weights(table: MixtureTable, out) -> None:  # noqa: ANN001
+def write_weights(table: MixtureTable, out) -> None:  # noqa: ANN001
+    """A weights table's weights.json and weights.csv in folder ``out``."""
     from chameleon_assets.core.artifacts import atomic_file
 
     write_json(out / "weights.json", {
