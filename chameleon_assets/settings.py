@@ -162,6 +162,24 @@ class FinetuneConfig:
 
 
 @dataclass(config=SCHEMA)
+class TrainingLaunch:
+    """How training runs: in the Dagster step's process, or as ``nproc_per_node`` DDP
+    processes under ``torchrun``, launched through Dagster Pipes (README, "Scaling out").
+
+    Like ``device``, this is in no configuration section: how a model is trained does not
+    change what it is (the global batch, schedule and sample stream are the same for any
+    number of processes; only floating-point rounding differs).
+    """
+
+    launcher: Literal["inprocess", "torchrun"] = "inprocess"
+    nproc_per_node: PositiveInt = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.launcher == "torchrun" or self.nproc_per_node > 1
+
+
+@dataclass(config=SCHEMA)
 class Profile:
     """One named profile (``cpu``: everything in ~10 minutes on 2 cores; ``gpu``: paper scale)."""
 
@@ -170,6 +188,7 @@ class Profile:
     seed: NonNegativeInt = 0  # the proxy's initialisation and sampling, the embedding windows, the val split
     seeds: list[NonNegativeInt] = field(default_factory=lambda: [0])  # one base model per (mixture, seed)
     device: Device = "auto"
+    training: TrainingLaunch = field(default_factory=TrainingLaunch)
     val_fraction: HalfOpenUnitInterval = 0.05
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -198,6 +217,16 @@ class Profile:
                            else _MESSAGES.get(kind) or err["msg"].removeprefix("Value error, ").replace(
                                "Input should be", "must be"))
                 raise _invalid(f"methods.{name}" + (f".{loc}" if loc else ""), message, err["input"]) from None
+        return self
+
+    @model_validator(mode="after")
+    def _batches_split_evenly(self) -> Profile:
+        n = self.training.nproc_per_node
+        for section in ("proxy", "base_model", "finetune"):
+            batch = getattr(self, section).train.batch_size
+            if batch % n:
+                raise _invalid(f"{section}.train.batch_size", f"must be divisible by training.nproc_per_node ({n}): "
+                               "every process takes an equal share of each batch", batch)
         return self
 
     @model_validator(mode="after")
@@ -438,7 +467,8 @@ def load_mixtures(path: Path | None = None) -> MixturesConfig:
 # Each section is exactly the configuration one asset reads, normalised to plain data.
 # Its hash is the data version of the observable source asset ``config_<section>``, so
 # changing a value stales the assets that read it (and their downstream), and only those.
-# ``device`` is in no section: where a model trains does not change what it is.
+# ``device`` and ``training`` are in no section: where and by how many processes a model
+# trains does not change what it is.
 
 CONFIG_SECTIONS = ("corpus", "proxy", "embedding", "mixing", "base_model", "evaluation", "finetune_mixing",
                    "finetune", "doremi", "doge", "regmix_run", "regmix")

@@ -22,6 +22,10 @@ def _profile(project: Path, text: str) -> None:
         ("evaluation: {tasks: arc}\n", r"bad.yaml: evaluation.tasks: must be a list \(got 'arc'\)"),
         ("finetune: {train: {lr: -1}}\n", r"bad.yaml: finetune.train.lr: must be greater than 0 \(got -1\)"),
         ("finetune: {base: ''}\n", r"bad.yaml: finetune.base: must not be empty"),
+        ("training: {launcher: torchrun, nproc_per_node: 3}\n",
+         r"bad.yaml: proxy.train.batch_size: must be divisible by training.nproc_per_node \(3\): every process takes "
+         r"an equal share of each batch \(got 16\)"),
+        ("training: {launcher: mpirun}\n", r"bad.yaml: training.launcher: must be 'inprocess' or 'torchrun'"),
     ],
 )
 def test_bad_profiles_name_file_and_key(project: Path, text: str, message: str) -> None:

@@ -70,3 +70,46 @@ class Cost:
     def from_dict(cls, data: dict) -> Cost:
         return cls(float(data.get("flops", 0.0)), float(data.get("wall_s", 0.0)), int(data.get("tokens", 0)),
                    {k: float(v) for k, v in (data.get("parts") or {}).items()})
+
+
+def model_train_flops_per_token(model, context: int) -> float:  # noqa: ANN001 (a transformers PreTrainedModel)
+    """``train_flops_per_token`` of a built model: 6 N + 6 L n_ctx d, N its unique parameters."""
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
+    width = getattr(config, "hidden_size", None) or config.n_embd
+    parameters = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    return train_flops_per_token(parameters, layers, context, width)
+
+
+# Dense peak throughput (FLOP/s) of common accelerators at the precision training uses:
+# bf16 tensor cores (no sparsity) under autocast, TF32 otherwise. From the vendors' data
+# sheets (SXM parts); CHAMELEON_PEAK_FLOPS overrides for any other device.
+PEAK_FLOPS = {
+    "H200": (989e12, 494e12),
+    "H100": (989e12, 494e12),
+    "A100": (312e12, 156e12),
+    "L40S": (362e12, 183e12),
+    "A10G": (70e12, 35e12),
+    "L4": (121e12, 60e12),
+}
+
+
+def device_peak_flops(device, bf16: bool = True) -> float | None:  # noqa: ANN001 (torch.device)
+    """The device's peak FLOP/s for model FLOPs utilisation (MFU = flops/token x tokens/s / peak).
+
+    ``CHAMELEON_PEAK_FLOPS`` (a number) wins; a CUDA device is looked up in ``PEAK_FLOPS``
+    by name; anything else (a CPU, an unknown GPU) has no peak: MFU is then not reported.
+    """
+    import os
+
+    if os.environ.get("CHAMELEON_PEAK_FLOPS"):
+        return float(os.environ["CHAMELEON_PEAK_FLOPS"])
+    if getattr(device, "type", "") != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    for key, (bf16_peak, tf32_peak) in PEAK_FLOPS.items():
+        if key in name:
+            return bf16_peak if bf16 else tf32_peak
+    return None

@@ -7,10 +7,22 @@ train tokens; a domain read past its end wraps to its start and counts an epoch.
 Checkpoints (model, optimiser, scheduler, sampler and RNG state) are written every
 ``checkpoint_every`` steps; a killed run restarted with the same settings resumes at
 the last checkpoint and follows the same trajectory as an uninterrupted run.
+
+Under ``torchrun`` (``torch.distributed`` initialised, see ``core.ddp_worker``) the same
+function trains with DistributedDataParallel: every rank runs the same sampler, so all
+ranks agree on each micro-batch's domains and cursors, and each rank materialises only
+its own contiguous ``batch_size / world_size`` rows of it. The global batch, learning
+rate schedule and sample stream therefore do not depend on the number of processes;
+gradients are averaged across ranks, which equals the single-process mean over the
+whole batch. Only rank 0 writes checkpoints.
+
+The step loop does not synchronise host and device: losses stay on the device and are
+read (and, under DDP, averaged across ranks) once every ``LOG_EVERY`` steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from chameleon_assets.core.artifacts import atomic_dir, read_json, sha256_text, verify_dir, write_json
+from chameleon_assets.core.cost import device_peak_flops, model_train_flops_per_token
 from chameleon_assets.settings import TrainConfig
 
 
@@ -68,6 +81,23 @@ class WeightedDomainSampler:
         """A batch and the domain of each row (what DoReMi's per-domain losses group by)."""
         domains = self.draw_domains(batch_size)
         return self.batch_of(domains), domains
+
+    def next_batch_shard(self, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """Rows ``[rank * b, (rank + 1) * b)`` (b = ``batch_size / world_size``) of the next batch.
+
+        Every rank draws the whole batch's domains and advances every cursor, so the
+        sampler's state stays identical on all ranks (one checkpoint resumes them all)
+        and the ranks' shares are disjoint; only this rank's windows are read.
+        """
+        per = batch_size // world_size
+        domains = self.draw_domains(batch_size)
+        rows = []
+        for i, d in enumerate(domains):
+            self.draws[d] += 1
+            window = self._window(d)
+            if rank * per <= i < (rank + 1) * per:
+                rows.append(window.astype(np.int64))
+        return torch.from_numpy(np.stack(rows))
 
     def batch_of(self, domains: list[str]) -> torch.Tensor:
         """One window per entry of ``domains``, each from that domain's stream, as a (n, seq_len + 1) batch."""
@@ -127,8 +157,11 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (tied embeddings counted once)."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (tied embeddings counted once).
+
+    ``fused``: one kernel for the whole update (CUDA; the trajectory is the same up to rounding).
+    """
     params = {id(p): p for p in model.parameters() if p.requires_grad}.values()
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -136,8 +169,28 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
-        fused=False,
+        fused=fused,
     )
+
+
+# Losses are read from the device (one host synchronisation) every LOG_EVERY steps.
+LOG_EVERY = 10
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torch.distributed`` group (world 1 when there is none)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def current(cls) -> Distributed:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
 
 
 def train_causal_lm(
@@ -150,17 +203,26 @@ def train_causal_lm(
     on_step: Callable[[int, float, float], None] | None = None,
     progress: bool = True,
     desc: str = "train",
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``total_steps(cfg)`` steps; return the loss trajectory.
 
     ``run_key`` identifies the run's settings: a checkpoint in ``checkpoint_dir`` is only
     resumed when its key matches, so a changed mixture or config starts afresh.
-    ``on_step(step, loss, tokens_per_s)`` is called after every optimiser step.
+    ``on_step(step, loss, tokens_per_s)`` is called for every optimiser step, in groups of
+    up to ``LOG_EVERY`` (when the losses are read from the device, and always before a
+    checkpoint is written). ``log`` receives a progress line about ten times per run.
+    Under ``torch.distributed`` the model is wrapped in DistributedDataParallel and the
+    losses reported are the mean over all ranks (see the module docstring).
     """
+    dist = Distributed.current()
+    if cfg.batch_size % dist.world_size:
+        raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {dist.world_size} training "
+                         "processes (training.nproc_per_node): each rank takes an equal share of every batch")
     seq_len = sampler.seq_len
     steps = total_steps(cfg, seq_len)
     model.to(device).train()
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg, fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg, steps) / cfg.lr)
     step, losses = 0, []
     key = sha256_text(run_key, repr(cfg))[:16]
@@ -178,33 +240,73 @@ def train_causal_lm(
             step, losses = meta["step"], list(meta["losses"])
     resumed_from = step
     use_bf16 = device.type == "cuda"
-    run_model = torch.compile(model) if cfg.compile else model
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * seq_len
+    net = model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    run_model = torch.compile(net) if cfg.compile else net
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * seq_len  # global: all ranks together
+    flops_per_token = model_train_flops_per_token(model, seq_len)
+    peak = device_peak_flops(device, bf16=use_bf16)
+    report_every = max(LOG_EVERY, steps // 10)
     bar = tqdm(total=steps, initial=step, desc=desc, disable=not progress, mininterval=2.0)
     t0, tok_rate = time.perf_counter(), 0.0
+    pending: list[torch.Tensor] = []  # this rank's step losses, still on the device
+
+    def flush() -> None:
+        nonlocal tok_rate
+        if not pending:
+            return
+        values = torch.stack(pending)
+        if dist.world_size > 1:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(values, op=tdist.ReduceOp.SUM)
+            values = values / dist.world_size
+        first = step - len(pending) + 1
+        pending.clear()
+        tok_rate = (step - resumed_from) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+        new = values.float().cpu().tolist()  # the one host synchronisation
+        losses.extend(new)
+        bar.set_postfix(loss=f"{new[-1]:.3f}", tok_s=f"{tok_rate:,.0f}")
+        if log is not None and (step // report_every > (first - 1) // report_every or step == steps):
+            mfu = f", MFU {flops_per_token * tok_rate / peak:.1%}" if peak else ""
+            log(f"{desc}: step {step}/{steps}, loss {new[-1]:.4f}, {tok_rate:,.0f} tokens/s{mfu}")
+        if on_step is not None:
+            for i, value in enumerate(new):
+                on_step(first + i, value, tok_rate)
+
     while step < steps:
         opt.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = sampler.next_batch(cfg.batch_size).to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = run_model(input_ids=batch[:, :-1]).logits
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
-            (loss / cfg.grad_accum).backward()
-            loss_sum += loss.item() / cfg.grad_accum
+        step_loss = torch.zeros((), device=device)
+        for micro in range(cfg.grad_accum):
+            batch = sampler.next_batch_shard(cfg.batch_size, dist.rank, dist.world_size)
+            if device.type == "cuda":
+                batch = batch.pin_memory()
+            batch = batch.to(device, non_blocking=True)
+            # Under DDP, gradients are all-reduced on the last micro-batch of a step only.
+            last = micro == cfg.grad_accum - 1
+            with net.no_sync() if (dist.world_size > 1 and not last) else contextlib.nullcontext():
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = run_model(input_ids=batch[:, :-1]).logits
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+                (loss / cfg.grad_accum).backward()
+            step_loss += loss.detach() / cfg.grad_accum
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         step += 1
-        losses.append(loss_sum)
-        tok_rate = (step - resumed_from) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+        pending.append(step_loss)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tok_rate:,.0f}")
-        if checkpoint_dir is not None and cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < steps:
+        checkpoint_due = (checkpoint_dir is not None and cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+                          and step < steps)
+        if step % LOG_EVERY == 0 or step == steps or checkpoint_due:
+            flush()
+        if checkpoint_due and dist.rank == 0:
             _save_checkpoint(checkpoint_dir, model, opt, sched, sampler, step, losses, key)
-        if on_step is not None:
-            on_step(step, loss_sum, tok_rate)
+    flush()
     bar.close()
     model.eval()
     return TrainResult(
@@ -215,6 +317,12 @@ def train_causal_lm(
         epochs=sampler.epochs_seen(),
         draws=dict(sampler.draws),
         resumed_from=resumed_from,
+        extra={
+            "world_size": dist.world_size,
+            "device": str(device),
+            "flops_per_token": flops_per_token,
+            "mfu": flops_per_token * tok_rate / peak if peak else None,
+        },
     )
 
 
