@@ -18,7 +18,7 @@ import dagster as dg
 
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
-from chameleon_assets.defs import plots, policy
+from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import ArtefactDamaged, latest_version, load_value, load_version, one_writer, stored_value
 from chameleon_assets.defs.io import versions_text
 from chameleon_assets.defs.partitions import (
@@ -106,6 +106,7 @@ def finetuned_model_version(family: str, start_version: str, seed: int) -> str:
     group_name="finetune",
     code_version=FINETUNE_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
+    pool=launch.GPU_POOL,
 )
 @one_writer
 def finetuned_model(
@@ -187,9 +188,8 @@ def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, star
 
     import numpy as np
 
-    from chameleon_assets.core import train as training
     from chameleon_assets.core.artifacts import remove_tree
-    from chameleon_assets.core.model import count_parameters, load_model, resolve_device
+    from chameleon_assets.core.model import count_parameters, load_model
     from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
     profile = chameleon.profile()
@@ -200,12 +200,12 @@ def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, star
     model = load_model(start.path)
     model.train()
     ctx = context_length(model, profile)
-    sampler = training.WeightedDomainSampler({d: shards[d].train() for d in weights}, weights, ctx, seed)
     checkpoints = paths.checkpoint_dir(f"finetuned_model/{mixture}/seed-{seed}", version)
     # The resume key is the data version: it names the start model, the weights, every
     # domain's data and the configuration, so a checkpoint of another start never resumes.
-    result = training.train_causal_lm(model, sampler, cfg, resolve_device(profile.device), checkpoint_dir=checkpoints,
-                                      run_key=version, desc=f"finetune[{mixture}|{seed}]")
+    job = launch.TrainJob({d: shards[d] for d in weights}, weights, ctx, seed, cfg, checkpoints, version,
+                          f"finetune[{mixture}|{seed}]")
+    result = launch.train(context, profile, model, job)
     if result.resumed_from:
         context.log.info(f"resumed from checkpoint at step {result.resumed_from}")
     corpus_versions = {d: shards[d].data_version for d in weights}
@@ -229,7 +229,9 @@ def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, star
             "start": start.name, **{f"weight.{d}": round(w, 6) for d, w in weights.items()},
             **{f"train.{k}": v for k, v in asdict(cfg).items()},
         })
-        mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss})
+        mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss,
+                            **launch.mlflow_metrics(result)})
+        mlflow.set_tag("training_processes", str(result.extra.get("world_size", 1)))
         mlflow.log_artifact(f"{table.path}/weights.csv")
         run_id = run.info.run_id
     tracking.log_series(run_id, "train_loss", result.losses)

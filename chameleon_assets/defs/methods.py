@@ -20,7 +20,7 @@ import dagster as dg
 
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
-from chameleon_assets.defs import plots, policy
+from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import regmix_run_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
@@ -81,6 +81,7 @@ def _method_weights_asset(method: str) -> dg.AssetsDefinition:
         group_name="methods",
         code_version=METHODS_CODE_VERSION,
         kinds={"pytorch", "mlflow"},
+        pool=launch.GPU_POOL,
         description=f"{doc}\n\nComputed on every registered domain's tokens with proxies of the profile's proxy size "
                     f"and budget (settings: `methods.{method}`). Runs on request; adding, editing or removing a "
                     "domain stales it. Metadata: weights, cost (FLOPs, wall time), the weight trajectory.",
@@ -187,6 +188,7 @@ def regmix_run_version(section_version: str, run: int, corpus_versions: dict) ->
     group_name="methods",
     code_version=REGMIX_RUN_CODE_VERSION,
     kinds={"pytorch"},
+    pool=launch.GPU_POOL,
 )
 @one_writer
 def regmix_run(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, corpus: dict) -> dg.Output[SwarmRun]:

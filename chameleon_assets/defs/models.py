@@ -6,7 +6,7 @@ import dagster as dg
 
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
-from chameleon_assets.defs import plots, policy
+from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import ArtefactDamaged, load_value, load_version, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, model_partitions, split_model_key
 from chameleon_assets.defs.resources import ChameleonConfig
@@ -43,6 +43,7 @@ def base_model_version(mixture_version_: str, seed: int) -> str:
     group_name="models",
     code_version=BASE_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
+    pool=launch.GPU_POOL,
 )
 @one_writer
 def base_model(
@@ -101,9 +102,8 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
     import numpy as np
 
     from chameleon_assets.core.artifacts import remove_tree
-    from chameleon_assets.core.model import build_model, count_parameters, resolve_device
+    from chameleon_assets.core.model import build_model, count_parameters
     from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
-    from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
 
     profile = chameleon.profile()
     cfg = profile.base_model
@@ -111,13 +111,13 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
         shards[d].require_tokenizer(tokenizer_fingerprint(profile.tokenizer), profile.tokenizer)
     tok = load_tokenizer(profile.tokenizer)
     model = build_model(cfg.model, len(tok), tok.eos_token_id, seed)
-    sampler = WeightedDomainSampler({d: shards[d].train() for d in weights}, weights, cfg.model.context_length, seed)
     checkpoints = paths.checkpoint_dir(f"base_model/{mixture}/seed-{seed}", version)
     # The resume key is the data version: it names the weights, every domain's data
     # version (so the tokenizer too), the configuration and the seed. A checkpoint of
     # other data is never resumed.
-    result = train_causal_lm(model, sampler, cfg.train, resolve_device(profile.device),
-                             checkpoint_dir=checkpoints, run_key=version, desc=f"base[{mixture}|{seed}]")
+    job = launch.TrainJob({d: shards[d] for d in weights}, weights, cfg.model.context_length, seed, cfg.train,
+                          checkpoints, version, f"base[{mixture}|{seed}]")
+    result = launch.train(context, profile, model, job)
     if result.resumed_from:
         context.log.info(f"resumed from checkpoint at step {result.resumed_from}")
     corpus_versions = {d: shards[d].data_version for d in weights}
@@ -141,7 +141,9 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
         cost = table.costs.get(mixture, {})  # what computing this mixture's weights cost
         mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss,
                             "weights_cost_flops": float(cost.get("flops", 0.0)),
-                            "weights_cost_wall_s": float(cost.get("wall_s", 0.0))})
+                            "weights_cost_wall_s": float(cost.get("wall_s", 0.0)),
+                            **launch.mlflow_metrics(result)})
+        mlflow.set_tag("training_processes", str(result.extra.get("world_size", 1)))
         mlflow.log_artifact(f"{table.path}/weights.csv")
         mlflow.log_artifact(table.heatmap_path)
         run_id = run.info.run_id

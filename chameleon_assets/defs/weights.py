@@ -18,7 +18,7 @@ import dagster as dg
 from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.core.corpus import CorpusShards
-from chameleon_assets.defs import plots, policy
+from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import load_value, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import LINEAGE_ONLY, domain_partitions, finetune_domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
@@ -42,6 +42,7 @@ WEIGHTS_CODE_VERSION = "weights-v2"
     group_name="mixing",
     code_version=PROXY_CODE_VERSION,
     kinds={"pytorch"},
+    pool=launch.GPU_POOL,
 )
 @one_writer
 def proxy_model(context: dg.AssetExecutionContext, chameleon: ChameleonConfig) -> dg.Output[ProxyModel]:
@@ -130,17 +131,14 @@ def _train_proxy(context, profile, tok, tok_fp: str, shards: dict, version: str)
 
     from chameleon_assets.core.artifacts import remove_tree
     from chameleon_assets.core.embed import middle_layer
-    from chameleon_assets.core.model import build_model, count_parameters, resolve_device
-    from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
+    from chameleon_assets.core.model import build_model, count_parameters
 
     cfg = profile.proxy
     model = build_model(cfg.model, len(tok), tok.eos_token_id, profile.seed)
-    sampler = WeightedDomainSampler(
-        {d: s.train() for d, s in shards.items()}, {d: 1.0 for d in shards}, cfg.model.context_length, profile.seed
-    )
     checkpoints = paths.checkpoint_dir("proxy_model", version)
-    result = train_causal_lm(model, sampler, cfg.train, resolve_device(profile.device),
-                             checkpoint_dir=checkpoints, run_key=version, desc="proxy")
+    job = launch.TrainJob(dict(shards), {d: 1.0 for d in shards}, cfg.model.context_length, profile.seed, cfg.train,
+                          checkpoints, version, "proxy")
+    result = launch.train(context, profile, model, job)
     out = paths.proxy_dir(version)
     train_versions = {d: s.data_version for d, s in shards.items()}
     with atomic_dir(out) as tmp:
