@@ -33,17 +33,24 @@ def _cmd_build_corpus(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from chameleon_assets.runner import run_everything
 
-    report = run_everything(mixtures=args.mixtures, wait=not args.no_wait)
+    report = run_everything(mixtures=args.mixtures, wait=not args.no_wait, parallel=args.parallel)
     return _exit_code(report)
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
     from chameleon_assets.runner import sync, weights_report
 
-    report = sync(dry_run=args.dry_run, wait=not args.no_wait)
+    report = sync(dry_run=args.dry_run, wait=not args.no_wait, parallel=args.parallel)
     if not args.dry_run and report.materialized and not report.failed:
         print(weights_report())
     return _exit_code(report)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
 
 
 def _exit_code(report) -> int:  # noqa: ANN001
@@ -100,10 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild even if a manifest exists")
     p.set_defaults(func=_cmd_build_corpus)
 
+    parallel = ("partitions of one asset (domains, mixtures) to run at once, each in its own process; training "
+                "steps are in the Dagster concurrency pool 'gpu' (README, 'Scaling out')")
     no_wait = "if another `chameleon run`/`sync` is under way, exit (code 3) instead of waiting for it"
     p = sub.add_parser("run", parents=[common], help="materialise the whole graph and print the comparison")
     p.add_argument("--mixtures", nargs="*", help="mixtures to train (default: the profile's list)")
     p.add_argument("--no-wait", action="store_true", help=no_wait)
+    p.add_argument("--parallel", type=_positive, default=1, metavar="N", help=parallel)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("sync", parents=[common], help="bring partitions in line with conf/domains.yaml")
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="check the registry and its sources, report partition and source changes and what is "
                         "stale or damaged now; record and run nothing")
     p.add_argument("--no-wait", action="store_true", help=no_wait)
+    p.add_argument("--parallel", type=_positive, default=1, metavar="N", help=parallel)
     p.set_defaults(func=_cmd_sync)
 
     p = sub.add_parser("train-tokenizer", parents=[common], help="retrain the bundled byte-level BPE from data/raw/")

@@ -9,6 +9,13 @@
    automation conditions the UI's automation sensor evaluates), materialise those of the
    first asset in topological order, and repeat until nothing is requested.
 
+With ``parallel > 1`` the partitions of one wave (the domains of ``domain_corpus``, the
+mixtures of ``base_model``...) run as that many concurrent Dagster runs, one per
+partition, each in its own process. Every artefact is a pure function of its inputs, so
+they come out the same as in a sequential run (``tests/test_parallel.py``). Training
+steps carry the concurrency pool ``gpu``: an instance limit on it (``dagster instance
+concurrency set gpu 1``) keeps concurrent runs from sharing a device.
+
 It never decides staleness itself. Runs land in the instance that ``make ui`` shows.
 """
 
@@ -122,6 +129,7 @@ def converge(
     instance: dg.DagsterInstance | None = None,
     dry_run: bool = False,
     wait: bool = True,
+    parallel: int = 1,
 ) -> ConvergeReport:
     """Materialise what ``defs.policy`` requests until nothing is requested.
 
@@ -134,10 +142,13 @@ def converge(
     One converge at a time per data directory: a second one waits for the project lock
     (``wait=False``: raises ``LockBusy`` naming the holder) and then finds the work done.
     Runs the UI launches meanwhile are kept apart per asset partition (``io.one_writer``).
+    ``parallel``: how many partitions of one asset run at once (see the module docstring).
     """
     from chameleon_assets.core.artifacts import check_writable
     from chameleon_assets.core.locks import file_lock
 
+    if parallel < 1:
+        raise ValueError(f"parallel must be at least 1 (got {parallel})")
     if dry_run:
         return _converge(mode, mixtures, instance, dry_run)
     check_writable(paths.data_dir())
@@ -146,11 +157,11 @@ def converge(
         print(f"waiting: {who} (lock {project_lock_path()}); this run starts when it ends", flush=True)
 
     with file_lock(project_lock_path(), f"chameleon {mode}", wait=wait, on_wait=waiting):
-        return _converge(mode, mixtures, instance, dry_run)
+        return _converge(mode, mixtures, instance, dry_run, parallel)
 
 
 def _converge(
-    mode: str, mixtures: Sequence[str] | None, instance: dg.DagsterInstance | None, dry_run: bool
+    mode: str, mixtures: Sequence[str] | None, instance: dg.DagsterInstance | None, dry_run: bool, parallel: int = 1
 ) -> ConvergeReport:
     from chameleon_assets.defs import policy
     from chameleon_assets.defs.io import adopt_legacy_artefacts, latest_version
@@ -268,20 +279,21 @@ def _converge(
         if not wanted:
             break
         key = wanted[0][0]
-        for k, p in (w for w in wanted if w[0] == key):
-            name = k.to_user_string() + (f"[{p}]" if p else "")
+        wave = [w for w in wanted if w[0] == key]
+        for k, p in wave:
             if (k, p) in done:
+                name = k.to_user_string() + (f"[{p}]" if p else "")
                 raise RuntimeError(f"{name} is requested again right after it was materialised: the policy does not "
                                    "converge (a data version that changes on every run?)")
-            t0 = time.perf_counter()
-            result = materialize(base, instance, [k], partition_key=p, raise_on_error=False)
+        for (k, p), ok, message, seconds in _materialize_wave(base, instance, wave, parallel):
+            name = k.to_user_string() + (f"[{p}]" if p else "")
             done.add((k, p))
-            if result.success:
+            if ok:
                 report.materialized.append(name)
-                print(f"  {name} {time.perf_counter() - t0:.1f}s", flush=True)
+                print(f"  {name} {seconds:.1f}s", flush=True)
             else:
                 failed.add((k, p))
-                report.failed[name] = _failure_message(result)
+                report.failed[name] = message
                 print(f"  FAILED {name}: {report.failed[name]}", flush=True)
         if key == dg.AssetKey("base_model"):
             # A (re)trained base model is the start of finetuned models: observe finetune_start
@@ -290,6 +302,46 @@ def _converge(
     else:
         raise RuntimeError(f"more than {MAX_WAVES} waves of materialisations: the policy does not converge")
     return report
+
+
+def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: list, parallel: int):  # noqa: ANN202
+    """Materialise each (asset key, partition) of ``wave``, one run each; yield
+    ``((key, partition), success, failure message, seconds)`` as each finishes.
+
+    Sequential in this process when ``parallel`` is 1 or there is one partition; else up
+    to ``parallel`` at a time, each in a fresh (spawned) process of its own.
+    """
+    if parallel <= 1 or len(wave) <= 1:
+        for k, p in wave:
+            t0 = time.perf_counter()
+            result = materialize(defs, instance, [k], partition_key=p, raise_on_error=False)
+            yield (k, p), result.success, "" if result.success else _failure_message(result), time.perf_counter() - t0
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # Spawned, not forked: the parent holds threads (Dagster, torch) that a fork would copy
+    # in an arbitrary state. Each child reads the same environment (profile, data, home)
+    # and gets an equal share of the cores: torch's default of every core per process
+    # makes two concurrent trainings on two cores about ten times slower, not half as fast.
+    workers = min(parallel, len(wave))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_materialize_in_child, k.to_user_string(), p, threads): (k, p) for k, p in wave}
+        for future in as_completed(futures):
+            ok, message, seconds = future.result()
+            yield futures[future], ok, message, seconds
+
+
+def _materialize_in_child(key: str, partition: str | None, threads: int) -> tuple[bool, str, float]:
+    """One partition's run in a worker process of ``_materialize_wave``, on ``threads`` CPU threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    result = materialize(load_defs(), get_instance(), [dg.AssetKey.from_user_string(key)], partition_key=partition,
+                         raise_on_error=False)
+    return result.success, "" if result.success else _failure_message(result), time.perf_counter() - t0
 
 
 def check_documents(chameleon, domains: Sequence[str]) -> dict[str, str]:  # noqa: ANN001
@@ -329,24 +381,27 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "the run failed (see the Dagster UI for its event log)"
 
 
-def sync(dry_run: bool = False, instance: dg.DagsterInstance | None = None, wait: bool = True) -> ConvergeReport:
+def sync(dry_run: bool = False, instance: dg.DagsterInstance | None = None, wait: bool = True,
+         parallel: int = 1) -> ConvergeReport:
     """Bring partitions, corpus, embeddings and weights in line with the configuration.
 
     The proxy is trained only if none exists; stale models wait for ``chameleon run``.
     """
-    report = converge("sync", instance=instance, dry_run=dry_run, wait=wait)
+    report = converge("sync", instance=instance, dry_run=dry_run, wait=wait, parallel=parallel)
     if report.empty and not dry_run:
         print("up to date: nothing to do", flush=True)
     return report
 
 
 def run_everything(
-    mixtures: Sequence[str] | None = None, instance: dg.DagsterInstance | None = None, wait: bool = True
+    mixtures: Sequence[str] | None = None, instance: dg.DagsterInstance | None = None, wait: bool = True,
+    parallel: int = 1,
 ) -> ConvergeReport:
-    """Materialise the whole graph (the body of ``make run``), recomputing only what is missing or stale."""
+    """Materialise the whole graph (the body of ``make run``), recomputing only what is missing
+    or stale; ``parallel`` partitions of an asset at a time."""
     instance = instance or get_instance()
     t_start = time.perf_counter()
-    report = converge("run", mixtures=mixtures, instance=instance, wait=wait)
+    report = converge("run", mixtures=mixtures, instance=instance, wait=wait, parallel=parallel)
     if report.empty:
         print("up to date: nothing to do", flush=True)
     print(f"\ndone in {time.perf_counter() - t_start:.0f}s", flush=True)
