@@ -27,8 +27,9 @@ venv: $(STAMP)
 # Installs go through uv (a wheel from PyPI, several times faster than pip's resolver).
 # uv reads no pip configuration, so .ci/uv-flags hands it pip's find-links, indexes and
 # constraints: the local CPU wheel of torch is found exactly as pip would find it.
+# (Shell substitution, not $(shell): make expands a recipe before its first line makes the venv.)
 UV_INSTALL = $(VENV)/bin/uv pip install -q --python $(PY) --index-strategy unsafe-best-match \
-             $(shell .ci/uv-flags $(PY))
+             $$(.ci/uv-flags $(PY))
 
 $(STAMP): pyproject.toml requirements-corpus.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
