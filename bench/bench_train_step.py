@@ -29,7 +29,13 @@ already in the file are kept, so a ``before`` and an ``after`` run live side by 
 The code measured is the ``chameleon_assets`` next to this script (its git commit and
 whether ``core/train.py`` differs from it are recorded). Run::
 
-    .venv/bin/python bench/bench_train_step.py --label after
+    .venv/bin/python bench/bench_train_step.py --label after                          # the profile's precision
+    .venv/bin/python bench/bench_train_step.py --label after-float32 --precision float32
+
+``--precision`` sets ``train.precision`` for both loops (HF: ``bf16=True``, its CPU autocast).
+``--ab-precision`` measures our loop alone, float32 against bfloat16 in interleaved pairs::
+
+    .venv/bin/python bench/bench_train_step.py --ab-precision --repeats 5 --label precision
 
 One invocation with the defaults takes about 3 minutes on 2 cores (6 runs of 60 steps, ~25 s each).
 """
@@ -73,7 +79,8 @@ def _setup(args: argparse.Namespace):
     model_cfg = profile.base_model.model
     base = profile.base_model.train
     seq_len = model_cfg.context_length
-    cfg = dataclasses.replace(base, tokens=args.steps * base.batch_size * base.grad_accum * seq_len)
+    cfg = dataclasses.replace(base, tokens=args.steps * base.batch_size * base.grad_accum * seq_len,
+                              precision=args.precision or base.precision)
     assert total_steps(cfg, seq_len) == args.steps, (total_steps(cfg, seq_len), args.steps)
     tok = load_tokenizer(profile.tokenizer)
     vocab = len(tok)
@@ -177,6 +184,7 @@ def measure_hf(args: argparse.Namespace) -> dict:
             max_grad_norm=cfg.grad_clip,
             seed=args.seed,
             use_cpu=True,
+            bf16=cfg.precision == "bfloat16",  # HF's CPU bf16: autocast around the forward, as ours
             eval_strategy="no",
             save_strategy="no",
             logging_steps=10**9,
@@ -216,11 +224,13 @@ def worker(args: argparse.Namespace) -> None:
 
 # --- The driver --------------------------------------------------------------------------
 
-def run_one(loop: str, args: argparse.Namespace) -> dict:
-    """One measurement of ``loop`` in a fresh interpreter."""
+def run_one(loop: str, args: argparse.Namespace, precision: str | None = None) -> dict:
+    """One measurement of ``loop`` in a fresh interpreter (``precision`` overrides ``args.precision``)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", loop, "--steps", str(args.steps),
            "--skip", str(args.skip), "--threads", str(args.threads), "--seed", str(args.seed),
            "--profile", args.profile]
+    if precision or args.precision:
+        cmd += ["--precision", precision or args.precision]
     if args.hf_optim:
         cmd += ["--hf-optim", args.hf_optim]
     threads = str(args.threads)
@@ -233,6 +243,39 @@ def run_one(loop: str, args: argparse.Namespace) -> dict:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise RuntimeError(f"{loop} measurement failed (exit {proc.returncode})")
     return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def _ab_precision(args: argparse.Namespace) -> int:
+    """Our loop in float32 and in bfloat16, ``--repeats`` interleaved pairs, each in a fresh
+    process (this machine's speed drifts by tens of percent within minutes, so only pairs
+    run back to back are compared); writes the medians and each pair's ratio."""
+    t0 = time.perf_counter()
+    runs: dict[str, list[dict]] = {"float32": [], "bfloat16": []}
+    for r in range(args.repeats):
+        for precision in ("float32", "bfloat16") if r % 2 == 0 else ("bfloat16", "float32"):
+            runs[precision].append(run_one("ours", args, precision))
+            print(f"pair {r + 1}/{args.repeats} {precision}: {runs[precision][-1]['tokens_per_s']:,.0f} tokens/s",
+                  file=sys.stderr, flush=True)
+    pairs = [b["tokens_per_s"] / f["tokens_per_s"] for f, b in zip(runs["float32"], runs["bfloat16"])]
+    entry = {
+        "label": args.label,
+        "what": "train_causal_lm, profile base model: train.precision float32 against bfloat16 (CPU autocast, "
+                "attention in float32), interleaved pairs",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "profile": args.profile,
+        "steps": args.steps,
+        "ours_float32": _summary(runs["float32"]),
+        "ours_bfloat16": _summary(runs["bfloat16"]),
+        "pair_ratios_bfloat16_to_float32": [round(x, 3) for x in pairs],
+        "median_ratio_bfloat16_to_float32": round(statistics.median(pairs), 3),
+        "elapsed_s": round(time.perf_counter() - t0, 1),
+    }
+    data = json.loads(args.out.read_text()) if args.out.exists() else {}
+    data.setdefault("runs", {})[args.label] = entry
+    args.out.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(entry, indent=2))
+    return 0
 
 
 def _git(*argv: str) -> str:
@@ -262,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file (default {DEFAULT_OUT.relative_to(REPO)})")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)")
     parser.add_argument("--profile", default="cpu", help="profile whose base_model config is trained (default cpu)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                        help="train.precision for both loops (default: the profile's base_model.train.precision)")
+    parser.add_argument("--ab-precision", action="store_true",
+                        help="instead: our loop in float32 against bfloat16, interleaved pairs (--repeats of each)")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and sampling seed (default 0)")
     parser.add_argument("--hf-optim", default=None,
                         help="TrainingArguments.optim for the HF side (default: HF's own default); "
@@ -279,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from chameleon_assets.settings import load_profile
 
+    if args.ab_precision:
+        return _ab_precision(args)
     t0 = time.perf_counter()
     results: dict[str, list[dict]] = {loop: [] for loop in LOOPS}
     for r in range(args.repeats):
@@ -305,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "seq_len": model.context_length,
         "tokens_per_step": train.batch_size * train.grad_accum * model.context_length,
         "repeats": args.repeats,
+        "precision": args.precision or train.precision,
         "ours": ours,
         "hf_trainer": hf,
         "ratio_to_hf_trainer": round(ours["median_tokens_per_s"] / hf["median_tokens_per_s"], 3),

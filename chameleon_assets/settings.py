@@ -85,7 +85,13 @@ class ModelConfig:
 
 @dataclass(config=SCHEMA)
 class TrainConfig:
-    """AdamW with linear warmup and cosine decay to ``min_lr_ratio * lr``."""
+    """AdamW with linear warmup and cosine decay to ``min_lr_ratio * lr``.
+
+    ``precision``: the forward and backward pass's. ``auto`` is bfloat16 autocast on CUDA
+    and float32 on the CPU; ``bfloat16`` uses autocast on the CPU too (with attention kept
+    in float32 there, see ``core.model.CPU_BF16_ATTENTION``); master weights, optimiser
+    state and the loss are float32 either way.
+    """
 
     tokens: PositiveInt = 200_000
     batch_size: PositiveInt = 16
@@ -99,6 +105,7 @@ class TrainConfig:
     grad_clip: PositiveFloat = 1.0
     checkpoint_every: PositiveInt = 50
     compile: StrictBool = False
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 @dataclass(config=SCHEMA)
@@ -578,8 +585,10 @@ def _unless_default(data: dict, key: str, default: object) -> dict:
 
 def _result_fields(train: dict) -> dict:
     """Training settings that change the trained model; not how often it is checkpointed or
-    whether it is compiled (resuming and compiling reproduce the same trajectory)."""
-    return _without(train, "checkpoint_every", "compile")
+    whether it is compiled (resuming and compiling reproduce the same trajectory).
+    ``precision: auto`` (what every model was trained with before the key existed) is left
+    out, so existing versions stay valid; an explicit precision is hashed."""
+    return _unless_default(_without(train, "checkpoint_every", "compile"), "precision", "auto")
 
 
 def section_version(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> str:

@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 # ``data/`` materialisations carry: if one changes, every asset reading that section is
 # stale and is rebuilt although nobody changed a setting. Computed with the hand-written
 # validator that preceded the pydantic schema; the schema must normalise to the same data.
-# Changed on purpose since: gpu "embedding" (the reference's 2,048 windows per domain, was 1,000).
+# Changed on purpose since: gpu "embedding" (the reference's 2,048 windows per domain, was 1,000);
+# cpu "base_model" and "finetune" (train.precision: bfloat16, a faster step on the CPU).
 # Added since: the computed methods' sections (doremi, doge, regmix_run, regmix); listing
 # doremi, doge and regmix in conf/mixtures.yaml left "mixing" unchanged (mixture_weights
 # does not compute them).
@@ -40,10 +41,10 @@ PINNED_SECTION_VERSIONS = {
         "proxy": "e02e9d1a65a87c62b3a198c4",
         "embedding": "3e6aa07a25e2708cb53dd1ae",
         "mixing": "1e5f6505f01604be41cef123",
-        "base_model": "eb1ab2753e5bdfae9040306a",
+        "base_model": "4702b0db3df0cce260e98e14",
         "evaluation": "63966d646918466ad0a75f44",
         "finetune_mixing": "bebea581ce35b112f94cede5",
-        "finetune": "ec8bcb7a688702f6b2bef5ec",
+        "finetune": "ad8af6fad3b6ddceedba6480",
         "doremi": "ff57a9b69d8d7acdb41b69c3",
         "doge": "b9d19034dc22e222e7f9769f",
         "regmix_run": "d5945b9f9dc9f48739936c7e",
@@ -221,7 +222,7 @@ def test_bad_list_entry_names_its_position(conf: Path) -> None:
 
 @pytest.mark.parametrize(
     ("field", "known"),
-    [("colour", "known keys: name, tokenizer, seed, seeds, device, val_fraction, proxy, embedding, base_model, evaluation"),
+    [("colour", "known keys: name, tokenizer, seed, seeds, device, training, val_fraction, proxy, embedding, base_model, evaluation"),
      ("proxy.train.learning_rate", "known keys: tokens, batch_size, grad_accum, lr, min_lr_ratio, warmup_steps"),
      ("evaluation.fewshot", "known keys: tasks, num_fewshot, limit, batch_size, ppl_windows")],
 )
@@ -326,14 +327,18 @@ def test_a_preset_can_be_listed_and_the_budget_left_to_the_base_models(conf: Pat
 
 
 def test_a_default_written_out_keeps_the_section_version_and_another_value_changes_it(conf: Path) -> None:
-    """``chameleon.ridge`` and ``embedding.dtype`` came after data was materialised: their
-    defaults (the meaning before they existed) hash as if absent, so an upgrade restales nothing."""
+    """``chameleon.ridge``, ``embedding.dtype`` and ``train.precision`` came after data was
+    materialised: their defaults (the meaning before they existed) hash as if absent, so an
+    upgrade restales nothing; ``training`` (how many processes train) is in no section."""
+    sections = ("embedding", "mixing", "base_model", "finetune")
     _write_profile(conf, {}, name="plain")
-    before = {s: section_version(s, load_profile("plain"), load_mixtures()) for s in ("embedding", "mixing")}
-    _write_profile(conf, {"embedding.dtype": "float32"}, name="plain")
+    before = {s: section_version(s, load_profile("plain"), load_mixtures()) for s in sections}
+    _write_profile(conf, {"embedding.dtype": "float32", "base_model.train.precision": "auto",
+                          "finetune.train.precision": "auto", "training": {"nproc_per_node": 2}}, name="plain")
     _write_mixtures(conf, {"chameleon.ridge": "absolute"})
-    assert {s: section_version(s, load_profile("plain"), load_mixtures()) for s in ("embedding", "mixing")} == before
-    _write_profile(conf, {"embedding.dtype": "bfloat16"}, name="plain")
+    assert {s: section_version(s, load_profile("plain"), load_mixtures()) for s in sections} == before
+    _write_profile(conf, {"embedding.dtype": "bfloat16", "base_model.train.precision": "bfloat16",
+                          "finetune.train.precision": "float32"}, name="plain")
     _write_mixtures(conf, {"chameleon.ridge": "relative"})
-    after = {s: section_version(s, load_profile("plain"), load_mixtures()) for s in ("embedding", "mixing")}
-    assert after["embedding"] != before["embedding"] and after["mixing"] != before["mixing"]
+    after = {s: section_version(s, load_profile("plain"), load_mixtures()) for s in sections}
+    assert all(after[s] != before[s] for s in sections), (before, after)

@@ -156,3 +156,47 @@ def test_a_model_folder_with_only_pickled_weights_is_refused(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="no .safetensors weights"):
         load_model(tmp_path)
     assert not marker.exists()
+
+
+def test_cpu_bfloat16_keeps_attention_in_float32_and_follows_the_float32_trajectory() -> None:
+    """``precision: bfloat16`` on the CPU: matrix multiplies in bf16, attention through the
+    float32 SDPA function (its output equal to plain SDPA's), the model's own attention
+    setting restored afterwards, and a loss trajectory within bf16 rounding of float32's."""
+    from chameleon_assets.core.model import CPU_BF16_ATTENTION, register_cpu_bf16_attention
+
+    mcfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, context_length=16)
+    x = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))
+    model = build_model(mcfg, vocab_size=100, eos_id=0, seed=0).eval()
+    with torch.no_grad():
+        reference = model(input_ids=x).logits
+        model.config._attn_implementation = register_cpu_bf16_attention()
+        same = model(input_ids=x).logits  # outside autocast it is plain float32 SDPA
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(input_ids=x).logits
+    torch.testing.assert_close(same, reference, rtol=0, atol=1e-6)
+    assert mixed.dtype == torch.bfloat16
+    assert (mixed.float() - reference).abs().max() < 0.1
+
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        model = build_model(mcfg, vocab_size=100, eos_id=0, seed=0)
+        sampler = WeightedDomainSampler(TOKENS, {"a": 0.6, "b": 0.4}, seq_len=16, seed=1)
+        tcfg = TrainConfig(tokens=4 * 16 * 20, batch_size=4, lr=1e-2, warmup_steps=2, precision=precision)
+        seen = []
+        real_forward = type(model.model.layers[0].self_attn).forward
+
+        def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            seen.append(self.config._attn_implementation)
+            return real_forward(self, *args, **kwargs)
+
+        type(model.model.layers[0].self_attn).forward = spy
+        try:
+            losses[precision] = train_causal_lm(model, sampler, tcfg, torch.device("cpu"), progress=False).losses
+        finally:
+            type(model.model.layers[0].self_attn).forward = real_forward
+        assert set(seen) == {CPU_BF16_ATTENTION if precision == "bfloat16" else "sdpa"}
+        assert model.config._attn_implementation == "sdpa"
+    assert len(losses["bfloat16"]) == len(losses["float32"]) == 20
+    assert losses["bfloat16"] != losses["float32"]  # it did run in another precision
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], atol=0.05)
+    assert losses["bfloat16"][-1] < losses["bfloat16"][0] - 0.5  # and it learns

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from chameleon_assets.core.artifacts import atomic_dir, read_json, sha256_text, verify_dir, write_json
 from chameleon_assets.core.cost import device_peak_flops, model_train_flops_per_token
+from chameleon_assets.core.model import register_cpu_bf16_attention
 from chameleon_assets.settings import TrainConfig
 
 
@@ -239,7 +240,7 @@ def train_causal_lm(
             torch.set_rng_state(state["torch_rng"])
             step, losses = meta["step"], list(meta["losses"])
     resumed_from = step
-    use_bf16 = device.type == "cuda"
+    use_bf16 = cfg.precision == "bfloat16" or (cfg.precision == "auto" and device.type == "cuda")
     net = model
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -277,37 +278,43 @@ def train_causal_lm(
             for i, value in enumerate(new):
                 on_step(first + i, value, tok_rate)
 
-    while step < steps:
-        opt.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=device)
-        for micro in range(cfg.grad_accum):
-            batch = sampler.next_batch_shard(cfg.batch_size, dist.rank, dist.world_size)
-            if device.type == "cuda":
-                batch = batch.pin_memory()
-            batch = batch.to(device, non_blocking=True)
-            # Under DDP, gradients are all-reduced on the last micro-batch of a step only.
-            last = micro == cfg.grad_accum - 1
-            with net.no_sync() if (dist.world_size > 1 and not last) else contextlib.nullcontext():
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = run_model(input_ids=batch[:, :-1]).logits
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
-                (loss / cfg.grad_accum).backward()
-            step_loss += loss.detach() / cfg.grad_accum
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        step += 1
-        pending.append(step_loss)
-        bar.update(1)
-        checkpoint_due = (checkpoint_dir is not None and cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-                          and step < steps)
-        if step % LOG_EVERY == 0 or step == steps or checkpoint_due:
-            flush()
-        if checkpoint_due and dist.rank == 0:
-            _save_checkpoint(checkpoint_dir, model, opt, sched, sampler, step, losses, key)
-    flush()
-    bar.close()
+    attention = model.config._attn_implementation
+    if use_bf16 and device.type == "cpu" and attention == "sdpa":  # see core.model.CPU_BF16_ATTENTION
+        model.config._attn_implementation = register_cpu_bf16_attention()
+    try:
+        while step < steps:
+            opt.zero_grad(set_to_none=True)
+            step_loss = torch.zeros((), device=device)
+            for micro in range(cfg.grad_accum):
+                batch = sampler.next_batch_shard(cfg.batch_size, dist.rank, dist.world_size)
+                if device.type == "cuda":
+                    batch = batch.pin_memory()
+                batch = batch.to(device, non_blocking=True)
+                # Under DDP, gradients are all-reduced on the last micro-batch of a step only.
+                last = micro == cfg.grad_accum - 1
+                with net.no_sync() if (dist.world_size > 1 and not last) else contextlib.nullcontext():
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        logits = run_model(input_ids=batch[:, :-1]).logits
+                    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+                    (loss / cfg.grad_accum).backward()
+                step_loss += loss.detach() / cfg.grad_accum
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            pending.append(step_loss)
+            bar.update(1)
+            checkpoint_due = (checkpoint_dir is not None and cfg.checkpoint_every > 0
+                              and step % cfg.checkpoint_every == 0 and step < steps)
+            if step % LOG_EVERY == 0 or step == steps or checkpoint_due:
+                flush()
+            if checkpoint_due and dist.rank == 0:
+                _save_checkpoint(checkpoint_dir, model, opt, sched, sampler, step, losses, key)
+        flush()
+        bar.close()
+    finally:
+        model.config._attn_implementation = attention
     model.eval()
     return TrainResult(
         steps=steps,
