@@ -65,12 +65,18 @@ sync: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon sync --parallel $(PARALLEL)
 
-# Exit code 5 (no test collected) is an error here, as is any failure.
+# Exit code 5 (no test collected) is an error here, as is any failure. TEST_WORKERS pytest-xdist
+# processes share the tests one by one, except that a file marked xdist_group (a costly
+# module fixture) stays on one worker; each worker gets its share of the cores
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+PYTEST = $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)

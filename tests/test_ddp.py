@@ -21,6 +21,9 @@ from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
 from chameleon_assets.defs import launch
 from chameleon_assets.settings import ModelConfig, Profile, TrainConfig, TrainingLaunch
 
+# One xdist worker runs this whole file: its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("ddp")
+
 # Losses of the 2-process run equal the single-process ones within this (absolute, nats);
 # measured differences are about 1e-6, from the order of floating-point sums.
 LOSS_ATOL = 1e-4

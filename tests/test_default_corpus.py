@@ -21,7 +21,8 @@ from chameleon_assets.core.default_corpus import (
 )
 from chameleon_assets.core.registry import load_registry
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this whole file: its module-scoped fixture is built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default_corpus")]
 
 # A pretraining domain's manifest holds exactly these fields, as before finetuning domains
 # existed, so an existing data/raw stays valid.

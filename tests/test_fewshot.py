@@ -13,6 +13,9 @@ import torch
 from chameleon_assets.core.evaluate import EVAL_TASKS_DIR, run_lm_eval, within_chance
 from chameleon_assets.eval_tasks import utils
 
+# One xdist worker runs this whole file: its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("fewshot")
+
 LOCAL_TASKS = sorted(utils.SUBDIRS)
 SHOTS = 3
 CONTEXTS_PER_TASK = 25

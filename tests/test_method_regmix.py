@@ -18,6 +18,9 @@ from chameleon_assets.core.methods.regmix import (LinearMixtureLaw, RegMix, Swar
 from chameleon_assets.core.model import build_model, count_parameters
 from chameleon_assets.settings import ModelConfig, TrainConfig
 
+# One xdist worker runs this whole file: its module-scoped fixture is built once.
+pytestmark = pytest.mark.xdist_group("regmix")
+
 PRIOR = np.array([0.4, 0.3, 0.2, 0.1])
 Params = RegMix.Params
 

@@ -1,4 +1,5 @@
-"""`chameleon run --parallel N`: concurrent partitions make the same artefacts as sequential runs."""
+"""`chameleon run --parallel N`: concurrent partitions make the same artefacts as sequential
+runs, and the `gpu` pool keeps training steps one at a time when its limit is 1."""
 
 from __future__ import annotations
 
@@ -26,6 +27,22 @@ def _artefacts(data: Path) -> dict[str, str]:
     return out
 
 
+def _step_spans(instance, step_key: str) -> list[tuple[float, float]]:  # noqa: ANN001
+    """(start, end) timestamps of every successful ``step_key`` step in the instance's runs."""
+    import dagster as dg
+
+    spans = []
+    for run in instance.get_runs():
+        times = {}
+        for entry in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                             dg.DagsterEventType.STEP_SUCCESS}):
+            if entry.step_key == step_key:
+                times[entry.dagster_event.event_type] = entry.timestamp
+        if len(times) == 2:
+            spans.append((times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]))
+    return spans
+
+
 @pytest.mark.slow
 def test_concurrent_partitions_make_byte_identical_artefacts(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from chameleon_assets.runner import get_instance, run_everything
@@ -42,12 +59,20 @@ def test_concurrent_partitions_make_byte_identical_artefacts(project: Path, monk
     # The same configuration and sources, into a fresh data directory, instance and MLflow store.
     other = project / "second"
     (other / "dagster_home").mkdir(parents=True)
+    # The `gpu` pool at one slot: the two base models' runs start together but train in turn.
+    (other / "dagster_home" / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
     monkeypatch.setenv("CHAMELEON_DATA_DIR", str(other / "data"))
     monkeypatch.setenv("DAGSTER_HOME", str(other / "dagster_home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other / 'mlflow.db'}")
 
-    concurrent = run_everything(instance=get_instance(), parallel=2)
+    instance = get_instance()
+    concurrent = run_everything(instance=instance, parallel=2)
     assert not concurrent.failed, concurrent.failed
+    spans = _step_spans(instance, "base_model")
+    assert len(spans) == 2, spans
+    (start_a, end_a), (start_b, end_b) = sorted(spans)
+    assert end_a <= start_b, f"two pool steps ran at once: {spans}"
     assert sorted(concurrent.materialized) == sorted(sequential.materialized)
     got = _artefacts(other / "data")
     assert any(k.startswith("base_model/chameleon_pretrain") and k.endswith(".safetensors") for k in got)

@@ -20,7 +20,8 @@ import pytest
 from tests.conftest import REPO, TINY_PROFILE, write_domain
 from tests.ui_helpers import OUTPUT, UI, chromium
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this whole file: its module-scoped fixture is built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui")]
 
 DOMAINS = ["alpha", "beta", "gamma"]
 MIXTURES = ["uniform", "chameleon_pretrain"]
