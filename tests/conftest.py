@@ -67,21 +67,70 @@ def write_registry(project: Path, names: list[str]) -> Path:
     return reg
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated project: conf/ (tiny profile), data dir and Dagster home under tmp_path."""
-    conf = tmp_path / "conf"
+def use_project(root: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db: Path | None = None) -> Path:
+    """Point the environment at the project under ``root`` (conf, data, Dagster home, MLflow store)."""
+    conf = root / "conf"
+    monkeypatch.setenv("CHAMELEON_CONF_DIR", str(conf))
+    monkeypatch.setenv("CHAMELEON_DATA_DIR", str(root / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+    monkeypatch.setenv("CHAMELEON_PROFILE", "tiny")
+    monkeypatch.setenv("CHAMELEON_REGISTRY", str(conf / "domains.yaml"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db or root / 'mlflow.db'}")
+    return root
+
+
+def make_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Create an isolated project under ``root``: conf/ (tiny profile), an empty Dagster home; point the env at it."""
+    conf = root / "conf"
     (conf / "profiles").mkdir(parents=True)
     shutil.copy(REPO / "conf" / "mixtures.yaml", conf / "mixtures.yaml")
     (conf / "profiles" / "tiny.yaml").write_text(TINY_PROFILE)
-    monkeypatch.setenv("CHAMELEON_CONF_DIR", str(conf))
-    monkeypatch.setenv("CHAMELEON_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("CHAMELEON_PROFILE", "tiny")
-    monkeypatch.setenv("CHAMELEON_REGISTRY", str(conf / "domains.yaml"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (tmp_path / "dagster_home").mkdir()
-    return tmp_path
+    (root / "dagster_home").mkdir()
+    return use_project(root, monkeypatch)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated project: conf/ (tiny profile), data dir and Dagster home under tmp_path."""
+    return make_project(tmp_path, monkeypatch)
+
+
+class SavedProject:
+    """A project materialised once, at a fixed path, and put back there for each test.
+
+    Building a fully materialised tiny project takes 15-30 s; tests that each start from
+    one share a single build per module (and xdist worker). The project is restored to
+    the same path it was built at, which keeps every absolute path the run recorded
+    (registry sources, Dagster's event log, ``current`` links, MLflow artefact locations)
+    true, so a test sees exactly what a fresh run would have left.
+    """
+
+    def __init__(self, work: Path, template: Path) -> None:
+        self.work, self.template = work, template
+
+    @classmethod
+    def build(cls, factory: pytest.TempPathFactory, name: str, build) -> "SavedProject":  # noqa: ANN001
+        """Make a project, run ``build(root) -> instance`` in it, keep a copy of the result."""
+        work = factory.mktemp(name) / "project"
+        with pytest.MonkeyPatch.context() as mp:
+            make_project(work, mp)
+            build(work).dispose()
+        template = work.parent / "template"
+        shutil.copytree(work, template, symlinks=True)
+        return cls(work, template)
+
+    def restore(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+        """Put the built project back at its path; return ``(root, instance)``."""
+        from chameleon_assets.runner import get_instance
+
+        shutil.rmtree(self.work)
+        shutil.copytree(self.template, self.work, symlinks=True)
+        # MLflow keeps one engine per store URI for the life of the process: a store file
+        # replaced under a reused URI would be written through a stale connection, so each
+        # test gets the run's store under a URI of its own.
+        shutil.copy2(self.work / "mlflow.db", tmp_path / "mlflow.db")
+        use_project(self.work, monkeypatch, mlflow_db=tmp_path / "mlflow.db")
+        return self.work, get_instance()
 
 
 def register(instance, domains: list[str], mixtures: list[str] | None = None, seeds: list[int] | None = None) -> None:

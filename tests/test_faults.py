@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import TINY_PROFILE, current, write_domain, write_registry
+from tests.conftest import TINY_PROFILE, SavedProject, current, write_domain, write_registry
 
 pytestmark = pytest.mark.slow
 
@@ -48,17 +48,27 @@ def _kill_when_paused(proc: subprocess.Popen, marker: Path, timeout: float = 240
     proc.wait()
 
 
-@pytest.fixture
-def ran(project: Path):
+def _build(root: Path):  # noqa: ANN202
     from chameleon_assets.runner import get_instance, run_everything
 
-    (project / "conf/profiles/tiny.yaml").write_text(PROFILE)
+    (root / "conf/profiles/tiny.yaml").write_text(PROFILE)
     for d in DOMAINS:
-        write_domain(project / "raw", d)
-    write_registry(project, DOMAINS)
+        write_domain(root / "raw", d)
+    write_registry(root, DOMAINS)
     instance = get_instance()
     assert not run_everything(mixtures=["uniform"], instance=instance).failed
-    return project, instance
+    return instance
+
+
+@pytest.fixture(scope="module")
+def ran_once(tmp_path_factory: pytest.TempPathFactory) -> SavedProject:
+    return SavedProject.build(tmp_path_factory, "faults", _build)
+
+
+@pytest.fixture
+def ran(ran_once: SavedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The fixture domains, everything materialised for the uniform mixture."""
+    return ran_once.restore(tmp_path, monkeypatch)
 
 
 def test_deleted_or_truncated_artefacts_are_detected_and_rebuilt(ran) -> None:  # noqa: ANN001

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import TINY_PROFILE, current, write_domain, write_registry
+from tests.conftest import TINY_PROFILE, SavedProject, current, write_domain, write_registry
 
 pytestmark = pytest.mark.slow
 
@@ -66,19 +66,27 @@ def _stale_now(instance: dg.DagsterInstance) -> set[str]:
     return {f"{k}[{p}]" if p else k for k, p in stale_partitions(load_defs(), instance)}
 
 
-@pytest.fixture
-def ran(project: Path):
-    """Three domains, everything materialised by `chameleon run` on the tiny profile."""
+def _build(root: Path):  # noqa: ANN202
     from chameleon_assets.runner import get_instance, run_everything
 
-    (project / "conf/profiles/tiny.yaml").write_text(PROFILE)
+    (root / "conf/profiles/tiny.yaml").write_text(PROFILE)
     for d in DOMAINS + ["delta"]:
-        write_domain(project / "raw", d)
-    write_registry(project, DOMAINS)
+        write_domain(root / "raw", d)
+    write_registry(root, DOMAINS)
     instance = get_instance()
-    report = run_everything(instance=instance)
-    assert not report.failed
-    return project, instance
+    assert not run_everything(instance=instance).failed
+    return instance
+
+
+@pytest.fixture(scope="module")
+def ran_once(tmp_path_factory: pytest.TempPathFactory) -> SavedProject:
+    return SavedProject.build(tmp_path_factory, "provenance", _build)
+
+
+@pytest.fixture
+def ran(ran_once: SavedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Three domains, everything materialised by `chameleon run` on the tiny profile."""
+    return ran_once.restore(tmp_path, monkeypatch)
 
 
 def _rerun(instance: dg.DagsterInstance) -> tuple[set[str], list[str]]:

@@ -1,13 +1,14 @@
 """Domains change: only the affected partitions re-materialise; the proxy never retrains."""
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pytest
 
-from tests.conftest import current, materialised, new_materialisations, write_domain, write_registry
+from tests.conftest import SavedProject, current, materialised, new_materialisations, write_domain, write_registry
 
 pytestmark = pytest.mark.slow
 
@@ -21,17 +22,26 @@ def _materializations(instance: dg.DagsterInstance) -> dict[str, list[str]]:
 _new = new_materialisations
 
 
-@pytest.fixture
-def synced(project: Path):
-    """Three fixture domains, fully materialised through `sync`."""
+def _build(root: Path):  # noqa: ANN202
     from chameleon_assets.runner import get_instance, sync
 
     for d in ("alpha", "beta", "gamma", "delta"):
-        write_domain(project / "raw", d)
-    write_registry(project, ["alpha", "beta", "gamma"])
+        write_domain(root / "raw", d)
+    write_registry(root, ["alpha", "beta", "gamma"])
     instance = get_instance()
     sync(instance=instance)
-    return project, instance
+    return instance
+
+
+@pytest.fixture(scope="module")
+def synced_once(tmp_path_factory: pytest.TempPathFactory) -> SavedProject:
+    return SavedProject.build(tmp_path_factory, "sync", _build)
+
+
+@pytest.fixture
+def synced(synced_once: SavedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Three fixture domains, fully materialised through `sync`."""
+    return synced_once.restore(tmp_path, monkeypatch)
 
 
 def _weights(project: Path) -> dict:
@@ -117,7 +127,7 @@ def test_new_weights_are_logged_to_mlflow_as_a_version_tagged_with_the_domain_se
     project, instance = synced
     write_registry(project, ["alpha", "beta", "gamma", "delta"])
     sync(instance=instance)
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.kind = 'weights'",
                               order_by=["attributes.start_time ASC"])
     assert list(runs["tags.domains"]) == ["alpha,beta,gamma", "alpha,beta,delta,gamma"]
