@@ -12,6 +12,7 @@ speeds the progress bars reported and ``import dagster`` as a gauge of how fast 
 machine is that day (this 2-core machine has ranged over about 2x between days)::
 
     .venv/bin/python bench/bench_make_run.py --label after
+    .venv/bin/python bench/bench_make_run.py --label before --commit 46a4d13
 
 Takes as long as `make run` (about 10 minutes on 2 cores) and needs nothing else running.
 """
@@ -44,11 +45,14 @@ def _import_dagster_s(python: Path) -> float:
     return sorted(times)[1]
 
 
-def measure(target: str) -> dict:
-    """Clone, run ``make <target>`` with an empty uv cache, return the timings."""
+def measure(target: str, rev: str | None = None) -> dict:
+    """Clone (at ``rev``, default HEAD), run ``make <target>`` with an empty uv cache, return the timings."""
     with tempfile.TemporaryDirectory(prefix="bench-make-run-") as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        if rev is not None:
+            subprocess.run(["git", "checkout", "-q", rev], cwd=clone, check=True)
+        installer = "uv" if "uv pip install" in (clone / "Makefile").read_text() else "pip (the machine's pip cache)"
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
                                 text=True, check=True).stdout.strip()
         env = {**os.environ, "UV_CACHE_DIR": str(Path(tmp) / "uv-cache")}
@@ -77,6 +81,7 @@ def measure(target: str) -> dict:
         return {
             "commit": commit,
             "target": f"make {target}",
+            "installer": installer,
             "make_run_s": round(total, 1),
             "installs_s": round(marks.get("corpus_start", 0.0), 1),
             "corpus_s": round(marks.get("graph_start", 0.0) - marks.get("corpus_start", 0.0), 1),
@@ -94,9 +99,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="after", help="key under 'runs' in the results file")
     parser.add_argument("--target", default="run", help="the make target (default: run)")
+    parser.add_argument("--commit", default=None,
+                        help="measure this commit instead of HEAD (e.g. the one before a change, for 'before')")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    result = measure(args.target)
+    result = measure(args.target, args.commit)
     result.update(label=args.label, date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{os.cpu_count()} CPU cores")
     data = json.loads(args.out.read_text()) if args.out.exists() else {
         "benchmark": "`make run` on a fresh clone, installs (uv, empty cache) included, wall seconds"}
