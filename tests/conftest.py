@@ -133,6 +133,19 @@ class SavedProject:
         return self.work, get_instance()
 
 
+@pytest.fixture(scope="module")
+def saved_project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SavedProject:
+    """The test module's ``build_project(root) -> instance``, run once per module (see SavedProject)."""
+    return SavedProject.build(tmp_path_factory, request.module.__name__.rsplit(".", 1)[-1],
+                              request.module.build_project)
+
+
+@pytest.fixture
+def restored_project(saved_project: SavedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """``(root, instance)`` of the module's materialised project, as its build left it."""
+    return saved_project.restore(tmp_path, monkeypatch)
+
+
 def register(instance, domains: list[str], mixtures: list[str] | None = None, seeds: list[int] | None = None) -> None:
     """Make the instance's domain, mixture and seed partitions equal these lists."""
     from chameleon_assets.defs.partitions import partition_changes

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import TINY_PROFILE, SavedProject, current, write_domain, write_registry
+from tests.conftest import TINY_PROFILE, current, write_domain, write_registry
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,8 @@ def _kill_when_paused(proc: subprocess.Popen, marker: Path, timeout: float = 240
     proc.wait()
 
 
-def _build(root: Path):  # noqa: ANN202
+def build_project(root: Path):  # noqa: ANN201
+    """Run once per module by the ``saved_project`` fixture."""
     from chameleon_assets.runner import get_instance, run_everything
 
     (root / "conf/profiles/tiny.yaml").write_text(PROFILE)
@@ -60,15 +61,10 @@ def _build(root: Path):  # noqa: ANN202
     return instance
 
 
-@pytest.fixture(scope="module")
-def ran_once(tmp_path_factory: pytest.TempPathFactory) -> SavedProject:
-    return SavedProject.build(tmp_path_factory, "faults", _build)
-
-
 @pytest.fixture
-def ran(ran_once: SavedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def ran(restored_project):  # noqa: ANN001, ANN201
     """The fixture domains, everything materialised for the uniform mixture."""
-    return ran_once.restore(tmp_path, monkeypatch)
+    return restored_project
 
 
 def test_deleted_or_truncated_artefacts_are_detected_and_rebuilt(ran) -> None:  # noqa: ANN001

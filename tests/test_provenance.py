@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import TINY_PROFILE, SavedProject, current, write_domain, write_registry
+from tests.conftest import TINY_PROFILE, current, write_domain, write_registry
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,8 @@ def _stale_now(instance: dg.DagsterInstance) -> set[str]:
     return {f"{k}[{p}]" if p else k for k, p in stale_partitions(load_defs(), instance)}
 
 
-def _build(root: Path):  # noqa: ANN202
+def build_project(root: Path):  # noqa: ANN201
+    """Run once per module by the ``saved_project`` fixture."""
     from chameleon_assets.runner import get_instance, run_everything
 
     (root / "conf/profiles/tiny.yaml").write_text(PROFILE)
@@ -78,15 +79,10 @@ def _build(root: Path):  # noqa: ANN202
     return instance
 
 
-@pytest.fixture(scope="module")
-def ran_once(tmp_path_factory: pytest.TempPathFactory) -> SavedProject:
-    return SavedProject.build(tmp_path_factory, "provenance", _build)
-
-
 @pytest.fixture
-def ran(ran_once: SavedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def ran(restored_project):  # noqa: ANN001, ANN201
     """Three domains, everything materialised by `chameleon run` on the tiny profile."""
-    return ran_once.restore(tmp_path, monkeypatch)
+    return restored_project
 
 
 def _rerun(instance: dg.DagsterInstance) -> tuple[set[str], list[str]]:

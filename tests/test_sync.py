@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from tests.conftest import SavedProject, current, materialised, new_materialisations, write_domain, write_registry
+from tests.conftest import current, materialised, new_materialisations, write_domain, write_registry
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,8 @@ def _materializations(instance: dg.DagsterInstance) -> dict[str, list[str]]:
 _new = new_materialisations
 
 
-def _build(root: Path):  # noqa: ANN202
+def build_project(root: Path):  # noqa: ANN201
+    """Run once per module by the ``saved_project`` fixture."""
     from chameleon_assets.runner import get_instance, sync
 
     for d in ("alpha", "beta", "gamma", "delta"):
@@ -33,15 +34,10 @@ def _build(root: Path):  # noqa: ANN202
     return instance
 
 
-@pytest.fixture(scope="module")
-def synced_once(tmp_path_factory: pytest.TempPathFactory) -> SavedProject:
-    return SavedProject.build(tmp_path_factory, "sync", _build)
-
-
 @pytest.fixture
-def synced(synced_once: SavedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def synced(restored_project):  # noqa: ANN001, ANN201
     """Three fixture domains, fully materialised through `sync`."""
-    return synced_once.restore(tmp_path, monkeypatch)
+    return restored_project
 
 
 def _weights(project: Path) -> dict:
