@@ -90,6 +90,7 @@ def measure(target: str, rev: str | None = None) -> dict:
             "within_10_min": total <= 600,
             "slowest_steps_s": dict(sorted(steps.items(), key=lambda kv: -kv[1])[:12]),
             "steps_s_total": round(sum(steps.values()), 1),
+            "steps_s": steps,
             "training_tokens_per_s": speeds,
             "import_dagster_s": round(_import_dagster_s(clone / ".venv" / "bin" / "python"), 2),
         }

@@ -37,6 +37,14 @@ whether ``core/train.py`` differs from it are recorded). Run::
 
     .venv/bin/python bench/bench_train_step.py --ab-precision --repeats 5 --label precision
 
+``--loss plain`` runs our loop with full logits and ``F.cross_entropy`` (as before
+``core.loss``); ``--ab-loss`` measures the fused loss against that in interleaved pairs::
+
+    .venv/bin/python bench/bench_train_step.py --ab-loss --repeats 5 --label fused-loss
+
+Each result records the CPU (model name, whether it has bfloat16 in hardware): the machine
+this project is measured on is not always the same one.
+
 One invocation with the defaults takes about 3 minutes on 2 cores (6 runs of 60 steps, ~25 s each).
 """
 
@@ -79,8 +87,14 @@ def _setup(args: argparse.Namespace):
     model_cfg = profile.base_model.model
     base = profile.base_model.train
     seq_len = model_cfg.context_length
+    import torch
+
+    from chameleon_assets.core.model import training_precision
+
+    # what the profile's setting runs as on this CPU (bfloat16_if_native: float32 without bf16 hardware)
+    precision = training_precision(args.precision or base.precision, torch.device("cpu"))
     cfg = dataclasses.replace(base, tokens=args.steps * base.batch_size * base.grad_accum * seq_len,
-                              precision=args.precision or base.precision)
+                              precision=precision)
     assert total_steps(cfg, seq_len) == args.steps, (total_steps(cfg, seq_len), args.steps)
     tok = load_tokenizer(profile.tokenizer)
     vocab = len(tok)
@@ -120,6 +134,11 @@ def measure_ours(args: argparse.Namespace) -> dict:
 
     model = build_model(model_cfg, vocab, eos, args.seed)
     sampler = TimedSampler(streams, weights, model_cfg.context_length, args.seed)
+    if args.loss == "plain":  # the loop as before core.loss: full logits, then F.cross_entropy
+        import chameleon_assets.core.train as train_mod
+        from chameleon_assets.core.loss import PlainCausalLMLoss
+
+        train_mod.causal_lm_loss = PlainCausalLMLoss
     t_call = time.perf_counter()
     result = train_causal_lm(model, sampler, cfg, torch.device("cpu"), checkpoint_dir=None, progress=False)
     t_end = time.perf_counter()
@@ -224,11 +243,11 @@ def worker(args: argparse.Namespace) -> None:
 
 # --- The driver --------------------------------------------------------------------------
 
-def run_one(loop: str, args: argparse.Namespace, precision: str | None = None) -> dict:
-    """One measurement of ``loop`` in a fresh interpreter (``precision`` overrides ``args.precision``)."""
+def run_one(loop: str, args: argparse.Namespace, precision: str | None = None, loss: str | None = None) -> dict:
+    """One measurement of ``loop`` in a fresh interpreter (``precision`` and ``loss`` override ``args``)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", loop, "--steps", str(args.steps),
            "--skip", str(args.skip), "--threads", str(args.threads), "--seed", str(args.seed),
-           "--profile", args.profile]
+           "--profile", args.profile, "--loss", loss or args.loss]
     if precision or args.precision:
         cmd += ["--precision", precision or args.precision]
     if args.hf_optim:
@@ -268,6 +287,7 @@ def _ab_precision(args: argparse.Namespace) -> int:
         "ours_float32": _summary(runs["float32"]),
         "ours_bfloat16": _summary(runs["bfloat16"]),
         "pair_ratios_bfloat16_to_float32": [round(x, 3) for x in pairs],
+        "machine": _machine(args),
         "median_ratio_bfloat16_to_float32": round(statistics.median(pairs), 3),
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
@@ -276,6 +296,70 @@ def _ab_precision(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(entry, indent=2))
     return 0
+
+
+def _ab_loss(args: argparse.Namespace) -> int:
+    """Our loop with the fused output-layer loss (``core.loss``) against the plain one (full
+    logits, then ``F.cross_entropy``), ``--repeats`` interleaved pairs in fresh processes."""
+    t0 = time.perf_counter()
+    runs: dict[str, list[dict]] = {"plain": [], "fused": []}
+    for r in range(args.repeats):
+        for loss in ("plain", "fused") if r % 2 == 0 else ("fused", "plain"):
+            runs[loss].append(run_one("ours", args, loss=loss))
+            print(f"pair {r + 1}/{args.repeats} {loss}: {runs[loss][-1]['tokens_per_s']:,.0f} tokens/s",
+                  file=sys.stderr, flush=True)
+    pairs = [f["tokens_per_s"] / p["tokens_per_s"] for p, f in zip(runs["plain"], runs["fused"])]
+    entry = {
+        "label": args.label,
+        "what": "train_causal_lm, profile base model: the output layer fused into the cross-entropy (core.loss) "
+                "against full logits + F.cross_entropy, interleaved pairs",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "profile": args.profile,
+        "precision": _setup_precision(args),
+        "steps": args.steps,
+        "ours_plain_loss": _summary(runs["plain"]),
+        "ours_fused_loss": _summary(runs["fused"]),
+        "pair_ratios_fused_to_plain": [round(x, 3) for x in pairs],
+        "median_ratio_fused_to_plain": round(statistics.median(pairs), 3),
+        "machine": _machine(args),
+        "elapsed_s": round(time.perf_counter() - t0, 1),
+    }
+    data = json.loads(args.out.read_text()) if args.out.exists() else {}
+    data.setdefault("runs", {})[args.label] = entry
+    args.out.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(entry, indent=2))
+    return 0
+
+
+def _setup_precision(args: argparse.Namespace) -> str:
+    """The precision both loops run at on this CPU (``--precision`` or the profile's, resolved)."""
+    import torch
+
+    from chameleon_assets.core.model import training_precision
+    from chameleon_assets.settings import load_profile
+
+    return training_precision(args.precision or load_profile(args.profile).base_model.train.precision,
+                              torch.device("cpu"))
+
+
+def _machine(args: argparse.Namespace) -> dict:
+    """The machine a result was measured on (its CPU model, whether it has bf16 in hardware)."""
+    import torch
+    import transformers
+
+    from chameleon_assets.core.model import native_bf16
+
+    cpu = ""
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "native_bf16": native_bf16(torch.device("cpu")),
+            "capability": torch.backends.cpu.get_cpu_capability(), "threads": args.threads,
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__}
 
 
 def _git(*argv: str) -> str:
@@ -305,10 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file (default {DEFAULT_OUT.relative_to(REPO)})")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)")
     parser.add_argument("--profile", default="cpu", help="profile whose base_model config is trained (default cpu)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "bfloat16_if_native"), default=None,
                         help="train.precision for both loops (default: the profile's base_model.train.precision)")
     parser.add_argument("--ab-precision", action="store_true",
                         help="instead: our loop in float32 against bfloat16, interleaved pairs (--repeats of each)")
+    parser.add_argument("--loss", choices=("fused", "plain"), default="fused",
+                        help="our loop's loss: the fused output layer (default, core.loss) or full logits")
+    parser.add_argument("--ab-loss", action="store_true",
+                        help="instead: our loop with the fused loss against the plain one, interleaved pairs")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and sampling seed (default 0)")
     parser.add_argument("--hf-optim", default=None,
                         help="TrainingArguments.optim for the HF side (default: HF's own default); "
@@ -321,13 +409,12 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
 
-    import torch
-    import transformers
-
     from chameleon_assets.settings import load_profile
 
     if args.ab_precision:
         return _ab_precision(args)
+    if args.ab_loss:
+        return _ab_loss(args)
     t0 = time.perf_counter()
     results: dict[str, list[dict]] = {loop: [] for loop in LOOPS}
     for r in range(args.repeats):
@@ -354,13 +441,12 @@ def main(argv: list[str] | None = None) -> int:
         "seq_len": model.context_length,
         "tokens_per_step": train.batch_size * train.grad_accum * model.context_length,
         "repeats": args.repeats,
-        "precision": args.precision or train.precision,
+        "precision": _setup_precision(args),
+        "ours_loss": args.loss,
         "ours": ours,
         "hf_trainer": hf,
         "ratio_to_hf_trainer": round(ours["median_tokens_per_s"] / hf["median_tokens_per_s"], 3),
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "transformers": transformers.__version__},
+        "machine": _machine(args),
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
     data = json.loads(args.out.read_text()) if args.out.exists() else {}

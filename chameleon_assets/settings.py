@@ -89,8 +89,11 @@ class TrainConfig:
 
     ``precision``: the forward and backward pass's. ``auto`` is bfloat16 autocast on CUDA
     and float32 on the CPU; ``bfloat16`` uses autocast on the CPU too (with attention kept
-    in float32 there, see ``core.model.CPU_BF16_ATTENTION``); master weights, optimiser
-    state and the loss are float32 either way.
+    in float32 there, see ``core.model.CPU_BF16_ATTENTION``); ``bfloat16_if_native`` is
+    bfloat16 where the device has it in hardware (CUDA, CPUs with AVX512-BF16 or AMX) and
+    float32 elsewhere, where bfloat16 is emulated and many times slower. What a run used is
+    in its metadata (``training_precision``). Master weights, optimiser state and the loss
+    are float32 either way.
     """
 
     tokens: PositiveInt = 200_000
@@ -105,7 +108,7 @@ class TrainConfig:
     grad_clip: PositiveFloat = 1.0
     checkpoint_every: PositiveInt = 50
     compile: StrictBool = False
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16", "bfloat16_if_native"] = "auto"
 
 
 @dataclass(config=SCHEMA)

@@ -82,10 +82,11 @@ def run(job_dir: Path) -> None:
 
 
 def training_metadata(extra: dict, tokens_per_s: float) -> dict:
-    """What a training step reports about how it ran: processes, device, speed, MFU."""
+    """What a training step reports about how it ran: processes, device, precision, speed, MFU."""
     metadata = {
         "training_processes": int(extra.get("world_size", 1)),
         "training_device": str(extra.get("device", "")),
+        "training_precision": str(extra.get("precision", "")),
         "tokens_per_s": round(float(tokens_per_s)),
         "train_flops_per_token": float(extra.get("flops_per_token", 0.0)),
     }

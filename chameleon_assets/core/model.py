@@ -19,6 +19,40 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: CUDA with bf16 support, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere (AVX2-only CPUs such as AMD Zen 3) PyTorch emulates it, and
+    a bfloat16 training step ran about 20x slower than float32 on such a 2-core machine."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(c) for c in checks):
+        return any(c() for c in checks)
+    try:  # an older torch without the probes: the kernel's CPU flags
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_precision(precision: str, device: torch.device) -> str:
+    """What a ``train.precision`` setting runs as on ``device``: ``bfloat16`` or ``float32``.
+
+    ``auto``: bfloat16 on CUDA, float32 on the CPU. ``bfloat16_if_native``: bfloat16 where
+    the device has it in hardware (``native_bf16``), float32 elsewhere. ``bfloat16`` and
+    ``float32``: as named, on every device.
+    """
+    if precision == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    if precision == "bfloat16_if_native":
+        return "bfloat16" if native_bf16(device) else "float32"
+    if precision in ("bfloat16", "float32"):
+        return precision
+    raise ValueError(f"unknown precision {precision!r} (expected auto, float32, bfloat16 or bfloat16_if_native)")
+
+
 # PyTorch's CPU flash-attention backward is about four times slower in bfloat16 than in
 # float32 (measured on this project's 2-core machine: 13 ms against 3 ms per call for the
 # cpu profile's base model), while bfloat16 halves the time of every matrix multiply. So

@@ -1,0 +1,145 @@
+"""The fused output-layer cross-entropy (``core.loss``) against the plain one, and how
+``train.precision`` resolves on a device with and without bfloat16 in hardware."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from chameleon_assets.core import loss as loss_mod
+from chameleon_assets.core import model as model_mod
+from chameleon_assets.core.loss import (
+    CausalLMLoss,
+    PlainCausalLMLoss,
+    causal_lm_loss,
+    default_chunk,
+    fused_linear_cross_entropy,
+)
+from chameleon_assets.core.model import build_model, training_precision
+from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
+from chameleon_assets.settings import ModelConfig, TrainConfig
+
+MCFG = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, context_length=16)
+TOKENS = {"a": np.arange(1, 1001) % 97, "b": np.arange(1, 501) % 89}
+
+
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("chunk", [None, 7, 1000])  # default, one that leaves a ragged last chunk, one chunk
+def test_fused_loss_and_gradients_equal_the_plain_cross_entropy(arch: str, chunk: int | None) -> None:
+    model = build_model(ModelConfig(arch=arch, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                    context_length=16), vocab_size=100, eos_id=0, seed=0)
+    x = torch.randint(0, 100, (3, 17), generator=torch.Generator().manual_seed(1))
+    logits = model(input_ids=x[:, :-1]).logits
+    plain = F.cross_entropy(logits.reshape(-1, 100), x[:, 1:].reshape(-1))
+    plain.backward()
+    expected = _grads(model)
+    model.zero_grad(set_to_none=True)
+
+    hidden = model.base_model(input_ids=x[:, :-1]).last_hidden_state.reshape(-1, 32)
+    fused = fused_linear_cross_entropy(hidden, model.get_output_embeddings().weight, x[:, 1:].reshape(-1), chunk)
+    (2.0 * fused).backward()  # the incoming gradient is honoured
+    got = _grads(model)
+
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], 2.0 * expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_fused_loss_without_gradients_computes_the_loss_only() -> None:
+    hidden, weight = torch.randn(10, 4), torch.randn(6, 4)
+    targets = torch.randint(0, 6, (10,))
+    with torch.no_grad():
+        fused = fused_linear_cross_entropy(hidden, weight, targets, chunk=3)
+    torch.testing.assert_close(fused, F.cross_entropy(hidden @ weight.T, targets))
+
+
+def test_fused_loss_under_bfloat16_autocast_matches_the_plain_bfloat16_path() -> None:
+    """Under autocast both multiply in bf16 and take the softmax in float32."""
+    model = build_model(MCFG, vocab_size=100, eos_id=0, seed=0)
+    x = torch.randint(0, 100, (4, 17), generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = PlainCausalLMLoss(model)(x[:, :-1], x[:, 1:])
+        fused = CausalLMLoss(model)(x[:, :-1], x[:, 1:])
+    assert fused.dtype == torch.float32
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-3)
+
+
+def test_bad_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="hidden"):
+        fused_linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets"):
+        fused_linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 3), torch.zeros(3, dtype=torch.long))
+
+
+def test_a_model_whose_head_has_a_bias_gets_the_plain_loss() -> None:
+    model = build_model(MCFG, vocab_size=100, eos_id=0, seed=0)
+    assert isinstance(causal_lm_loss(model), CausalLMLoss)
+    model.lm_head = torch.nn.Linear(32, 100, bias=True)
+    assert isinstance(causal_lm_loss(model), PlainCausalLMLoss)
+    assert default_chunk(8192) == 256 and default_chunk(10**6) == 32 and default_chunk(50257, "cuda") == 1335
+
+
+def test_training_with_the_fused_loss_follows_the_plain_trajectory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 optimiser steps: the fused loss and the plain one give the same losses and weights
+    up to float32 rounding (the loop is otherwise identical)."""
+    runs = {}
+    for kind in ("fused", "plain"):
+        if kind == "plain":
+            monkeypatch.setattr("chameleon_assets.core.train.causal_lm_loss", PlainCausalLMLoss)
+        model = build_model(MCFG, vocab_size=100, eos_id=0, seed=0)
+        sampler = WeightedDomainSampler(TOKENS, {"a": 0.6, "b": 0.4}, seq_len=16, seed=1)
+        cfg = TrainConfig(tokens=4 * 16 * 20, batch_size=4, lr=1e-2, warmup_steps=2)
+        runs[kind] = (train_causal_lm(model, sampler, cfg, torch.device("cpu"), progress=False).losses, model)
+    np.testing.assert_allclose(runs["fused"][0], runs["plain"][0], rtol=0, atol=1e-4)
+    assert runs["fused"][0][-1] < runs["fused"][0][0] - 0.5
+    for (name, p), q in zip(runs["fused"][1].named_parameters(), runs["plain"][1].parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-3, msg=name)
+    assert loss_mod.causal_lm_loss is causal_lm_loss  # the monkeypatch stayed local to core.train
+
+
+@pytest.mark.parametrize(("precision", "native", "cuda", "expected"), [
+    ("auto", True, False, "float32"),
+    ("auto", False, True, "bfloat16"),
+    ("float32", True, True, "float32"),
+    ("bfloat16", False, False, "bfloat16"),
+    ("bfloat16_if_native", True, False, "bfloat16"),
+    ("bfloat16_if_native", False, False, "float32"),
+    ("bfloat16_if_native", True, True, "bfloat16"),
+])
+def test_training_precision_resolves_per_device(monkeypatch: pytest.MonkeyPatch, precision: str, native: bool,
+                                                cuda: bool, expected: str) -> None:
+    monkeypatch.setattr(model_mod, "native_bf16", lambda device: native)
+    device = torch.device("cuda" if cuda else "cpu")
+    assert training_precision(precision, device) == expected
+
+
+def test_bfloat16_if_native_trains_in_float32_on_a_cpu_without_bf16_and_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cpu profile's setting on an AVX2-only CPU: the float32 trajectory, reported as
+    float32; an explicit bfloat16 there runs bf16 and warns that it is emulated."""
+    monkeypatch.setattr(model_mod, "native_bf16", lambda device: False)
+    monkeypatch.setattr("chameleon_assets.core.train.native_bf16", lambda device: False)
+    results, logs = {}, {}
+    for precision in ("float32", "bfloat16_if_native", "bfloat16"):
+        model = build_model(MCFG, vocab_size=100, eos_id=0, seed=0)
+        sampler = WeightedDomainSampler(TOKENS, {"a": 0.6, "b": 0.4}, seq_len=16, seed=1)
+        cfg = TrainConfig(tokens=4 * 16 * 5, batch_size=4, lr=1e-2, warmup_steps=2, precision=precision)
+        logs[precision] = []
+        results[precision] = train_causal_lm(model, sampler, cfg, torch.device("cpu"), progress=False,
+                                             log=logs[precision].append)
+    assert results["bfloat16_if_native"].losses == results["float32"].losses
+    assert results["bfloat16_if_native"].extra["precision"] == "float32"
+    assert results["bfloat16"].extra["precision"] == "bfloat16"
+    assert results["bfloat16"].losses != results["float32"].losses
+    assert any("emulated" in line for line in logs["bfloat16"])
+    assert not any("emulated" in line for line in logs["bfloat16_if_native"] + logs["float32"])
+
+
+def test_native_bf16_is_a_boolean_on_this_cpu() -> None:
+    assert model_mod.native_bf16(torch.device("cpu")) in (True, False)
+    assert model_mod.native_bf16(torch.device("meta")) is False
