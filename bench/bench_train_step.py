@@ -264,67 +264,35 @@ def run_one(loop: str, args: argparse.Namespace, precision: str | None = None, l
     return json.loads(lines[-1][len(RESULT_PREFIX):])
 
 
-def _ab_precision(args: argparse.Namespace) -> int:
-    """Our loop in float32 and in bfloat16, ``--repeats`` interleaved pairs, each in a fresh
-    process (this machine's speed drifts by tens of percent within minutes, so only pairs
-    run back to back are compared); writes the medians and each pair's ratio."""
+def _ab(args: argparse.Namespace, key: str, first: str, second: str, what: str) -> int:
+    """Our loop with ``key`` (``precision`` or ``loss``) set to ``first`` against ``second``,
+    ``--repeats`` interleaved pairs, each run in a fresh process (this machine's speed
+    drifts by tens of percent within minutes, so only pairs run back to back are compared);
+    writes the medians and each pair's ratio ``second / first``."""
     t0 = time.perf_counter()
-    runs: dict[str, list[dict]] = {"float32": [], "bfloat16": []}
+    runs: dict[str, list[dict]] = {first: [], second: []}
     for r in range(args.repeats):
-        for precision in ("float32", "bfloat16") if r % 2 == 0 else ("bfloat16", "float32"):
-            runs[precision].append(run_one("ours", args, precision))
-            print(f"pair {r + 1}/{args.repeats} {precision}: {runs[precision][-1]['tokens_per_s']:,.0f} tokens/s",
+        for value in (first, second) if r % 2 == 0 else (second, first):
+            runs[value].append(run_one("ours", args, **{key: value}))
+            print(f"pair {r + 1}/{args.repeats} {value}: {runs[value][-1]['tokens_per_s']:,.0f} tokens/s",
                   file=sys.stderr, flush=True)
-    pairs = [b["tokens_per_s"] / f["tokens_per_s"] for f, b in zip(runs["float32"], runs["bfloat16"])]
+    pairs = [y["tokens_per_s"] / x["tokens_per_s"] for x, y in zip(runs[first], runs[second])]
     entry = {
         "label": args.label,
-        "what": "train_causal_lm, profile base model: train.precision float32 against bfloat16 (CPU autocast, "
-                "attention in float32), interleaved pairs",
+        "what": what,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "commit": _git("rev-parse", "--short", "HEAD"),
         "profile": args.profile,
         "steps": args.steps,
-        "ours_float32": _summary(runs["float32"]),
-        "ours_bfloat16": _summary(runs["bfloat16"]),
-        "pair_ratios_bfloat16_to_float32": [round(x, 3) for x in pairs],
-        "machine": _machine(args),
-        "median_ratio_bfloat16_to_float32": round(statistics.median(pairs), 3),
-        "elapsed_s": round(time.perf_counter() - t0, 1),
-    }
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
-    data.setdefault("runs", {})[args.label] = entry
-    args.out.write_text(json.dumps(data, indent=2) + "\n")
-    print(json.dumps(entry, indent=2))
-    return 0
-
-
-def _ab_loss(args: argparse.Namespace) -> int:
-    """Our loop with the fused output-layer loss (``core.loss``) against the plain one (full
-    logits, then ``F.cross_entropy``), ``--repeats`` interleaved pairs in fresh processes."""
-    t0 = time.perf_counter()
-    runs: dict[str, list[dict]] = {"plain": [], "fused": []}
-    for r in range(args.repeats):
-        for loss in ("plain", "fused") if r % 2 == 0 else ("fused", "plain"):
-            runs[loss].append(run_one("ours", args, loss=loss))
-            print(f"pair {r + 1}/{args.repeats} {loss}: {runs[loss][-1]['tokens_per_s']:,.0f} tokens/s",
-                  file=sys.stderr, flush=True)
-    pairs = [f["tokens_per_s"] / p["tokens_per_s"] for p, f in zip(runs["plain"], runs["fused"])]
-    entry = {
-        "label": args.label,
-        "what": "train_causal_lm, profile base model: the output layer fused into the cross-entropy (core.loss) "
-                "against full logits + F.cross_entropy, interleaved pairs",
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "profile": args.profile,
-        "precision": _setup_precision(args),
-        "steps": args.steps,
-        "ours_plain_loss": _summary(runs["plain"]),
-        "ours_fused_loss": _summary(runs["fused"]),
-        "pair_ratios_fused_to_plain": [round(x, 3) for x in pairs],
-        "median_ratio_fused_to_plain": round(statistics.median(pairs), 3),
+        f"ours_{first}": _summary(runs[first]),
+        f"ours_{second}": _summary(runs[second]),
+        f"pair_ratios_{second}_to_{first}": [round(x, 3) for x in pairs],
+        f"median_ratio_{second}_to_{first}": round(statistics.median(pairs), 3),
         "machine": _machine(args),
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
+    if key == "loss":
+        entry["precision"] = _setup_precision(args)
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     data.setdefault("runs", {})[args.label] = entry
     args.out.write_text(json.dumps(data, indent=2) + "\n")
@@ -412,9 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     from chameleon_assets.settings import load_profile
 
     if args.ab_precision:
-        return _ab_precision(args)
+        return _ab(args, "precision", "float32", "bfloat16", "train_causal_lm, profile base model: train.precision "
+                   "float32 against bfloat16 (CPU autocast, attention in float32), interleaved pairs")
     if args.ab_loss:
-        return _ab_loss(args)
+        return _ab(args, "loss", "plain", "fused", "train_causal_lm, profile base model: the output layer fused into "
+                   "the cross-entropy (core.loss) against full logits + F.cross_entropy, interleaved pairs")
     t0 = time.perf_counter()
     results: dict[str, list[dict]] = {loop: [] for loop in LOOPS}
     for r in range(args.repeats):
