@@ -87,14 +87,8 @@ def _setup(args: argparse.Namespace):
     model_cfg = profile.base_model.model
     base = profile.base_model.train
     seq_len = model_cfg.context_length
-    import torch
-
-    from chameleon_assets.core.model import training_precision
-
-    # what the profile's setting runs as on this CPU (bfloat16_if_native: float32 without bf16 hardware)
-    precision = training_precision(args.precision or base.precision, torch.device("cpu"))
     cfg = dataclasses.replace(base, tokens=args.steps * base.batch_size * base.grad_accum * seq_len,
-                              precision=precision)
+                              precision=_setup_precision(args))
     assert total_steps(cfg, seq_len) == args.steps, (total_steps(cfg, seq_len), args.steps)
     tok = load_tokenizer(profile.tokenizer)
     vocab = len(tok)
@@ -301,7 +295,8 @@ def _ab(args: argparse.Namespace, key: str, first: str, second: str, what: str) 
 
 
 def _setup_precision(args: argparse.Namespace) -> str:
-    """The precision both loops run at on this CPU (``--precision`` or the profile's, resolved)."""
+    """The precision both loops run at on this CPU: ``--precision`` or the profile's, resolved
+    (``bfloat16_if_native`` is float32 without bf16 hardware)."""
     import torch
 
     from chameleon_assets.core.model import training_precision

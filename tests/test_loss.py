@@ -134,6 +134,11 @@ def test_bfloat16_if_native_trains_in_float32_on_a_cpu_without_bf16_and_says_so(
                                              log=logs[precision].append)
     assert results["bfloat16_if_native"].losses == results["float32"].losses
     assert results["bfloat16_if_native"].extra["precision"] == "float32"
+    # what the training assets put in their materialisation metadata
+    from chameleon_assets.core.ddp_worker import training_metadata
+
+    result = results["bfloat16_if_native"]
+    assert training_metadata(result.extra, result.tokens_per_s)["training_precision"] == "float32"
     assert results["bfloat16"].extra["precision"] == "bfloat16"
     assert results["bfloat16"].losses != results["float32"].losses
     assert any("emulated" in line for line in logs["bfloat16"])
