@@ -58,6 +58,24 @@ def test_fused_loss_without_gradients_computes_the_loss_only() -> None:
     torch.testing.assert_close(fused, F.cross_entropy(hidden @ weight.T, targets))
 
 
+def test_fused_loss_is_exact_when_logits_are_far_apart() -> None:
+    """Logits spread over thousands (some targets' probabilities underflow float32 to 0):
+    the loss and gradients still equal a float64 reference (lse = max - log(max softmax))."""
+    g = torch.Generator().manual_seed(3)
+    hidden = (torch.randn(40, 8, generator=g) * 30).requires_grad_()
+    weight = (torch.randn(50, 8, generator=g) * 30).requires_grad_()
+    targets = torch.randint(0, 50, (40,), generator=g)
+    fused = fused_linear_cross_entropy(hidden, weight, targets, chunk=16)
+    fused.backward()
+    h64, w64 = hidden.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    reference = F.cross_entropy(h64 @ w64.T, targets)
+    reference.backward()
+    assert torch.softmax((h64 @ w64.T).float(), -1).gather(1, targets[:, None]).min() == 0  # the hard case occurs
+    torch.testing.assert_close(fused.double(), reference, rtol=1e-6, atol=1e-3)
+    torch.testing.assert_close(hidden.grad.double(), h64.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_fused_loss_under_bfloat16_autocast_matches_the_plain_bfloat16_path() -> None:
     """Under autocast both multiply in bf16 and take the softmax in float32."""
     model = build_model(MCFG, vocab_size=100, eos_id=0, seed=0)
