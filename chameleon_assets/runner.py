@@ -338,6 +338,7 @@ def _materialize_in_child(key: str, partition: str | None, threads: int) -> tupl
     import torch
 
     torch.set_num_threads(threads)
+    os.environ["RAYON_NUM_THREADS"] = str(threads)  # the Rust tokenizers' pool (core.tokenizer.rust_threads)
     t0 = time.perf_counter()
     result = materialize(load_defs(), get_instance(), [dg.AssetKey.from_user_string(key)], partition_key=partition,
                          raise_on_error=False)

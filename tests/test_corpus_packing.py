@@ -1,5 +1,6 @@
 """Tokenising and packing: exact counts, the separator, a seeded by-document split."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,18 @@ def test_a_one_document_domain_has_an_empty_but_readable_validation_split(tmp_pa
                           tmp_path / "solo", 0.05, 0, "v")
     assert shards.val_tokens == 0 and shards.val().size == 0
     assert shards.train().size == shards.train_tokens > 0
+
+
+def test_documents_encode_the_same_on_every_core_and_the_environment_is_put_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode_documents turns the Rust thread pool on for its batch only: the ids equal a
+    one-thread encoding document by document, and TOKENIZERS_PARALLELISM is as before."""
+    tok = load_tokenizer("bpe-8k")
+    texts = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * (i % 7 + 1) for i in range(300)]
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    one_by_one = [tok.backend_tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    assert encode_documents(tok, texts) == one_by_one
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    assert encode_documents(tok, texts[:3]) == one_by_one[:3]
+    assert "TOKENIZERS_PARALLELISM" not in os.environ

