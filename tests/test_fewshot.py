@@ -82,6 +82,26 @@ def test_validation_held_out_pools_are_a_fixed_tenth_of_validation() -> None:
     assert {utils.shot_source(n) for n in LOCAL_TASKS if n not in ("copa", "sciq")} == {"train"}
 
 
+@pytest.mark.parametrize("name", ["arc_easy", "copa"])  # a pool from the training split, one held out of validation
+def test_zero_shot_builds_no_pool_and_scores_the_same_examples(name: str) -> None:
+    """run_lm_eval with num_fewshot 0 builds no shot pool (shot_pools(False)); the scored
+    examples do not change. lm-eval imports utils.py by its path, as a second module: that
+    copy follows the setting too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("utils_as_lm_eval_loads_it", EVAL_TASKS_DIR / "utils.py")
+    path_copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(path_copy)
+    full = utils.load(name)
+    for module in (utils, path_copy):
+        with utils.shot_pools(False):
+            bare = module.load(name)
+        assert len(bare[utils.SHOT_SPLIT]) == 0 < len(full[utils.SHOT_SPLIT])
+        assert bare[utils.SHOT_SPLIT].column_names == full[utils.SCORED_SPLIT].column_names
+        assert bare[utils.SCORED_SPLIT].to_list() == full[utils.SCORED_SPLIT].to_list()
+    assert len(path_copy.load(name)[utils.SHOT_SPLIT]) == len(full[utils.SHOT_SPLIT])  # outside: the pool again
+
+
 def test_training_shots_are_in_the_scored_prompt_format() -> None:
     arc = utils.load("arc_easy")[utils.SHOT_SPLIT][0]
     assert arc["query"].startswith("Question: ") and arc["query"].endswith("\nAnswer:")

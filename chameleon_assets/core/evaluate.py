@@ -127,6 +127,8 @@ def run_lm_eval(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    from chameleon_assets.eval_tasks.utils import shot_pools
+
     # lm-eval warns at length about passing an in-memory model and custom datasets: expected here.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
@@ -154,22 +156,23 @@ def run_lm_eval(
     manager = TaskManager(include_path=str(EVAL_TASKS_DIR), include_defaults=False)
     if not set(tasks) <= set(manager.all_tasks):
         manager = TaskManager(include_path=str(EVAL_TASKS_DIR))
-    results = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=tasks,
-        num_fewshot=num_fewshot,
-        limit=limit,
-        task_manager=manager,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-        # The per-example records give n, the chance level and the standard errors; the
-        # bootstrap (which would give only the latter) stays off as it is slow for
-        # metrics without a closed form.
-        log_samples=True,
-        bootstrap_iters=0,
-    )
+    with shot_pools(num_fewshot > 0):
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=tasks,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+            # The per-example records give n, the chance level and the standard errors; the
+            # bootstrap (which would give only the latter) stays off as it is slow for
+            # metrics without a closed form.
+            log_samples=True,
+            bootstrap_iters=0,
+        )
     if lm.clipped:
         logging.getLogger("chameleon.evaluate").warning(
             f"{lm.clipped} answer(s) longer than the model's context ({max_length} tokens) were scored on "

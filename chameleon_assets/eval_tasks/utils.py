@@ -21,13 +21,15 @@ across the shipped training and validation sets cannot reach a few-shot context.
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import functools
 import gzip
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import datasets
 
@@ -222,29 +224,54 @@ def shot_source(name: str) -> str:
     return "train" if name in TRAIN_FORMATTERS else "validation"
 
 
+# Whether the evaluation under way draws few-shot examples (``core.evaluate.run_lm_eval``
+# sets it from ``num_fewshot``). Zero-shot needs no pool: HellaSwag's is ~40,000 training
+# examples, parsed and checked against the scored ones (8 s on 2 cores), then listed by
+# lm-eval for every evaluation (2.5 s).
+_SHOTS_NEEDED: contextvars.ContextVar[bool] = contextvars.ContextVar("chameleon_shots_needed", default=True)
+
+
+@contextlib.contextmanager
+def shot_pools(needed: bool) -> Iterator[None]:
+    """Within the block, ``load`` builds the few-shot pools only if ``needed``; else they are
+    empty. The scored examples are the same either way."""
+    token = _SHOTS_NEEDED.set(needed)
+    try:
+        yield
+    finally:
+        _SHOTS_NEEDED.reset(token)
+
+
 @functools.lru_cache(maxsize=None)
-def _splits(name: str) -> datasets.DatasetDict:
+def _splits(name: str, shots: bool = True) -> datasets.DatasetDict:
     validation = _validation_rows(name)
     if shot_source(name) == "train":
-        scored, candidates = validation, _train_rows(name)
+        scored = validation
+        candidates = _train_rows(name) if shots else []
     else:
         # Held out from validation: the examples with the smallest content hashes, a
         # choice that depends on nothing but the examples themselves.
         count = max(1, round(VALIDATION_SHOT_FRACTION * len(validation)))
         held = set(sorted(range(len(validation)), key=lambda i: _hash(validation[i]))[:count])
         scored = [doc for i, doc in enumerate(validation) if i not in held]
-        candidates = [doc for i, doc in enumerate(validation) if i in held]
-    shots = _disjoint(candidates, scored)
+        candidates = [doc for i, doc in enumerate(validation) if i in held] if shots else []
+    scored_split = datasets.Dataset.from_list(scored)
     return datasets.DatasetDict({
-        SCORED_SPLIT: datasets.Dataset.from_list(scored),
-        SHOT_SPLIT: datasets.Dataset.from_list(shots),
+        SCORED_SPLIT: scored_split,
+        # Without shots: no rows, the scored split's columns.
+        SHOT_SPLIT: datasets.Dataset.from_list(_disjoint(candidates, scored)) if shots else scored_split.select([]),
     })
 
 
 def load(name: str, **_: object) -> datasets.DatasetDict:
     """``custom_dataset`` entry point: task ``name``'s scored examples (``validation``) and
-    its few-shot pool (``fewshot``), disjoint by content, in the common schema."""
-    return datasets.DatasetDict(dict(_splits(name)))
+    its few-shot pool (``fewshot``), disjoint by content, in the common schema (the pool is
+    empty inside ``shot_pools(False)``)."""
+    # lm-eval imports this file by its path, as a module of its own: the setting lives in
+    # the package's copy, the one ``shot_pools`` sets.
+    from chameleon_assets.eval_tasks import utils as package_copy
+
+    return datasets.DatasetDict(dict(_splits(name, package_copy._SHOTS_NEEDED.get())))
 
 
 def winogrande_context_index(doc: dict) -> int:
