@@ -1,6 +1,7 @@
 """The finetuning stage: finetune domains -> finetune_weights -> finetuned_model -> evaluation -> comparison."""
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +22,9 @@ FINETUNE_TEXT = {
     "eta": "fn main() { let v: Vec<i32> = (1..10).collect(); println!(\"{:?}\", v); }",
 }
 FINETUNE = ["delta", "epsilon", "zeta"]  # three: with two, KRLS scores are equal by symmetry
+
+# The module's finetuned project is built once (saved_project): its tests share one worker.
+pytestmark = pytest.mark.xdist_group("finetune")
 
 
 def write_both(project: Path, pretrain: list[str], finetune: list[str]) -> Path:
@@ -63,25 +67,10 @@ def test_finetune_weights_favour_the_most_distinct_domain(project: Path) -> None
 # --- the whole stage -------------------------------------------------------------------
 
 
-@pytest.fixture
-def finetuned(project: Path, monkeypatch: pytest.MonkeyPatch):
-    """Three pretraining and two finetuning domains, `chameleon run` to the end; the model
-    each finetuning run starts from is recorded as it is handed to the trainer."""
+def _record_starts(monkeypatch: pytest.MonkeyPatch, starts: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Record the parameters each finetuning run starts from, as they reach the trainer."""
     from chameleon_assets.core import train
-    from chameleon_assets.runner import get_instance, run_everything
 
-    for d in PRETRAIN:
-        write_domain(project / "raw", d)
-    for d, text in FINETUNE_TEXT.items():
-        write_domain(project / "raw", d, text=text)
-    write_both(project, PRETRAIN, FINETUNE)
-    # This stage's tests need one base model (the start) and no few-shot scores.
-    profile = project / "conf" / "profiles" / "tiny.yaml"
-    data = yaml.safe_load(profile.read_text())
-    data["base_model"]["mixtures"] = ["uniform"]
-    data["evaluation"]["tasks"] = []
-    profile.write_text(yaml.safe_dump(data))
-    starts: dict[str, dict[str, torch.Tensor]] = {}
     real = train.train_causal_lm
 
     def recording(model, sampler, cfg, device, **kwargs):  # noqa: ANN001, ANN003, ANN202
@@ -90,10 +79,43 @@ def finetuned(project: Path, monkeypatch: pytest.MonkeyPatch):
         return real(model, sampler, cfg, device, **kwargs)
 
     monkeypatch.setattr(train, "train_causal_lm", recording)
+
+
+def build_project(root: Path):  # noqa: ANN201
+    """Three pretraining and three finetuning domains, `chameleon run` to the end, once per
+    module (``saved_project``); the start parameters and the run's report are kept with it."""
+    from chameleon_assets.runner import get_instance, run_everything
+
+    for d in PRETRAIN:
+        write_domain(root / "raw", d)
+    for d, text in FINETUNE_TEXT.items():
+        write_domain(root / "raw", d, text=text)
+    write_both(root, PRETRAIN, FINETUNE)
+    # This stage's tests need one base model (the start) and no few-shot scores.
+    profile = root / "conf" / "profiles" / "tiny.yaml"
+    data = yaml.safe_load(profile.read_text())
+    data["base_model"]["mixtures"] = ["uniform"]
+    data["evaluation"]["tasks"] = []
+    profile.write_text(yaml.safe_dump(data))
+    starts: dict[str, dict[str, torch.Tensor]] = {}
     instance = get_instance()
-    report = run_everything(instance=instance)
+    with pytest.MonkeyPatch.context() as mp:
+        _record_starts(mp, starts)
+        report = run_everything(instance=instance)
     assert not report.failed, report.failed
-    return project, instance, starts, report
+    torch.save(starts, root / "starts.pt")
+    (root / "materialized.json").write_text(json.dumps(list(report.materialized)))
+    return instance
+
+
+@pytest.fixture
+def finetuned(restored_project, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
+    """``(project, instance, starts, materialized)`` of the module's run: ``starts`` holds
+    each finetuning run's start parameters (the build's, and any this test trains)."""
+    project, instance = restored_project
+    starts = torch.load(project / "starts.pt")
+    _record_starts(monkeypatch, starts)
+    return project, instance, starts, json.loads((project / "materialized.json").read_text())
 
 
 @pytest.mark.slow
@@ -102,9 +124,9 @@ def test_the_finetuning_stage_trains_from_the_base_model_evaluates_compares_and_
 
     from chameleon_assets.defs.io import load_value
 
-    project, instance, starts, report = finetuned
+    project, instance, starts, materialized = finetuned
     mixtures = ["uniform", "natural", "chameleon_finetune"]
-    assert sorted(p for p in report.materialized if p.startswith("finetuned_model")) == sorted(
+    assert sorted(p for p in materialized if p.startswith("finetuned_model")) == sorted(
         f"finetuned_model[{m}|0]" for m in mixtures)
 
     # The finetuning domains never reach the proxy or the pretraining weights.
@@ -118,6 +140,8 @@ def test_the_finetuning_stage_trains_from_the_base_model_evaluates_compares_and_
 
     base = load_value(instance, "base_model", "uniform|0")
     base_state = AutoModelForCausalLM.from_pretrained(base.path).state_dict()
+    base_eval = load_value(instance, "evaluation", "uniform|0")
+    first_ev = load_value(instance, "finetune_evaluation", f"{mixtures[0]}|0")
     for m in mixtures:
         model = load_value(instance, "finetuned_model", f"{m}|0")
         assert model.start == "base_model[uniform|0]" and model.start_version == base.data_version
@@ -132,6 +156,9 @@ def test_the_finetuning_stage_trains_from_the_base_model_evaluates_compares_and_
         ev = load_value(instance, "finetune_evaluation", f"{m}|0")
         assert set(ev.bits_per_byte) == set(FINETUNE) and set(ev.pretrain_bits_per_byte) == set(PRETRAIN)
         assert ev.start_bits_per_byte.keys() == ev.bits_per_byte.keys()
+        # The start model's scores (computed once for all mixtures) are its own evaluation's.
+        assert ev.start_pretrain_bits_per_byte == pytest.approx(base_eval.bits_per_byte, rel=1e-9)
+        assert ev.start_bits_per_byte == first_ev.start_bits_per_byte
 
     # One row per finetune mixture with every finetuning domain's perplexity, gain and forgetting.
     table = pd.read_csv(current(project, "finetune/comparison") / "finetune_comparison.csv", index_col=0)
@@ -142,7 +169,7 @@ def test_the_finetuning_stage_trains_from_the_base_model_evaluates_compares_and_
     assert (table["gain_bpb"] < 0).all()  # finetuning on a domain lowers its held-out bits per byte
 
     # MLflow: one run per finetuned model, tagged stage=finetune and naming its base model's run.
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # the restored run's store
     runs = mlflow.search_runs(experiment_names=["chameleon"],
                               filter_string="tags.stage = 'finetune' and tags.asset_partition = 'chameleon_finetune|0'")
     assert len(runs) == 1
