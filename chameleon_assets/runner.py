@@ -326,11 +326,29 @@ def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: 
     # makes two concurrent trainings on two cores about ten times slower, not half as fast.
     workers = min(parallel, len(wave))
     threads = max(1, (os.cpu_count() or 1) // workers)
+    initialise_pools(instance)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_materialize_in_child, k.to_user_string(), p, threads): (k, p) for k, p in wave}
         for future in as_completed(futures):
             ok, message, seconds = future.result()
             yield futures[future], ok, message, seconds
+
+
+def initialise_pools(instance: dg.DagsterInstance) -> None:
+    """Give the ``gpu`` pool its slots at the instance's default limit before concurrent runs start.
+
+    Dagster creates a pool lazily, on its first claim, by counting its slots and adding the
+    missing ones; two runs claiming at the same moment can both count none and both add
+    one (seen: two base models under ``default_limit: 1`` trained at the same time). A pool
+    that exists already (a limit set with ``dagster instance concurrency set``) is left as is.
+    """
+    from chameleon_assets.defs.launch import GPU_POOL
+
+    storage = instance.event_log_storage
+    if instance.global_op_concurrency_default_limit is None or not storage.supports_global_concurrency_limits:
+        return
+    if GPU_POOL not in storage.get_concurrency_keys():
+        storage.initialize_concurrency_limit_to_default(GPU_POOL)
 
 
 def _materialize_in_child(key: str, partition: str | None, threads: int) -> tuple[bool, str, float]:

@@ -79,3 +79,30 @@ def test_concurrent_partitions_make_byte_identical_artefacts(project: Path, monk
     assert any(k.startswith("corpus/gamma") and k.endswith(".bin") for k in got)
     differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
     assert not differ, differ
+
+
+def test_the_gpu_pool_gets_its_default_slots_before_concurrent_runs_and_a_set_limit_stays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """runner.initialise_pools creates the pool once, at the default limit (not lazily by two
+    runs at once), and leaves a limit set by hand alone; no default limit, no pool."""
+    import dagster as dg
+
+    from chameleon_assets.runner import initialise_pools
+
+    for default, expected in ((None, None), (1, 1)):
+        home = tmp_path / f"home-{default}"
+        home.mkdir()
+        pools = f"concurrency:\n  pools:\n    default_limit: {default}\n" if default else ""
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + pools)
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            storage = instance.event_log_storage
+            initialise_pools(instance)
+            initialise_pools(instance)
+            if expected is None:
+                assert "gpu" not in storage.get_concurrency_keys()
+                continue
+            assert storage.get_concurrency_info("gpu").slot_count == expected
+            storage.set_concurrency_slots("gpu", 3)
+            initialise_pools(instance)
+            assert storage.get_concurrency_info("gpu").slot_count == 3
