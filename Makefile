@@ -72,9 +72,10 @@ sync: $(STAMP)
 # Exit code 5 (no test collected) is an error here, as is any failure. TEST_WORKERS pytest-xdist
 # processes share the tests one by one, except that a file marked xdist_group (a costly
 # module fixture) stays on one worker; each worker gets its share of the cores
-# (tests/conftest.py). TEST_WORKERS=0 runs everything in this process.
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in this process. The costliest groups
+# are handed out first in the order tests/conftest.py gives them (HEAVY_FIRST), not by test count.
 TEST_WORKERS ?= 2
-PYTEST = $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+PYTEST = $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 test: $(STAMP)
 	$(PYTEST)

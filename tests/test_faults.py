@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import TINY_PROFILE, current, write_domain, write_registry
 
-pytestmark = pytest.mark.slow
+# Its tests share one materialised project (saved_project): one worker builds it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
 
 PROFILE = TINY_PROFILE.replace("tasks: [arc_easy_local]", "tasks: []")
 DOMAINS = ["alpha", "beta", "gamma"]

@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import TINY_PROFILE, current, write_domain, write_registry
 
-pytestmark = pytest.mark.slow
+# Its tests share one materialised project (saved_project): one worker builds it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("provenance")]
 
 # The tiny profile with distinct proxy and base budgets (so each can be edited alone)
 # and perplexity-only evaluation (few-shot tasks are tested elsewhere).

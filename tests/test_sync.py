@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import current, materialised, new_materialisations, write_domain, write_registry
 
-pytestmark = pytest.mark.slow
+# Its tests share one materialised project (saved_project): one worker builds it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sync")]
 
 KEYS = ("domain_corpus", "domain_embeddings", "proxy_model", "affinity_matrix", "mixture_weights")
 
