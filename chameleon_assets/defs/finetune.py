@@ -347,6 +347,7 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
               "pretrain": {d: load_version("domain_corpus", d, v) for d, v in pretrain_versions.items()}}
     windows = {(group, d): held_out_windows(d, s, cfg.ppl_windows, ctx)
                for group, shards in groups.items() for d, s in shards.items()}
+
     def score(path: str) -> dict:
         net = load_model(path, device)
         return {key: perplexity(net, w, cfg.batch_size, device, decode=tok.decode) for key, w in windows.items()}
