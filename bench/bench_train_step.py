@@ -108,6 +108,8 @@ def _rates(step_starts: list[float], t_call: float, t_end: float, steps: int, sk
 
 
 def measure_ours(args: argparse.Namespace) -> dict:
+    import dataclasses
+
     import torch
 
     from chameleon_assets.core.model import build_model, count_parameters
@@ -128,11 +130,8 @@ def measure_ours(args: argparse.Namespace) -> dict:
 
     model = build_model(model_cfg, vocab, eos, args.seed)
     sampler = TimedSampler(streams, weights, model_cfg.context_length, args.seed)
-    if args.loss == "plain":  # the loop as before core.loss: full logits, then F.cross_entropy
-        import chameleon_assets.core.train as train_mod
-        from chameleon_assets.core.loss import PlainCausalLMLoss
-
-        train_mod.causal_lm_loss = PlainCausalLMLoss
+    # "plain": the loop as before core.loss, full logits then F.cross_entropy (train.loss: full)
+    cfg = dataclasses.replace(cfg, loss="full" if args.loss == "plain" else "chunked")
     t_call = time.perf_counter()
     result = train_causal_lm(model, sampler, cfg, torch.device("cpu"), checkpoint_dir=None, progress=False)
     t_end = time.perf_counter()

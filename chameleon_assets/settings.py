@@ -21,29 +21,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, StrictStr, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
 from pydantic import model_validator
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from chameleon_assets import paths
+from chameleon_assets.core.config import EmbeddingConfig, ModelConfig, TrainConfig
+from chameleon_assets.core.schema import (HalfOpenUnitInterval, InvalidSetting, NonEmptyStr, NonNegativeFloat,
+                                          NonNegativeInt, PositiveFloat, PositiveInt, StrictStr)
 
 
 class ConfigError(ValueError):
     """A configuration file is invalid; one line per problem, naming the file and the field."""
 
 
-# --- Field types: strict scalars with their ranges -------------------------------------
-# Strict: YAML's ``true`` is not an integer and ``"3"`` is not a number, but an integer is
-# a valid float (``lr: 1``) and becomes one. Floats must be finite.
-
-PositiveInt = Annotated[int, Strict(), Field(ge=1)]
-NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
-PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
-UnitInterval = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]  # [0, 1]
-HalfOpenUnitInterval = Annotated[float, Strict(), Field(ge=0, lt=1, allow_inf_nan=False)]  # [0, 1)
-NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+# --- Field types -----------------------------------------------------------------------
+# The scalar types (strict: YAML's ``true`` is not an integer and ``"3"`` is not a number,
+# but an integer is a valid float and becomes one; floats must be finite) and the settings
+# of the science (model, training, embedding, each method's ``Params``) are declared in
+# ``core`` beside the code that uses them (``core.schema``); this module composes them
+# into profiles and reads them from YAML.
 
 _DEVICE = re.compile(r"auto|(cpu|cuda|mps)(:\d+)?")
 
@@ -66,73 +64,12 @@ def _invalid(field_path: str, message: str, got: Any) -> PydanticCustomError:
 
 
 @dataclass(config=SCHEMA)
-class ModelConfig:
-    """A causal LM built from scratch (``arch``: ``llama`` or ``gpt2``)."""
-
-    arch: Literal["llama", "gpt2"] = "llama"
-    hidden_size: PositiveInt = 128
-    num_layers: PositiveInt = 4
-    num_heads: PositiveInt = 4
-    intermediate_size: PositiveInt = 512
-    context_length: PositiveInt = 128
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelConfig:
-        if self.hidden_size % self.num_heads:
-            raise _invalid("hidden_size", f"must be divisible by num_heads ({self.num_heads})", self.hidden_size)
-        return self
-
-
-@dataclass(config=SCHEMA)
-class TrainConfig:
-    """AdamW with linear warmup and cosine decay to ``min_lr_ratio * lr``.
-
-    ``precision``: the forward and backward pass's. ``auto`` is bfloat16 autocast on CUDA
-    and float32 on the CPU; ``bfloat16`` uses autocast on the CPU too (with attention kept
-    in float32 there, see ``core.model.CPU_BF16_ATTENTION``); ``bfloat16_if_native`` is
-    bfloat16 where the device has it in hardware (CUDA, CPUs with AVX512-BF16 or AMX) and
-    float32 elsewhere, where bfloat16 is emulated and many times slower. What a run used is
-    in its metadata (``training_precision``). Master weights, optimiser state and the loss
-    are float32 either way.
-    """
-
-    tokens: PositiveInt = 200_000
-    batch_size: PositiveInt = 16
-    grad_accum: PositiveInt = 1
-    lr: PositiveFloat = 3e-3
-    min_lr_ratio: UnitInterval = 0.1
-    warmup_steps: NonNegativeInt = 10
-    weight_decay: NonNegativeFloat = 0.1
-    beta1: HalfOpenUnitInterval = 0.9
-    beta2: HalfOpenUnitInterval = 0.95
-    grad_clip: PositiveFloat = 1.0
-    checkpoint_every: PositiveInt = 50
-    compile: StrictBool = False
-    precision: Literal["auto", "float32", "bfloat16", "bfloat16_if_native"] = "auto"
-
-
-@dataclass(config=SCHEMA)
 class ProxyConfig:
     """The proxy LM: trained on the uniform mixture, or a user's local HF ``checkpoint``."""
 
     checkpoint: StrictStr | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass(config=SCHEMA)
-class EmbeddingConfig:
-    """``num_samples`` windows of ``sample_length`` tokens per domain, embedded at the middle layer.
-
-    ``dtype``: the forward pass's precision. ``float32`` (default) is the reference
-    routine's, on every device; ``bfloat16`` runs it under bfloat16 autocast (faster on
-    a GPU, but the embeddings, and so the weights, differ slightly).
-    """
-
-    num_samples: PositiveInt = 64
-    sample_length: PositiveInt = 128
-    batch_size: PositiveInt = 32
-    dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 @dataclass(config=SCHEMA)
@@ -223,6 +160,10 @@ class Profile:
                 err = exc.errors()[0]
                 loc = _dotted(tuple(err["loc"]))
                 kind = err["type"]
+                error = (err.get("ctx") or {}).get("error")
+                if kind == "value_error" and isinstance(error, InvalidSetting):
+                    loc = f"{loc}.{error.field}" if loc else error.field
+                    raise _invalid(f"methods.{name}.{loc}", error.message, error.got) from None
                 message = ("unknown key" if kind in ("unexpected_keyword_argument", "extra_forbidden")
                            else _MESSAGES.get(kind) or err["msg"].removeprefix("Value error, ").replace(
                                "Input should be", "must be"))
@@ -374,6 +315,8 @@ def _describe(err: Any, root: type, path: Path) -> str:
     loc, kind, got = tuple(err["loc"]), err["type"], err["input"]
     ctx = err.get("ctx") or {}
     where = _dotted(loc)
+    if kind == "value_error" and isinstance(ctx.get("error"), InvalidSetting):  # a core type's own check
+        kind, ctx = "invalid_setting", vars(ctx["error"])
     if kind == "invalid_setting":
         where = f"{where}.{ctx['field']}" if where else ctx["field"]
         message, got = ctx["message"], ctx["got"]
@@ -503,7 +446,7 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
         return {**common, "val_fraction": profile.val_fraction}
     if section == "proxy":
         proxy = dataclasses.asdict(profile.proxy)
-        proxy["train"] = _result_fields(proxy["train"])
+        proxy["model"], proxy["train"] = _model_fields(proxy["model"]), _result_fields(proxy["train"])
         if profile.proxy.checkpoint:  # a user's model: its files are what matters, not our recipe
             proxy = {"checkpoint": profile.proxy.checkpoint, "checkpoint_fingerprint": checkpoint_fingerprint(profile)}
         return {**common, "proxy": proxy}
@@ -539,7 +482,7 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
     # adding a seed adds partitions and stales none, so neither seed key is in these two.
     per_seed = _without(common, "seed")
     if section == "base_model":
-        return {**per_seed, "model": dataclasses.asdict(profile.base_model.model),
+        return {**per_seed, "model": _model_fields(dataclasses.asdict(profile.base_model.model)),
                 "train": _result_fields(dataclasses.asdict(profile.base_model.train))}
     if section == "evaluation":
         return {**per_seed, "evaluation": _without(dataclasses.asdict(profile.evaluation), "batch_size")}
@@ -554,12 +497,12 @@ def config_section(section: str, profile: Profile, mixtures: MixturesConfig | No
                 "train": _result_fields(dataclasses.asdict(ft.train))}
     if section in ("doremi", "doge"):
         # They train proxies of the proxy's size and budget (its model and training recipe).
-        recipe = {"model": dataclasses.asdict(profile.proxy.model),
+        recipe = {"model": _model_fields(dataclasses.asdict(profile.proxy.model)),
                   "train": _result_fields(dataclasses.asdict(profile.proxy.train))}
         return {**common, **recipe, "method": section, "params": dataclasses.asdict(method_params(profile, section))}
     if section in ("regmix_run", "regmix"):
         params = dataclasses.asdict(method_params(profile, "regmix"))
-        params["train"] = _result_fields(params["train"])
+        params["model"], params["train"] = _model_fields(params["model"]), _result_fields(params["train"])
         fit = {k: params.pop(k) for k in REGMIX_FIT_FIELDS}
         return {**common, "params": params} if section == "regmix_run" else {"params": fit}
     raise KeyError(f"unknown configuration section {section!r}; known: {CONFIG_SECTIONS}")
@@ -587,11 +530,18 @@ def _unless_default(data: dict, key: str, default: object) -> dict:
 
 
 def _result_fields(train: dict) -> dict:
-    """Training settings that change the trained model; not how often it is checkpointed or
-    whether it is compiled (resuming and compiling reproduce the same trajectory).
-    ``precision: auto`` (what every model was trained with before the key existed) is left
-    out, so existing versions stay valid; an explicit precision is hashed."""
-    return _unless_default(_without(train, "checkpoint_every", "compile"), "precision", "auto")
+    """Training settings that change the trained model; not how often it is checkpointed,
+    whether it is compiled or how its loss is computed (resuming, compiling and either loss
+    reproduce the same trajectory up to rounding). ``precision: auto`` (what every model
+    was trained with before the key existed) is left out, so existing versions stay valid;
+    an explicit precision is hashed."""
+    return _unless_default(_without(train, "checkpoint_every", "compile", "loss"), "precision", "auto")
+
+
+def _model_fields(model: dict) -> dict:
+    """A model's settings as hashed: ``vocab_multiple: 1`` (no padding, what every model was
+    before the key existed) is left out, so existing versions stay valid."""
+    return _unless_default(model, "vocab_multiple", 1)
 
 
 def section_version(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> str:

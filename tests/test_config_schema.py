@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 # validator that preceded the pydantic schema; the schema must normalise to the same data.
 # Changed on purpose since: gpu "embedding" (the reference's 2,048 windows per domain, was 1,000);
 # cpu "base_model" and "finetune" (train.precision: bfloat16, a faster step on the CPU; then
-# bfloat16_if_native, since on a CPU without bf16 in hardware it was ~20x slower).
+# bfloat16_if_native, since on a CPU without bf16 in hardware it was ~20x slower); gpu "proxy",
+# "base_model", "doremi" and "doge" (model.vocab_multiple: 64, the output layer on whole
+# tensor-core tiles; never trained before).
 # Added since: the computed methods' sections (doremi, doge, regmix_run, regmix); listing
 # doremi, doge and regmix in conf/mixtures.yaml left "mixing" unchanged (mixture_weights
 # does not compute them).
@@ -53,15 +55,15 @@ PINNED_SECTION_VERSIONS = {
     },
     "gpu": {
         "corpus": "7f4b4092e87253dce321cc33",
-        "proxy": "f7db32eef40046fde1e049af",
+        "proxy": "fb1facb308a61b34564b1452",
         "embedding": "67f8f297ce47cbe0e0dc48ac",
         "mixing": "d0af1259a867081b16df0fb9",
-        "base_model": "9e96d0e032e619da6177cf4d",
+        "base_model": "e8ca19a9eaaa40bae1c56c66",
         "evaluation": "4509f5c021f4bfe4bda8524d",
         "finetune_mixing": "bebea581ce35b112f94cede5",
         "finetune": "e7c9a2adfedf32cfff15ee90",
-        "doremi": "4277229d01309e87d228e5ca",
-        "doge": "e82208701f7c63a2bc7c16a0",
+        "doremi": "eaa3db228793d256ccf9e2fd",
+        "doge": "6bbf317b516bfd35e2d9309a",
         "regmix_run": "4cba114ef3422cda0f446932",
         "regmix": "f236e9f837e574dd8d9d1855",
     },

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chameleon_assets.core.corpus import MIN_DOCUMENTS, CorpusMinimum, CorpusTooSmall, write_shards
+from chameleon_assets.core.config import EmbeddingConfig
 from chameleon_assets.core.registry import RegistryError, iter_documents, parse_registry
 from chameleon_assets.core.tokenizer import encode_documents, load_tokenizer
 from tests.conftest import register, write_domain, write_registry
@@ -71,7 +72,7 @@ def test_empty_and_whitespace_only_sources_are_refused_alike(tmp_path: Path, lay
         src = _txt_dir(tmp_path / "d", texts)
     docs = list(iter_documents(_spec(src)))
     assert docs == []
-    minimum = CorpusMinimum.for_profile(_profile(16), src)
+    minimum = CorpusMinimum.for_embedding(_embedding(16), src)
     with pytest.raises(CorpusTooSmall) as exc:
         _shards(tmp_path, docs, minimum)
     msg = str(exc.value)
@@ -84,14 +85,12 @@ def test_empty_and_whitespace_only_sources_are_refused_alike(tmp_path: Path, lay
     assert not (tmp_path / "out").exists()
 
 
-def _profile(sample_length: int):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(embedding=SimpleNamespace(sample_length=sample_length))
+def _embedding(sample_length: int) -> EmbeddingConfig:
+    return EmbeddingConfig(sample_length=sample_length)
 
 
 def test_the_minimum_is_two_documents_and_one_embedding_window_plus_one() -> None:
-    m = CorpusMinimum.for_profile(_profile(16), "/src/d.jsonl", "conf/domains.yaml")
+    m = CorpusMinimum.for_embedding(_embedding(16), "/src/d.jsonl", "conf/domains.yaml")
     assert (m.documents, m.train_tokens) == (MIN_DOCUMENTS, 17) == (2, 17)
     m.check("d", 2, 17)  # exactly at the minimum: accepted
     m.check("d", 500, 10_000)
@@ -106,7 +105,7 @@ def test_one_short_document_is_refused_with_what_it_has_and_needs(tmp_path: Path
     assert len(text.encode()) == 23
     tok = load_tokenizer("bpe-8k")
     n_tokens = len(encode_documents(tok, [text])[0]) + 1
-    minimum = CorpusMinimum.for_profile(_profile(16), tmp_path / "tiny.jsonl", "conf/domains.yaml")
+    minimum = CorpusMinimum.for_embedding(_embedding(16), tmp_path / "tiny.jsonl", "conf/domains.yaml")
     with pytest.raises(CorpusTooSmall) as exc:
         _shards(tmp_path, [text], minimum)
     assert str(exc.value) == (
@@ -119,9 +118,9 @@ def test_one_short_document_is_refused_with_what_it_has_and_needs(tmp_path: Path
 
 def test_enough_documents_but_too_few_training_tokens_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CorpusTooSmall, match="2 non-empty documents with .* training tokens; a domain needs"):
-        _shards(tmp_path, ["short one", "short two"], CorpusMinimum.for_profile(_profile(16)))
+        _shards(tmp_path, ["short one", "short two"], CorpusMinimum.for_embedding(_embedding(16)))
     # The same documents with a smaller window are fine.
-    shards = _shards(tmp_path, ["short one", "short two"], CorpusMinimum.for_profile(_profile(2)))
+    shards = _shards(tmp_path, ["short one", "short two"], CorpusMinimum.for_embedding(_embedding(2)))
     assert (shards.train_documents, shards.val_documents) == (1, 1)
 
 

@@ -27,7 +27,7 @@ from chameleon_assets.core.registry import RegistryError
 if TYPE_CHECKING:
     import numpy as np
 
-    from chameleon_assets.settings import Profile
+    from chameleon_assets.core.config import EmbeddingConfig
 
 # The stated minimum a domain must meet (enforced by ``CorpusMinimum.check``):
 # 2 documents, so the by-document split can hold one out for validation.
@@ -151,9 +151,10 @@ class CorpusMinimum:
     registry: str = "conf/domains.yaml"
 
     @classmethod
-    def for_profile(cls, profile: "Profile", source: object = "", registry: object = "conf/domains.yaml") -> "CorpusMinimum":
-        """The minimum under a profile: ``embedding.sample_length + 1`` training tokens."""
-        return cls(train_tokens=profile.embedding.sample_length + 1, source=str(source), registry=str(registry))
+    def for_embedding(cls, embedding: "EmbeddingConfig", source: object = "",
+                      registry: object = "conf/domains.yaml") -> "CorpusMinimum":
+        """The minimum under an embedding config: ``sample_length + 1`` training tokens."""
+        return cls(train_tokens=embedding.sample_length + 1, source=str(source), registry=str(registry))
 
     def check(self, domain: str, documents: int, train_tokens: int = 0) -> None:
         """Raise ``CorpusTooSmall`` naming the domain, its source, what it has and what it needs.

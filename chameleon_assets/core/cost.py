@@ -81,10 +81,10 @@ def model_train_flops_per_token(model, context: int) -> float:  # noqa: ANN001 (
     return train_flops_per_token(parameters, layers, context, width)
 
 
-# Dense peak throughput (FLOP/s) of common accelerators at the precision training uses:
-# bf16 tensor cores (no sparsity) under autocast, TF32 otherwise. From the vendors' data
-# sheets (SXM parts); CHAMELEON_PEAK_FLOPS overrides for any other device.
-PEAK_FLOPS = {
+# Dense peak throughput (FLOP/s) of common accelerators from the vendors' data sheets (SXM
+# parts, no sparsity): bf16 tensor cores, and TF32 for float32 training. For reference
+# beside a measured peak (``bench/bench_gpu.py`` reports both); MFU uses the measured one.
+DATASHEET_PEAK_FLOPS = {
     "H200": (989e12, 494e12),
     "H100": (989e12, 494e12),
     "A100": (312e12, 156e12),
@@ -94,22 +94,74 @@ PEAK_FLOPS = {
 }
 
 
-def device_peak_flops(device, bf16: bool = True) -> float | None:  # noqa: ANN001 (torch.device)
-    """The device's peak FLOP/s for model FLOPs utilisation (MFU = flops/token x tokens/s / peak).
+def datasheet_peak_flops(device_name: str, bf16: bool = True) -> float | None:
+    """The data sheet's dense peak of a GPU named ``device_name`` (None when not listed)."""
+    for key, (bf16_peak, tf32_peak) in DATASHEET_PEAK_FLOPS.items():
+        if key in device_name:
+            return bf16_peak if bf16 else tf32_peak
+    return None
 
-    ``CHAMELEON_PEAK_FLOPS`` (a number) wins; a CUDA device is looked up in ``PEAK_FLOPS``
-    by name; anything else (a CPU, an unknown GPU) has no peak: MFU is then not reported.
+
+@dataclass(frozen=True)
+class Peak:
+    """A device's peak FLOP/s for MFU and where the figure comes from (``source``)."""
+
+    flops: float
+    source: str
+
+
+# Square matrix products that reach a device's practical peak: large on a GPU (an 8192^3
+# bf16 product ran at 785 TFLOP/s on an H200, 79% of its data sheet), modest on a CPU,
+# where 1024^3 takes ~15 ms on 2 cores and larger ones gain little.
+PEAK_MATMUL_SIZE = {"cuda": 8192, "cpu": 1024}
+_MEASURED: dict[tuple[str, str], Peak] = {}
+
+
+def measure_matmul_flops(device, dtype, size: int, repeats: int = 5) -> float:  # noqa: ANN001 (torch types)
+    """FLOP/s of the fastest of ``repeats`` (size x size) @ (size x size) products in ``dtype``
+    on ``device`` after one warm-up: 2 size^3 / seconds."""
+    import time
+
+    import torch
+
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
+    torch.mm(a, b)
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best
+
+
+def device_peak(device, bf16: bool = True) -> Peak:  # noqa: ANN001 (torch.device)
+    """The peak FLOP/s that MFU (flops/token x tokens/s / peak) is counted against.
+
+    ``CHAMELEON_PEAK_FLOPS`` (a number) wins. Otherwise the device's own: the fastest
+    square matrix product of ``PEAK_MATMUL_SIZE`` in the training's precision (bf16, or
+    float32 with TF32 allowed on CUDA), measured once per process and device.
     """
     import os
 
-    if os.environ.get("CHAMELEON_PEAK_FLOPS"):
-        return float(os.environ["CHAMELEON_PEAK_FLOPS"])
-    if getattr(device, "type", "") != "cuda":
-        return None
     import torch
 
-    name = torch.cuda.get_device_name(device)
-    for key, (bf16_peak, tf32_peak) in PEAK_FLOPS.items():
-        if key in name:
-            return bf16_peak if bf16 else tf32_peak
-    return None
+    if os.environ.get("CHAMELEON_PEAK_FLOPS"):
+        return Peak(float(os.environ["CHAMELEON_PEAK_FLOPS"]), "CHAMELEON_PEAK_FLOPS")
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    key = (str(device), str(dtype))
+    if key not in _MEASURED:
+        size = PEAK_MATMUL_SIZE.get(device.type, PEAK_MATMUL_SIZE["cpu"])
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        precision = torch.get_float32_matmul_precision()
+        try:
+            if device.type == "cuda" and not bf16:
+                torch.set_float32_matmul_precision("high")  # TF32, as training sets it
+            flops = measure_matmul_flops(device, dtype, size)
+        finally:
+            torch.set_float32_matmul_precision(precision)
+        _MEASURED[key] = Peak(flops, f"measured: {str(dtype).removeprefix('torch.')} matmul {size}^3 on {name}")
+    return _MEASURED[key]

@@ -50,8 +50,7 @@ def run(job_dir: Path) -> None:
     from chameleon_assets.core.artifacts import atomic_dir, read_json, write_json
     from chameleon_assets.core.corpus import CorpusShards
     from chameleon_assets.core.model import load_model
-    from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
-    from chameleon_assets.settings import TrainConfig
+    from chameleon_assets.core.train import TrainConfig, WeightedDomainSampler, train_causal_lm
 
     job = read_json(job_dir / "job.json")
     rank = int(os.environ.get("RANK", 0))
@@ -82,16 +81,27 @@ def run(job_dir: Path) -> None:
 
 
 def training_metadata(extra: dict, tokens_per_s: float) -> dict:
-    """What a training step reports about how it ran: processes, device, precision, speed, MFU."""
+    """What a training step reports about how it ran: processes, device, precision, loss,
+    steady-state speed and MFU with the peak's source, and the first step and warm-up
+    (compilation included) timed apart."""
     metadata = {
         "training_processes": int(extra.get("world_size", 1)),
         "training_device": str(extra.get("device", "")),
         "training_precision": str(extra.get("precision", "")),
+        "training_loss": str(extra.get("loss", "")),
         "tokens_per_s": round(float(tokens_per_s)),
         "train_flops_per_token": float(extra.get("flops_per_token", 0.0)),
     }
     if extra.get("mfu") is not None:
         metadata["mfu"] = round(float(extra["mfu"]), 4)
+        metadata["peak_flops"] = float(extra["peak_flops"])
+        metadata["peak_source"] = str(extra["peak_source"])
+    for key in ("steady_steps", "warmup_steps"):
+        if key in extra:
+            metadata[key] = int(extra[key])
+    for key in ("first_step_s", "warmup_s", "steady_s"):
+        if key in extra:
+            metadata[key] = round(float(extra[key]), 3)
     return metadata
 
 

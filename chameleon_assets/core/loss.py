@@ -148,11 +148,33 @@ class PlainCausalLMLoss(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def causal_lm_loss(model: torch.nn.Module) -> torch.nn.Module:
-    """The training loss module for ``model``: ``CausalLMLoss`` (fused output layer) where
-    the model's logits are a plain linear map of its last hidden state, else
-    ``PlainCausalLMLoss``. Both compute the same mean next-token cross-entropy."""
-    try:
-        return CausalLMLoss(model)
-    except ValueError:
-        return PlainCausalLMLoss(model)
+# What ``train.loss: auto`` trains with on each device. CPU: the chunked fused loss, 1.46x
+# the full-logit step on the cpu profile's model (bench/results/train_step.json,
+# fused-loss-v2). CUDA: full logits, with the log-softmax fused by ``torch.compile``; on an
+# H200 with the gpu profile's base model the chunked loss (a Python loop of eager chunks,
+# which the compiler cannot enter) ran 229,000 tokens/s against 438,000 (issue 27;
+# ``bench/bench_gpu.py`` measures both on any GPU). Other devices: the chunked loss.
+AUTO_LOSS = {"cpu": "chunked", "cuda": "full"}
+LOSS_CHOICES = ("auto", "chunked", "full")
+
+
+def resolve_loss(choice: str, device: torch.device | str) -> str:
+    """The loss ``choice`` (a ``train.loss`` value) trains with on ``device``: ``chunked`` or ``full``."""
+    if choice not in LOSS_CHOICES:
+        raise ValueError(f"unknown loss {choice!r} (expected one of {', '.join(LOSS_CHOICES)})")
+    kind = torch.device(device).type
+    return AUTO_LOSS.get(kind, "chunked") if choice == "auto" else choice
+
+
+def causal_lm_loss(model: torch.nn.Module, choice: str = "auto", device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The training loss module for ``model`` on ``device``: ``CausalLMLoss`` (the output layer
+    fused into a chunked cross-entropy) or ``PlainCausalLMLoss`` (full logits), as
+    ``resolve_loss(choice, device)`` says. A model whose logits are not a plain linear map
+    of its last hidden state always gets the full-logit loss. Both compute the same mean
+    next-token cross-entropy."""
+    if resolve_loss(choice, device) == "chunked":
+        try:
+            return CausalLMLoss(model)
+        except ValueError:
+            pass
+    return PlainCausalLMLoss(model)

@@ -1,15 +1,21 @@
-"""Build small causal LMs from a profile's model config, and save/load them the HF way."""
+"""Build small causal LMs from a model config, and save/load them the HF way."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import torch
 from transformers import logging as hf_logging
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from chameleon_assets.settings import ModelConfig
+from chameleon_assets.core.config import ModelConfig
+
+
+def padded_vocab(vocab_size: int, multiple: int) -> int:
+    """ceil(V / m) * m: the rows of the embedding and output layer for V tokens."""
+    return math.ceil(vocab_size / multiple) * multiple
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -82,8 +88,10 @@ def register_cpu_bf16_attention() -> str:
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, eos_id: int, seed: int) -> PreTrainedModel:
-    """A freshly initialised causal LM (weights seeded by ``seed``), tied embeddings, no dropout."""
+    """A freshly initialised causal LM (weights seeded by ``seed``), tied embeddings, no dropout,
+    for a tokenizer of ``vocab_size`` tokens (rows padded to ``cfg.vocab_multiple``)."""
     torch.manual_seed(seed)
+    vocab_size = padded_vocab(vocab_size, cfg.vocab_multiple)
     if cfg.arch == "llama":
         config = LlamaConfig(
             vocab_size=vocab_size,

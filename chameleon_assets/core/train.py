@@ -17,16 +17,24 @@ gradients are averaged across ranks, which equals the single-process mean over t
 whole batch. Only rank 0 writes checkpoints.
 
 The step loop does not synchronise host and device: losses stay on the device and are
-read (and, under DDP, averaged across ranks) once every ``LOG_EVERY`` steps. The loss is
-computed with the output layer fused into the cross-entropy (``core.loss``), so the full
-logit matrix is never held: about 1.28x the step of the plain way on the cpu profile's
-model (bench/results/train_step.json).
+read (and, under DDP, averaged across ranks) once every ``LOG_EVERY`` steps. On a GPU the
+next micro-batches are drawn on a background thread into pinned memory
+(``BatchPrefetcher``), so the device never waits for Python. The loss is the one each
+device is fastest with (``core.loss.AUTO_LOSS``): the output layer fused into a chunked
+cross-entropy on the CPU, full logits under ``torch.compile`` on CUDA.
+
+Speed is reported from steady-state steps only (``StepClock``): the first step (which
+compiles the model under ``torch.compile``) and a warm-up are timed and reported apart,
+and tokens/s counts the steps after them. MFU is tokens/s x FLOPs per token over the
+device's peak, whose source is reported with it (``core.cost.device_peak``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +45,10 @@ import torch
 from tqdm.auto import tqdm
 
 from chameleon_assets.core.artifacts import atomic_dir, read_json, sha256_text, verify_dir, write_json
-from chameleon_assets.core.cost import device_peak_flops, model_train_flops_per_token
-from chameleon_assets.core.loss import causal_lm_loss
+from chameleon_assets.core.config import TrainConfig
+from chameleon_assets.core.cost import device_peak, model_train_flops_per_token
+from chameleon_assets.core.loss import causal_lm_loss, resolve_loss
 from chameleon_assets.core.model import native_bf16, register_cpu_bf16_attention, training_precision
-from chameleon_assets.settings import TrainConfig
 
 
 class WeightedDomainSampler:
@@ -179,6 +187,127 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = False
 
 # Losses are read from the device (one host synchronisation) every LOG_EVERY steps.
 LOG_EVERY = 10
+# Devices whose batches are drawn ahead on a thread (``BatchPrefetcher``). Not the CPU:
+# there the thread would take a core from the step it is meant to feed.
+PREFETCH_DEVICES = frozenset({"cuda"})
+# Steps after the first that still count as warm-up (allocator growth, autotuning, a
+# recompile): the steady window opens at the first loss read at least this many steps on.
+WARMUP_STEPS = 5
+
+
+class StepClock:
+    """Wall time of training steps, read only where the loop has synchronised with the device.
+
+    ``mark(step)`` records the time once the device has finished ``step``: after the first
+    step (one extra synchronisation) and at every loss read. Three spans follow:
+
+    * first step: from the call to the end of the first step (under ``torch.compile`` this
+      is where the model compiles);
+    * warm-up: from there to the first mark at least ``WARMUP_STEPS`` steps later;
+    * steady state: from there to the last mark, less the seconds spent writing
+      checkpoints in between (``exclude``).
+
+    tokens/s = tokens_per_step x steady steps / steady seconds. A run too short to have a
+    steady window is measured from the end of its first step; a one-step run over the whole.
+    """
+
+    def __init__(self, start_step: int, tokens_per_step: int):
+        self.t0 = time.perf_counter()
+        self.start_step = start_step
+        self.tokens_per_step = tokens_per_step
+        self.excluded = 0.0
+        self.marks: list[tuple[int, float, float]] = []  # (step, time, seconds excluded until then)
+
+    def mark(self, step: int) -> None:
+        if not self.marks or self.marks[-1][0] != step:
+            self.marks.append((step, time.perf_counter(), self.excluded))
+
+    def exclude(self, seconds: float) -> None:
+        """Take ``seconds`` (a checkpoint write) out of the timed steps."""
+        self.excluded += seconds
+
+    def _window(self) -> tuple[tuple[int, float, float], tuple[int, float, float]] | None:
+        if len(self.marks) < 2:
+            return None
+        warm = self.marks[0][0] + WARMUP_STEPS
+        opening = next((m for m in self.marks[1:-1] if m[0] >= warm), self.marks[0])
+        return opening, self.marks[-1]
+
+    def tokens_per_s(self) -> float:
+        """The steady rate so far (see the class docstring)."""
+        window = self._window()
+        if window is None:
+            if not self.marks:
+                return 0.0
+            step, t, excluded = self.marks[-1]
+            return (step - self.start_step) * self.tokens_per_step / max(t - self.t0 - excluded, 1e-9)
+        (s0, t0, e0), (s1, t1, e1) = window
+        return (s1 - s0) * self.tokens_per_step / max(t1 - t0 - (e1 - e0), 1e-9)
+
+    def summary(self) -> dict:
+        """first_step_s, warmup_steps, warmup_s, steady_steps, steady_s and tokens_per_s."""
+        if not self.marks:
+            return {"tokens_per_s": 0.0}
+        first = self.marks[0]
+        window = self._window()
+        opening, last = window if window is not None else (first, first)
+        return {
+            "first_step_s": first[1] - self.t0 - first[2],
+            "warmup_steps": opening[0] - first[0],
+            "warmup_s": opening[1] - first[1] - (opening[2] - first[2]),
+            "steady_steps": last[0] - opening[0],
+            "steady_s": last[1] - opening[1] - (last[2] - opening[2]),
+            "tokens_per_s": self.tokens_per_s(),
+        }
+
+
+class BatchPrefetcher:
+    """Draws the next micro-batches on a background thread, into pinned host memory.
+
+    On a GPU the device would otherwise wait for each batch's windows to be read and
+    stacked in Python. Each batch comes with the sampler's state right after it was drawn:
+    a checkpoint stores the state of what was trained on, not of what the thread has read
+    ahead, and ``close`` puts the sampler back to the last batch taken.
+    """
+
+    def __init__(self, sampler: WeightedDomainSampler, batch_size: int, dist: Distributed, depth: int = 4,
+                 pin: bool = True):
+        self.sampler, self.state = sampler, sampler.state_dict()
+        self._draw = lambda: sampler.next_batch_shard(batch_size, dist.rank, dist.world_size)
+        self._pin = pin
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="batch-prefetch", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self._draw()
+                item = (batch.pin_memory() if self._pin else batch, self.sampler.state_dict())
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # noqa: BLE001 - handed to the training loop, raised there
+            self._queue.put((exc, None))
+
+    def next(self) -> torch.Tensor:
+        """The next micro-batch (rows of this rank); its sampler state becomes ``self.state``."""
+        batch, state = self._queue.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        self.state = state
+        return batch
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.1)
+        self.sampler.load_state_dict(self.state)
 
 
 @dataclass(frozen=True)
@@ -248,9 +377,10 @@ def train_causal_lm(
     if use_bf16 and log is not None and not native_bf16(device):
         log(f"{desc}: precision bfloat16 on a {device.type} without bfloat16 in hardware is emulated and may be far "
             "slower than float32; train.precision: bfloat16_if_native uses float32 there")
-    # The loss module holds the model (the output layer fused into the cross-entropy, see
+    # The loss module holds the model (the loss each device is fastest with, see
     # core.loss); DDP and torch.compile wrap it whole.
-    net = causal_lm_loss(model)
+    loss_kind = resolve_loss(cfg.loss, device)
+    net = causal_lm_loss(model, cfg.loss, device)
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -258,14 +388,15 @@ def train_causal_lm(
     run_model = torch.compile(net) if cfg.compile else net
     tokens_per_step = cfg.batch_size * cfg.grad_accum * seq_len  # global: all ranks together
     flops_per_token = model_train_flops_per_token(model, seq_len)
-    peak = device_peak_flops(device, bf16=use_bf16)
+    peak = device_peak(device, bf16=use_bf16)
     report_every = max(LOG_EVERY, steps // 10)
     bar = tqdm(total=steps, initial=step, desc=desc, disable=not progress, mininterval=2.0)
-    t0, tok_rate = time.perf_counter(), 0.0
+    clock = StepClock(step, tokens_per_step)
+    sync = {"cuda": lambda: torch.cuda.synchronize(device), "mps": lambda: torch.mps.synchronize()}.get(
+        device.type, lambda: None)
     pending: list[torch.Tensor] = []  # this rank's step losses, still on the device
 
     def flush() -> None:
-        nonlocal tok_rate
         if not pending:
             return
         values = torch.stack(pending)
@@ -276,29 +407,34 @@ def train_causal_lm(
             values = values / dist.world_size
         first = step - len(pending) + 1
         pending.clear()
-        tok_rate = (step - resumed_from) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
         new = values.float().cpu().tolist()  # the one host synchronisation
+        clock.mark(step)
+        tok_rate = clock.tokens_per_s()
         losses.extend(new)
         bar.set_postfix(loss=f"{new[-1]:.3f}", tok_s=f"{tok_rate:,.0f}")
         if log is not None and (step // report_every > (first - 1) // report_every or step == steps):
-            mfu = f", MFU {flops_per_token * tok_rate / peak:.1%}" if peak else ""
-            log(f"{desc}: step {step}/{steps}, loss {new[-1]:.4f}, {tok_rate:,.0f} tokens/s{mfu}")
+            log(f"{desc}: step {step}/{steps}, loss {new[-1]:.4f}, {tok_rate:,.0f} tokens/s, "
+                f"MFU {flops_per_token * tok_rate / peak.flops:.1%}")
         if on_step is not None:
             for i, value in enumerate(new):
                 on_step(first + i, value, tok_rate)
 
+    prefetch = (BatchPrefetcher(sampler, cfg.batch_size, dist, pin=device.type == "cuda")
+                if device.type in PREFETCH_DEVICES and step < steps else None)
+    next_batch = prefetch.next if prefetch else (lambda: sampler.next_batch_shard(cfg.batch_size, dist.rank,
+                                                                                   dist.world_size))
     attention = model.config._attn_implementation
     if use_bf16 and device.type == "cpu" and attention == "sdpa":  # see core.model.CPU_BF16_ATTENTION
         model.config._attn_implementation = register_cpu_bf16_attention()
+    matmul_precision = torch.get_float32_matmul_precision()
+    if device.type == "cuda":  # float32 products (outside autocast) on TF32 tensor cores
+        torch.set_float32_matmul_precision("high")
     try:
         while step < steps:
             opt.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=device)
             for micro in range(cfg.grad_accum):
-                batch = sampler.next_batch_shard(cfg.batch_size, dist.rank, dist.world_size)
-                if device.type == "cuda":
-                    batch = batch.pin_memory()
-                batch = batch.to(device, non_blocking=True)
+                batch = next_batch().to(device, non_blocking=True)
                 # Under DDP, gradients are all-reduced on the last micro-batch of a step only.
                 last = micro == cfg.grad_accum - 1
                 with net.no_sync() if (dist.world_size > 1 and not last) else contextlib.nullcontext():
@@ -313,17 +449,33 @@ def train_causal_lm(
             step += 1
             pending.append(step_loss)
             bar.update(1)
+            if step == resumed_from + 1:  # the first step (compilation) is timed apart
+                sync()
+                clock.mark(step)
             checkpoint_due = (checkpoint_dir is not None and cfg.checkpoint_every > 0
                               and step % cfg.checkpoint_every == 0 and step < steps)
             if step % LOG_EVERY == 0 or step == steps or checkpoint_due:
                 flush()
             if checkpoint_due and dist.rank == 0:
-                _save_checkpoint(checkpoint_dir, model, opt, sched, sampler, step, losses, key)
+                t_save = time.perf_counter()
+                _save_checkpoint(checkpoint_dir, model, opt, sched, prefetch.state if prefetch else
+                                 sampler.state_dict(), step, losses, key)
+                clock.exclude(time.perf_counter() - t_save)
         flush()
         bar.close()
     finally:
+        if prefetch is not None:
+            prefetch.close()
         model.config._attn_implementation = attention
+        torch.set_float32_matmul_precision(matmul_precision)
     model.eval()
+    timing = clock.summary()
+    tok_rate = timing.pop("tokens_per_s")
+    if log is not None and timing.get("steady_steps"):
+        log(f"{desc}: {tok_rate:,.0f} tokens/s over {timing['steady_steps']} steady steps, MFU "
+            f"{flops_per_token * tok_rate / peak.flops:.1%} of {peak.flops / 1e12:,.2f} TFLOP/s ({peak.source}); "
+            f"first step {timing['first_step_s']:.1f} s{' (with compilation)' if cfg.compile else ''}, "
+            f"warm-up {timing['warmup_steps']} steps in {timing['warmup_s']:.1f} s")
     return TrainResult(
         steps=steps,
         tokens=steps * tokens_per_step,
@@ -336,20 +488,26 @@ def train_causal_lm(
             "world_size": dist.world_size,
             "device": str(device),
             "precision": precision,
+            "loss": loss_kind,
+            "compiled": bool(cfg.compile),
             "flops_per_token": flops_per_token,
-            "mfu": flops_per_token * tok_rate / peak if peak else None,
+            "mfu": flops_per_token * tok_rate / peak.flops,
+            "peak_flops": peak.flops,
+            "peak_source": peak.source,
+            **timing,
         },
     )
 
 
-def _save_checkpoint(directory: Path, model, opt, sched, sampler, step: int, losses: list[float], key: str) -> None:
+def _save_checkpoint(directory: Path, model, opt, sched, sampler_state: dict, step: int, losses: list[float],
+                     key: str) -> None:
     with atomic_dir(directory) as tmp:
         torch.save(
             {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
-                "sampler": sampler.state_dict(),
+                "sampler": sampler_state,
                 "torch_rng": torch.get_rng_state(),
             },
             tmp / "state.pt",

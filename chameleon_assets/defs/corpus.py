@@ -84,7 +84,7 @@ def tokenise_domain(context: dg.AssetExecutionContext, chameleon: ChameleonConfi
             seed=profile.seed,
             data_version=version,
             tokenizer_fingerprint=tokenizer_fingerprint(profile.tokenizer),
-            minimum=CorpusMinimum.for_profile(profile, spec.source, chameleon.registry_file()),
+            minimum=CorpusMinimum.for_embedding(profile.embedding, spec.source, chameleon.registry_file()),
         )
         preview = texts[0][:300].replace("\n", " ") if texts else ""
     point_current(out)

@@ -231,8 +231,7 @@ def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, star
         })
         mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss,
                             **launch.mlflow_metrics(result)})
-        mlflow.set_tag("training_processes", str(result.extra.get("world_size", 1)))
-        mlflow.set_tag("training_precision", str(result.extra.get("precision", "")))
+        mlflow.set_tags(launch.mlflow_tags(result))
         mlflow.log_artifact(f"{table.path}/weights.csv")
         run_id = run.info.run_id
     tracking.log_series(run_id, "train_loss", result.losses)

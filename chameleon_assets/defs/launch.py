@@ -75,9 +75,23 @@ def train(context: dg.AssetExecutionContext | dg.OpExecutionContext, profile: Pr
 
 
 def mlflow_metrics(result) -> dict[str, float]:  # noqa: ANN001 (a TrainResult)
-    """How a training run used its device, for MLflow: MFU where the device's peak is known."""
-    mfu = result.extra.get("mfu")
-    return {"mfu": float(mfu)} if mfu is not None else {}
+    """How a training run used its device, for MLflow: MFU against the peak, and the first
+    step and warm-up timed apart from the steady-state tokens/s."""
+    extra = result.extra
+    metrics = {k: float(extra[k]) for k in ("mfu", "peak_flops", "first_step_s", "warmup_s")
+               if extra.get(k) is not None}
+    return metrics
+
+
+def mlflow_tags(result) -> dict[str, str]:  # noqa: ANN001 (a TrainResult)
+    """How a training run ran, as MLflow tags: processes, precision, loss, and the peak's source."""
+    extra = result.extra
+    tags = {"training_processes": str(extra.get("world_size", 1)),
+            "training_precision": str(extra.get("precision", "")),
+            "training_loss": str(extra.get("loss", ""))}
+    if extra.get("peak_source"):
+        tags["peak_source"] = str(extra["peak_source"])
+    return tags
 
 
 def _torchrun(context, profile: Profile, model, job: TrainJob):  # noqa: ANN001, ANN202

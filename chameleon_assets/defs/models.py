@@ -143,8 +143,7 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
                             "weights_cost_flops": float(cost.get("flops", 0.0)),
                             "weights_cost_wall_s": float(cost.get("wall_s", 0.0)),
                             **launch.mlflow_metrics(result)})
-        mlflow.set_tag("training_processes", str(result.extra.get("world_size", 1)))
-        mlflow.set_tag("training_precision", str(result.extra.get("precision", "")))
+        mlflow.set_tags(launch.mlflow_tags(result))
         mlflow.log_artifact(f"{table.path}/weights.csv")
         mlflow.log_artifact(table.heatmap_path)
         run_id = run.info.run_id

@@ -11,15 +11,14 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic.dataclasses import dataclass
 
 from chameleon_assets.core.cost import Cost
 from chameleon_assets.core.krls import chameleon_weights
 from chameleon_assets.core.methods import DomainSet, MethodResult, register
-from chameleon_assets.settings import SCHEMA, PositiveFloat
+from chameleon_assets.core.schema import PositiveFloat, settings
 
 
-@dataclass(config=SCHEMA)
+@settings
 class KRLSParams:
     """The ridge ``lam`` (``ridge``: absolute or relative, see ``core.krls.effective_lambda``) and temperatures."""
 

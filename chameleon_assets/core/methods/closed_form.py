@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import time
 
-from pydantic.dataclasses import dataclass
 
 from chameleon_assets.core import baselines
 from chameleon_assets.core.cost import Cost
 from chameleon_assets.core.methods import DomainSet, MethodResult, register
-from chameleon_assets.settings import SCHEMA, NonNegativeFloat, PositiveFloat
+from chameleon_assets.core.schema import NonNegativeFloat, PositiveFloat, settings
 
 
 def _timed(fn, *args) -> MethodResult:  # noqa: ANN001
@@ -29,7 +28,7 @@ class Uniform:
     name = "uniform"
     needs = frozenset()
 
-    @dataclass(config=SCHEMA)
+    @settings
     class Params:
         pass
 
@@ -44,7 +43,7 @@ class Natural:
     name = "natural"
     needs = frozenset({"tokens"})
 
-    @dataclass(config=SCHEMA)
+    @settings
     class Params:
         pass
 
@@ -59,7 +58,7 @@ class Temperature:
     name = "temperature"
     needs = frozenset({"tokens"})
 
-    @dataclass(config=SCHEMA)
+    @settings
     class Params:
         t: PositiveFloat = 3.0
 
@@ -74,7 +73,7 @@ class UniMax:
     name = "unimax"
     needs = frozenset({"tokens"})
 
-    @dataclass(config=SCHEMA)
+    @settings
     class Params:
         budget_tokens: PositiveFloat = 600_000.0
         max_epochs: PositiveFloat = 1.0
@@ -90,7 +89,7 @@ class Preset:
     name = "preset"
     needs = frozenset()
 
-    @dataclass(config=SCHEMA)
+    @settings
     class Params:
         weights: dict[str, NonNegativeFloat]
 

@@ -34,12 +34,11 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic.dataclasses import dataclass
 
 from chameleon_assets.core.cost import Cost
 from chameleon_assets.core.methods import DomainSet, MethodResult, ProxyRecipe, register
 from chameleon_assets.core.methods.doremi import Reweighting, doremi_update
-from chameleon_assets.settings import SCHEMA, PositiveFloat, UnitInterval
+from chameleon_assets.core.schema import PositiveFloat, UnitInterval, settings
 
 SCORE_RANGE = (0.0, 5.0)  # the authors' clip of the normalised estimate (dw_min, dw_max)
 
@@ -153,7 +152,7 @@ class DoGE:
     name = "doge"
     needs = frozenset({"corpora", "proxy"})
 
-    @dataclass(config=SCHEMA)
+    @settings
     class Params:
         """``eta``: peak step size on the normalised alignment W (scaled by lr_t / lr; the
         authors' lr / mu = 5e-4 / 0.01); ``smoothing``: c, the share mixed with uniform."""

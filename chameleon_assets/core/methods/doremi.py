@@ -24,18 +24,17 @@ code location loads.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass as plain_dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic.dataclasses import dataclass
 
 from chameleon_assets.core.cost import Cost
 from chameleon_assets.core.methods import DomainSet, MethodResult, ProxyRecipe, register
-from chameleon_assets.settings import SCHEMA, PositiveFloat, UnitInterval
+from chameleon_assets.core.schema import PositiveFloat, UnitInterval, settings
 
 
-@plain_dataclass
+@dataclass
 class Reweighting:
     """An online reweighting run: the averaged weights, alpha_t after each step, the last
     per-domain scores that moved them, and the tokens the proxy trained on."""
@@ -144,7 +143,7 @@ class DoReMi:
     name = "doremi"
     needs = frozenset({"corpora", "proxy"})
 
-    @dataclass(config=SCHEMA)
+    @settings
     class Params:
         """``eta``: step size of the exponentiated-gradient update (the paper's 1);
         ``smoothing``: c, the share mixed with uniform at every step (the paper's 1e-3)."""

@@ -40,19 +40,16 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass as plain_dataclass
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from pydantic import model_validator
-from pydantic.dataclasses import dataclass
 
 from chameleon_assets.core import baselines
 from chameleon_assets.core.cost import Cost, forward_flops_per_token
 from chameleon_assets.core.methods import DomainSet, MethodResult, ProxyRecipe, register
-from chameleon_assets.settings import (SCHEMA, ModelConfig, NonEmptyStr, PositiveFloat, PositiveInt, TrainConfig,
-                                       UnitInterval)
+from chameleon_assets.core.config import ModelConfig, TrainConfig
+from chameleon_assets.core.schema import InvalidSetting, NonEmptyStr, PositiveFloat, PositiveInt, UnitInterval, settings
 
 # The generator streams: (seed, _SWARM, run) for run ``run``'s mixture, (seed, _CANDIDATES)
 # for the candidates, so neither depends on the other or on how many runs there are.
@@ -62,7 +59,7 @@ _MAX_ROUNDS = 1000
 _MIN_BATCH = 256
 
 
-@plain_dataclass
+@dataclass
 class SwarmRun:
     """One swarm run: its index, the mixture it trained on (in the domain order), the
     held-out per-token NLL of each domain, the target computed from them when the run was
@@ -75,7 +72,7 @@ class SwarmRun:
     cost: Cost = field(default_factory=Cost)
 
 
-@plain_dataclass
+@dataclass
 class LinearMixtureLaw:
     """L(w) = sum_i c_i w_i: c_i is the law's target for the pure domain i."""
 
@@ -301,7 +298,7 @@ class RegMix:
     name = "regmix"
     needs = frozenset({"tokens", "corpora", "proxy"})
 
-    @dataclass(config=SCHEMA)
+    @settings
     class Params:
         """The swarm: ``runs`` small models (``model``, trained as ``train``), each scored on
         ``val_windows`` held-out windows per domain. The Dirichlet (module docstring, the
@@ -329,17 +326,15 @@ class RegMix:
         candidates: PositiveInt = 100_000
         top_k: PositiveInt = 100
 
-        @model_validator(mode="after")
-        def _ranges_are_consistent(self):  # noqa: ANN202
+        def check(self) -> None:
             if self.min_concentration > self.max_concentration:
-                raise ValueError(f"min_concentration ({self.min_concentration}) must not exceed max_concentration "
-                                 f"({self.max_concentration})")
+                raise InvalidSetting("min_concentration", f"must not exceed max_concentration "
+                                     f"({self.max_concentration})", self.min_concentration)
             if self.top_k > self.candidates:
-                raise ValueError(f"top_k ({self.top_k}) must not exceed candidates ({self.candidates})")
+                raise InvalidSetting("top_k", f"must not exceed candidates ({self.candidates})", self.top_k)
             if self.max_usage <= 1:
-                raise ValueError(f"max_usage ({self.max_usage}) must exceed 1: at 1 only the natural mixture "
-                                 "itself stays under every cap")
-            return self
+                raise InvalidSetting("max_usage", "must exceed 1: at 1 only the natural mixture itself stays "
+                                     "under every cap", self.max_usage)
 
     def compute(self, domains: DomainSet, params: Params, proxy: ProxyRecipe | None = None) -> MethodResult:
         target_of(dict.fromkeys(domains.names, 0.0), params.target)
