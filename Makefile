@@ -24,7 +24,7 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 # (`import dagster` 2.7 s against 1.0 s). Let the venv keep the .pyc files it compiles.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: venv run run-methods test test-fast corpus sync ui bench bench-methods clean
+.PHONY: venv run run-methods test test-fast corpus sync ui bench bench-methods bench-gpu clean
 
 venv: $(STAMP)
 
@@ -96,6 +96,12 @@ bench: $(CORPUS_STAMP)
 bench-methods: $(CORPUS_STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	CHAMELEON_PROFILE=$(PROFILE) $(PY) bench/bench_methods.py
+
+# The training step against HF Trainer and a plain PyTorch GPT-2, the losses and the embedder,
+# on this machine's GPU (bench/results/gpu.json). It imports only the package's core, so on a
+# GPU node without this venv `python bench/bench_gpu.py` works too (torch, transformers, pyyaml).
+bench-gpu: $(STAMP)
+	$(PY) bench/bench_gpu.py
 
 clean:
 	rm -rf data/artifacts data/dagster_home data/mlflow
