@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from chameleon_assets import paths
 from chameleon_assets.core.config import EmbeddingConfig, ModelConfig, TrainConfig
+from chameleon_assets.core.methods.chameleon import KRLSParams
 from chameleon_assets.core.schema import (HalfOpenUnitInterval, InvalidSetting, NonEmptyStr, NonNegativeFloat,
                                           NonNegativeInt, PositiveFloat, PositiveInt, StrictStr)
 
@@ -154,20 +155,7 @@ class Profile:
         for name, values in self.methods.items():
             if name not in known:
                 raise _invalid(f"methods.{name}", f"unknown method; methods with settings: {', '.join(known)}", name)
-            try:
-                _method_params(name, values)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = _dotted(tuple(err["loc"]))
-                kind = err["type"]
-                error = (err.get("ctx") or {}).get("error")
-                if kind == "value_error" and isinstance(error, InvalidSetting):
-                    loc = f"{loc}.{error.field}" if loc else error.field
-                    raise _invalid(f"methods.{name}.{loc}", error.message, error.got) from None
-                message = ("unknown key" if kind in ("unexpected_keyword_argument", "extra_forbidden")
-                           else _MESSAGES.get(kind) or err["msg"].removeprefix("Value error, ").replace(
-                               "Input should be", "must be"))
-                raise _invalid(f"methods.{name}" + (f".{loc}" if loc else ""), message, err["input"]) from None
+            _check_method_values(f"methods.{name}", name, values)
         return self
 
     @model_validator(mode="after")
@@ -199,63 +187,87 @@ class Profile:
         return self
 
 
-@dataclass(config=SCHEMA)
-class ChameleonParams:
-    """KRLS ridge ``lam`` and the softmax temperatures of the two CHAMELEON mixtures.
-
-    ``ridge``: how ``lam`` is read. ``absolute`` (the paper's): tau_i = [K_c (K_c + lam k I)^-1]_ii.
-    ``relative`` (scale-free): lam is in units of trace(K_c) / k, the mean eigenvalue of
-    K_c, so the ridge is lam * trace(K_c) and the weights do not depend on the proxy's
-    embedding scale (``core.krls.effective_lambda``).
-    """
-
-    lam: PositiveFloat = 10.0
-    t_pretrain: PositiveFloat = 5.0
-    t_finetune: PositiveFloat = 0.2
-    ridge: Literal["absolute", "relative"] = "absolute"
-
-
+# The mixtures listed by default, in this order (also how error messages list them).
 BUILTIN_MIXTURES = ("uniform", "natural", "temperature", "unimax", "chameleon_pretrain", "chameleon_finetune")
-# Over the finetuning domains (``finetune_weights``); UniMax needs a pretraining budget.
 FINETUNE_MIXTURES = ("uniform", "natural", "temperature", "chameleon_finetune", "chameleon_pretrain")
+
+
+def closed_form_mixtures(stage: str) -> tuple[str, ...]:
+    """The closed-form methods that can be listed as ``stage``'s mixtures: the built-in ones
+    in their usual order, then any other registered (``core.methods.closed_form_methods``)."""
+    from chameleon_assets.core.methods import closed_form_methods
+
+    known = closed_form_methods(stage)
+    usual = BUILTIN_MIXTURES if stage == "pretrain" else FINETUNE_MIXTURES
+    return tuple(n for n in usual if n in known) + tuple(n for n in known if n not in usual)
 
 
 @dataclass(config=SCHEMA)
 class MixturesConfig:
-    """Which mixtures exist (``mixtures``: built in or a preset, no duplicates), their
-    parameters, and fixed presets (non-negative weights with a positive sum).
-    ``finetune_mixtures``: the mixtures over the finetuning domains (``finetune_weights``)."""
+    """Which mixtures exist (``mixtures``: closed-form, computed by a method that trains, or
+    a preset; no duplicates), their parameters, and fixed presets (non-negative weights with
+    a positive sum). ``finetune_mixtures``: the mixtures over the finetuning domains
+    (``finetune_weights``). ``methods``: the settings of closed-form methods other than the
+    built-in ones (whose settings are the keys above), each checked by its ``Params``."""
 
     mixtures: list[NonEmptyStr] = field(default_factory=lambda: list(BUILTIN_MIXTURES))
     finetune_mixtures: list[NonEmptyStr] = field(
         default_factory=lambda: ["uniform", "natural", "chameleon_finetune"])
-    chameleon: ChameleonParams = field(default_factory=ChameleonParams)
+    chameleon: KRLSParams = field(default_factory=KRLSParams)
     temperature: PositiveFloat = 3.0
     unimax_max_epochs: PositiveFloat = 1.0
     unimax_budget_tokens: PositiveInt | None = None
     presets: dict[NonEmptyStr, dict[NonEmptyStr, NonNegativeFloat]] = field(default_factory=dict)
+    methods: dict[NonEmptyStr, dict[NonEmptyStr, Any]] = field(default_factory=dict)
 
     @model_validator(mode="after")
     def _mixtures_are_known(self) -> MixturesConfig:
         seen: set[str] = set()
+        closed_form, computed = closed_form_mixtures("pretrain"), computed_mixtures()
         for i, name in enumerate(self.mixtures):
             if name in seen:
                 raise _invalid(f"mixtures[{i}]", "is listed twice", name)
             seen.add(name)
-            if name not in BUILTIN_MIXTURES and name not in self.presets and name not in computed_mixtures():
-                raise _invalid(f"mixtures[{i}]", f"must be built in ({', '.join(BUILTIN_MIXTURES)}), computed "
-                               f"({', '.join(computed_mixtures())}) or a preset "
+            if name not in closed_form and name not in self.presets and name not in computed:
+                raise _invalid(f"mixtures[{i}]", f"must be built in ({', '.join(closed_form)}), computed "
+                               f"({', '.join(computed)}) or a preset "
                                f"({', '.join(self.presets) or 'none defined'})", name)
+        finetune = closed_form_mixtures("finetune")
         for i, name in enumerate(self.finetune_mixtures):
             if name in self.finetune_mixtures[:i]:
                 raise _invalid(f"finetune_mixtures[{i}]", "is listed twice", name)
-            if name not in FINETUNE_MIXTURES and name not in self.presets:
-                raise _invalid(f"finetune_mixtures[{i}]", f"must be one of {', '.join(FINETUNE_MIXTURES)} "
+            if name not in finetune and name not in self.presets:
+                raise _invalid(f"finetune_mixtures[{i}]", f"must be one of {', '.join(finetune)} "
                                f"or a preset ({', '.join(self.presets) or 'none defined'})", name)
         for name, weights in self.presets.items():
             if sum(weights.values()) <= 0:
                 raise _invalid(f"presets.{name}", "weights must have a positive sum", weights)
+        everything = set(closed_form) | set(finetune)
+        for name, values in self.methods.items():
+            if name not in everything:
+                raise _invalid(f"methods.{name}", f"unknown closed-form method; known: {', '.join(sorted(everything))}",
+                               name)
+            _check_method_values(f"methods.{name}", name, values)
         return self
+
+
+def _check_method_values(where: str, name: str, values: dict) -> None:
+    """Raise the one-line error (``where``: the dotted key) for the first problem with
+    ``values`` as method ``name``'s ``Params``."""
+    try:
+        _method_params(name, values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = _dotted(tuple(err["loc"]))
+        kind = err["type"]
+        error = (err.get("ctx") or {}).get("error")
+        if kind == "value_error" and isinstance(error, InvalidSetting):
+            loc = f"{loc}.{error.field}" if loc else error.field
+            raise _invalid(f"{where}.{loc}", error.message, error.got) from None
+        message = ("unknown key" if kind in ("unexpected_keyword_argument", "extra_forbidden")
+                   else _MESSAGES.get(kind) or err["msg"].removeprefix("Value error, ").replace(
+                       "Input should be", "must be"))
+        raise _invalid(where + (f".{loc}" if loc else ""), message, err["input"]) from None
 
 
 def _method_params(name: str, values: dict) -> Any:
@@ -271,6 +283,14 @@ def _method_params(name: str, values: dict) -> Any:
 def method_params(profile: Profile, name: str) -> Any:
     """The settings of mixing method ``name`` in ``profile`` (its ``Params``, defaults where unset)."""
     return _method_params(name, profile.methods.get(name, {}))
+
+
+def mixture_method_params(mixtures: MixturesConfig, name: str, budget_tokens: int) -> Any:
+    """The ``Params`` of closed-form method ``name`` from conf/mixtures.yaml (the method
+    says where its settings are: ``mixture_settings``); ``budget_tokens``: the base models'."""
+    from chameleon_assets.core.methods import get
+
+    return _method_params(name, get(name).mixture_settings(dataclasses.asdict(mixtures), budget_tokens))
 
 
 def computed_mixtures() -> tuple[str, ...]:
@@ -414,143 +434,6 @@ def load_mixtures(path: Path | None = None) -> MixturesConfig:
     """
     path = path or paths.conf_dir() / "mixtures.yaml"
     return _validate(MixturesConfig, _read_yaml(path), path)
-
-
-# --- Configuration in the provenance -------------------------------------------------
-# Each section is exactly the configuration one asset reads, normalised to plain data.
-# Its hash is the data version of the observable source asset ``config_<section>``, so
-# changing a value stales the assets that read it (and their downstream), and only those.
-# ``device`` and ``training`` are in no section: where and by how many processes a model
-# trains does not change what it is.
-
-CONFIG_SECTIONS = ("corpus", "proxy", "embedding", "mixing", "base_model", "evaluation", "finetune_mixing",
-                   "finetune", "doremi", "doge", "regmix_run", "regmix")
-# RegMix is split in two: what one swarm run reads (``regmix_run``: the run's model, budget,
-# sampling and scoring) and what the fit reads (``regmix``): so adding runs, or changing
-# the target or the candidate search, retrains no run.
-REGMIX_FIT_FIELDS = ("runs", "target", "candidates", "top_k")
-
-
-def config_section(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> dict:
-    """The normalised configuration that ``section``'s asset reads (see CONFIG_SECTIONS).
-
-    Every section that tokenises or builds a model carries the tokenizer's content
-    fingerprint, so a new tokenizer stales all of them, and those of the proxy and the
-    data carry ``seed``; base models and evaluations have their seed in their partition.
-    """
-    from chameleon_assets.core.tokenizer import tokenizer_fingerprint
-
-    common = {"tokenizer": profile.tokenizer, "tokenizer_fingerprint": tokenizer_fingerprint(profile.tokenizer),
-              "seed": profile.seed}
-    if section == "corpus":
-        return {**common, "val_fraction": profile.val_fraction}
-    if section == "proxy":
-        proxy = dataclasses.asdict(profile.proxy)
-        proxy["model"], proxy["train"] = _model_fields(proxy["model"]), _result_fields(proxy["train"])
-        if profile.proxy.checkpoint:  # a user's model: its files are what matters, not our recipe
-            proxy = {"checkpoint": profile.proxy.checkpoint, "checkpoint_fingerprint": checkpoint_fingerprint(profile)}
-        return {**common, "proxy": proxy}
-    if section == "embedding":
-        embedding = _without(dataclasses.asdict(profile.embedding), "batch_size")
-        # float32 is what every CPU and MPS run computed before `dtype` existed (CUDA ran
-        # under bfloat16 autocast; the shipped gpu profile's section changed with it anyway).
-        return {**common, "embedding": _unless_default(embedding, "dtype", "float32")}
-    if section == "mixing":
-        mixtures = mixtures or load_mixtures()
-        data = _without(dataclasses.asdict(mixtures), "finetune_mixtures")  # finetune_mixing's
-        # Mixtures computed by methods that train proxies are not mixture_weights' to compute.
-        data["mixtures"] = [m for m in data["mixtures"] if m not in computed_mixtures()]
-        data["presets"] = {n: w for n, w in data["presets"].items() if n in pretraining_presets(mixtures)}
-        data["chameleon"] = _unless_default(data["chameleon"], "ridge", "absolute")
-        if "unimax" in mixtures.mixtures and mixtures.unimax_budget_tokens is None:
-            # UniMax's weights are a function of the training budget it defaults to.
-            data["unimax_budget_tokens"] = profile.base_model.train.tokens
-        return data
-    if section == "finetune_mixing":
-        mixtures = mixtures or load_mixtures()
-        names = mixtures.finetune_mixtures
-        chameleon = _unless_default(_without(dataclasses.asdict(mixtures.chameleon), "t_pretrain"), "ridge",
-                                    "absolute")
-        if "chameleon_pretrain" in names:
-            chameleon["t_pretrain"] = mixtures.chameleon.t_pretrain
-        data = {"finetune_mixtures": names, "chameleon": chameleon,
-                "presets": {n: mixtures.presets[n] for n in names if n in mixtures.presets}}
-        if "temperature" in names:
-            data["temperature"] = mixtures.temperature
-        return data
-    # Base models and their evaluations take their seed from their partition (``seeds``):
-    # adding a seed adds partitions and stales none, so neither seed key is in these two.
-    per_seed = _without(common, "seed")
-    if section == "base_model":
-        return {**per_seed, "model": _model_fields(dataclasses.asdict(profile.base_model.model)),
-                "train": _result_fields(dataclasses.asdict(profile.base_model.train))}
-    if section == "evaluation":
-        return {**per_seed, "evaluation": _without(dataclasses.asdict(profile.evaluation), "batch_size")}
-    if section == "finetune":
-        # The start model's own version is part of each finetuned model's data version
-        # (it differs per seed); here only which start, and the finetuning recipe.
-        ft = profile.finetune
-        start = ({"checkpoint": ft.checkpoint, "checkpoint_fingerprint": checkpoint_fingerprint(profile, ft.checkpoint,
-                                                                                              "finetune.checkpoint")}
-                 if ft.checkpoint else {"base": ft.base})
-        return {**per_seed, **start, "context_length": profile.base_model.model.context_length,
-                "train": _result_fields(dataclasses.asdict(ft.train))}
-    if section in ("doremi", "doge"):
-        # They train proxies of the proxy's size and budget (its model and training recipe).
-        recipe = {"model": _model_fields(dataclasses.asdict(profile.proxy.model)),
-                  "train": _result_fields(dataclasses.asdict(profile.proxy.train))}
-        return {**common, **recipe, "method": section, "params": dataclasses.asdict(method_params(profile, section))}
-    if section in ("regmix_run", "regmix"):
-        params = dataclasses.asdict(method_params(profile, "regmix"))
-        params["model"], params["train"] = _model_fields(params["model"]), _result_fields(params["train"])
-        fit = {k: params.pop(k) for k in REGMIX_FIT_FIELDS}
-        return {**common, "params": params} if section == "regmix_run" else {"params": fit}
-    raise KeyError(f"unknown configuration section {section!r}; known: {CONFIG_SECTIONS}")
-
-
-def pretraining_presets(mixtures: MixturesConfig) -> list[str]:
-    """The presets mixture_weights considers: all but those listed only under ``finetune_mixtures``
-    (a preset written for the finetuning domains neither changes nor stales the pretraining weights)."""
-    return [n for n in mixtures.presets if n in mixtures.mixtures or n not in mixtures.finetune_mixtures]
-
-
-def _without(data: dict, *keys: str) -> dict:
-    return {k: v for k, v in data.items() if k not in keys}
-
-
-def _unless_default(data: dict, key: str, default: object) -> dict:
-    """``data`` without ``key`` when it holds ``default``.
-
-    For a key added after data had been materialised, whose default is what the section
-    meant before the key existed (``chameleon.ridge: absolute``, ``embedding.dtype:
-    float32``): the section's hash, and so every existing data version, stays the same,
-    while any other value is hashed and stales what reads the section.
-    """
-    return _without(data, key) if data.get(key) == default else data
-
-
-def _result_fields(train: dict) -> dict:
-    """Training settings that change the trained model; not how often it is checkpointed,
-    whether it is compiled or how its loss is computed (resuming, compiling and either loss
-    reproduce the same trajectory up to rounding). ``precision: auto`` (what every model
-    was trained with before the key existed) is left out, so existing versions stay valid;
-    an explicit precision is hashed."""
-    return _unless_default(_without(train, "checkpoint_every", "compile", "loss"), "precision", "auto")
-
-
-def _model_fields(model: dict) -> dict:
-    """A model's settings as hashed: ``vocab_multiple: 1`` (no padding, what every model was
-    before the key existed) is left out, so existing versions stay valid."""
-    return _unless_default(model, "vocab_multiple", 1)
-
-
-def section_version(section: str, profile: Profile, mixtures: MixturesConfig | None = None) -> str:
-    """The data version of a configuration section: sha256 of its canonical JSON (24 hex digits)."""
-    import hashlib
-    import json
-
-    data = config_section(section, profile, mixtures)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def checkpoint_fingerprint(profile: Profile, checkpoint: str | None = None, field_name: str = "proxy.checkpoint") -> str:

@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chameleon_assets.settings import (
-    CONFIG_SECTIONS,
-    ConfigError,
-    ModelConfig,
-    TrainConfig,
-    load_mixtures,
-    load_profile,
-    section_version,
-)
+from chameleon_assets.core.config import ModelConfig, TrainConfig
+from chameleon_assets.sections import CONFIG_SECTIONS, section_version
+from chameleon_assets.settings import ConfigError, load_mixtures, load_profile
 from tests.conftest import TINY_PROFILE
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chameleon_assets.core import loss as loss_mod
 from chameleon_assets.core import model as model_mod
 from chameleon_assets.core.loss import (
     CausalLMLoss,

@@ -55,7 +55,7 @@ def test_missing_profile_and_unknown_mixture_are_refused(project: Path) -> None:
 
 
 def test_finetune_mixtures_are_checked_and_have_their_own_section(project: Path) -> None:
-    from chameleon_assets.settings import section_version
+    from chameleon_assets.sections import section_version
 
     bad = project / "conf" / "mixtures.yaml"
     bad.write_text("finetune_mixtures: [uniform, unimax]\n")

@@ -297,7 +297,8 @@ def test_how_the_loss_is_computed_is_in_no_data_version_but_a_padded_vocabulary_
     existed, 64 stales the sections that build the model."""
     import dataclasses
 
-    from chameleon_assets.settings import load_mixtures, load_profile, section_version
+    from chameleon_assets.sections import section_version
+    from chameleon_assets.settings import load_mixtures, load_profile
 
     monkeypatch.setenv("CHAMELEON_CONF_DIR", str(REPO / "conf"))
     profile, mixtures = load_profile("cpu"), load_mixtures()

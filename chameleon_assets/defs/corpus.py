@@ -10,7 +10,7 @@ from chameleon_assets.defs import policy
 from chameleon_assets.defs.io import one_writer
 from chameleon_assets.defs.partitions import domain_partitions, finetune_domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_source, finetune_source
+from chameleon_assets.defs.sources import config_deps, domain_source, finetune_source
 
 # Bump when the tokenising/packing code changes what it writes: it is the asset's code
 # version and part of every domain's data version, so all domain partitions go stale.
@@ -39,7 +39,7 @@ def _corpus_asset(name: str, partitions_def: dg.PartitionsDefinition, source: dg
     @dg.asset(
         name=name,
         partitions_def=partitions_def,
-        deps=[source, CONFIG_SOURCES["corpus"]],
+        deps=[source, *config_deps(name)],
         code_version=CORPUS_CODE_VERSION,
         group_name=asset_group,
         kinds={"numpy"},

@@ -30,7 +30,7 @@ from chameleon_assets.defs.partitions import (
     split_model_key,
 )
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry, finetune_model_registry, finetune_start
+from chameleon_assets.defs.sources import config_deps, domain_registry, finetune_model_registry, finetune_start
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import ComparisonTable, FinetunedModel, FinetuneEvaluation, MixtureTable
 
@@ -102,7 +102,7 @@ def finetuned_model_version(family: str, start_version: str, seed: int) -> str:
     # The base_model edge draws the lineage.
     deps=[dg.AssetDep("base_model", partition_mapping=LINEAGE_ONLY),
           dg.AssetDep(finetune_start, partition_mapping=SEED_OF_MODEL),
-          dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["finetune"]],
+          dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY), *config_deps("finetuned_model")],
     group_name="finetune",
     code_version=FINETUNE_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
@@ -267,7 +267,7 @@ def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, star
     # checkpoint start, the registered ones now: so a changed domain set or domain stales this.
     deps=[dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY),
           dg.AssetDep("domain_corpus", partition_mapping=dg.AllPartitionMapping()), domain_registry,
-          CONFIG_SOURCES["evaluation"]],
+          *config_deps("finetune_evaluation")],
     group_name="finetune",
     code_version=FINETUNE_EVAL_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
@@ -398,7 +398,7 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
     ins={"finetune_evaluation": ALL_EXISTING},
     # A staling dependency, not an input (see mixture_comparison): a retrained model stales
     # the table even while its new evaluation is missing, and so does a removed partition.
-    deps=[dg.AssetDep("finetuned_model", partition_mapping=dg.AllPartitionMapping()), CONFIG_SOURCES["evaluation"],
+    deps=[dg.AssetDep("finetuned_model", partition_mapping=dg.AllPartitionMapping()), *config_deps("finetune_comparison"),
           finetune_model_registry],
     group_name="finetune",
     code_version=FINETUNE_COMPARISON_CODE_VERSION,

@@ -24,7 +24,7 @@ from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import regmix_run_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry
+from chameleon_assets.defs.sources import config_deps, domain_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import MethodWeights, MixtureTable, SwarmRun
 from chameleon_assets.defs.weights import cost_markdown, cost_metrics
@@ -32,7 +32,9 @@ from chameleon_assets.defs.weights import cost_markdown, cost_metrics
 METHODS_CODE_VERSION = "methods-v1"
 REGMIX_RUN_CODE_VERSION = "regmix-run-v1"
 TABLE_CODE_VERSION = "mixture-table-v1"
-# Methods whose work is split into several assets (RegMix: a partitioned swarm, then the fit).
+# Methods whose work is split into several assets (RegMix: a partitioned swarm, then the
+# fit): those that declare settings only their fit reads (``fit_fields``, core.methods).
+# Their assets are below; every other method that trains gets ``_method_weights_asset``.
 SWARM_METHODS = ("regmix",)
 ALL_CORPORA = dg.AssetIn("domain_corpus", partition_mapping=dg.AllPartitionMapping(), metadata={"as_dict": True})
 
@@ -77,7 +79,7 @@ def _method_weights_asset(method: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{method}_weights",
         ins={"corpus": ALL_CORPORA},
-        deps=[CONFIG_SOURCES[method], domain_registry],
+        deps=[*config_deps(f"{method}_weights"), domain_registry],
         group_name="methods",
         code_version=METHODS_CODE_VERSION,
         kinds={"pytorch", "mlflow"},
@@ -184,7 +186,7 @@ def regmix_run_version(section_version: str, run: int, corpus_versions: dict) ->
 @dg.asset(
     partitions_def=regmix_run_partitions,
     ins={"corpus": ALL_CORPORA},
-    deps=[CONFIG_SOURCES["regmix_run"], domain_registry],
+    deps=[*config_deps("regmix_run"), domain_registry],
     group_name="methods",
     code_version=REGMIX_RUN_CODE_VERSION,
     kinds={"pytorch"},
@@ -233,7 +235,7 @@ def regmix_run(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, co
     ins={"runs": dg.AssetIn("regmix_run", partition_mapping=dg.AllPartitionMapping(),
                             metadata={"as_dict": True, "existing_only": True}),
          "corpus": ALL_CORPORA},
-    deps=[CONFIG_SOURCES["regmix"], CONFIG_SOURCES["regmix_run"], domain_registry],
+    deps=[*config_deps("regmix_weights"), domain_registry],
     group_name="methods",
     code_version=METHODS_CODE_VERSION,
     kinds={"mlflow"},
@@ -282,8 +284,12 @@ def regmix_weights(context: dg.AssetExecutionContext, chameleon: ChameleonConfig
 
 
 def _trained_assets() -> list[dg.AssetsDefinition]:
-    from chameleon_assets.core.methods import trained_methods
+    from chameleon_assets.core.methods import get, trained_methods
 
+    swarms = [m for m in trained_methods() if get(m).fit_fields]
+    if sorted(swarms) != sorted(SWARM_METHODS):
+        raise ValueError(f"mixing methods {', '.join(sorted(set(swarms) - set(SWARM_METHODS)))} declare fit_fields "
+                         "(a swarm and a fit): only RegMix's swarm assets exist (defs/methods.py)")
     return [_method_weights_asset(m) for m in trained_methods() if m not in SWARM_METHODS]
 
 

@@ -10,7 +10,7 @@ from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import ArtefactDamaged, load_value, load_version, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, model_partitions, split_model_key
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES, model_registry
+from chameleon_assets.defs.sources import config_deps, model_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import BaseModel, ComparisonTable, Evaluation, MixtureTable
 
@@ -39,7 +39,7 @@ def base_model_version(mixture_version_: str, seed: int) -> str:
 
 @dg.asset(
     partitions_def=model_partitions,
-    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["base_model"]],
+    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), *config_deps("base_model")],
     group_name="models",
     code_version=BASE_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
@@ -185,7 +185,7 @@ def _model_card(mixture: str, seed: int, weights: dict, result, cfg, params: int
 
 @dg.asset(
     partitions_def=model_partitions,
-    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["evaluation"]],
+    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), *config_deps("evaluation")],
     group_name="evaluation",
     code_version=EVAL_CODE_VERSION,
     kinds={"pytorch", "mlflow"},
@@ -312,7 +312,7 @@ def log_evaluation(tracking: MLflowTracking, run_id: str, metrics: dict, dagster
     # staling dependency: a retrained model makes the table stale even while its new
     # evaluation is missing or failing, so the old row is dropped, not shown as current.
     # model_registry: a removed seed or mixture stales the table too (its row must go).
-    deps=[dg.AssetDep("base_model", partition_mapping=dg.AllPartitionMapping()), CONFIG_SOURCES["evaluation"],
+    deps=[dg.AssetDep("base_model", partition_mapping=dg.AllPartitionMapping()), *config_deps("mixture_comparison"),
           model_registry],
     group_name="evaluation",
     code_version=COMPARISON_CODE_VERSION,

@@ -9,7 +9,8 @@ import dagster as dg
 
 from chameleon_assets import paths
 from chameleon_assets.core.registry import DomainSpec, RegistryError, load_registry
-from chameleon_assets.settings import MixturesConfig, Profile, load_mixtures, load_profile, section_version
+from chameleon_assets.sections import section_version
+from chameleon_assets.settings import MixturesConfig, Profile, load_mixtures, load_profile
 
 
 class ChameleonConfig(dg.ConfigurableResource):
@@ -30,7 +31,7 @@ class ChameleonConfig(dg.ConfigurableResource):
         return load_mixtures()
 
     def section_version(self, section: str) -> str:
-        """The data version of configuration section ``section`` (see ``settings.config_section``)."""
+        """The data version of configuration section ``section`` (``chameleon_assets.sections``)."""
         return section_version(section, self.profile(), self.mixtures() if section == "mixing" else None)
 
     def registry_file(self) -> Path:

@@ -16,53 +16,27 @@ import dagster as dg
 from chameleon_assets.defs.io import DATA_VERSION_TAG, latest_version
 from chameleon_assets.defs.partitions import domain_partitions, finetune_domain_partitions, seed_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.settings import CONFIG_SECTIONS
+from chameleon_assets.sections import Section, config_sections
 
-SECTION_DOCS = {
-    "corpus": "tokenizer (content fingerprint), seed and val_fraction: how every domain is tokenised and split. "
-              "Read by domain_corpus.",
-    "proxy": "the proxy's model and training settings with the tokenizer and seed, or the fingerprint of "
-             "`proxy.checkpoint`. Read by proxy_model.",
-    "embedding": "num_samples, sample_length and the forward pass's dtype with the tokenizer and seed (not "
-                 "batch_size, which changes nothing computed). Read by domain_embeddings.",
-    "mixing": "conf/mixtures.yaml: the mixtures, lambda and its ridge, temperatures, UniMax and presets (UniMax's "
-              "budget resolved when it defaults to the base models' token budget). Read by mixture_weights.",
-    "base_model": "the base models' architecture and training settings (token budget, batch, schedule) with the "
-                  "tokenizer (each model's seed is its partition). Read by base_model. The profile's list of mixtures to train is not part of "
-                  "it: that only says what `make run` requests.",
-    "evaluation": "tasks, shots, example limit, perplexity windows, batch size. Read by evaluation and "
-                  "finetune_evaluation.",
-    "finetune_mixing": "conf/mixtures.yaml's `finetune_mixtures` and the parameters they use (lambda and its "
-                       "ridge, T_ft; T_pt, the temperature and presets only when listed). Read by finetune_weights.",
-    "finetune": "the profile's `finetune` section: which model each finetuned model starts from (a base_model "
-                "mixture, or the fingerprint of `finetune.checkpoint`), the training settings and the context "
-                "length, with the tokenizer. Read by finetuned_model.",
-    "doremi": "the profile's `methods.doremi` (step size, smoothing) with the proxy's model and training recipe "
-              "(its reference and DRO proxy are of the proxy's size and budget), tokenizer and seed. Read by "
-              "doremi_weights.",
-    "doge": "the profile's `methods.doge` (step size, smoothing) with the proxy's model and training recipe, "
-            "tokenizer and seed. Read by doge_weights.",
-    "regmix_run": "what one RegMix swarm run reads: `methods.regmix` without the fit's settings (the small model, "
-                  "its budget, the Dirichlet sampling, the scoring windows), tokenizer and seed. Read by regmix_run.",
-    "regmix": "the RegMix fit's settings: `methods.regmix.runs`, `target`, `candidates`, `top_k`. Read by "
-              "regmix_weights.",
-}
-
-
-def _config_source(section: str) -> dg.SourceAsset:
+def _config_source(section: Section) -> dg.SourceAsset:
     @dg.observable_source_asset(
-        name=f"config_{section}",
+        name=f"config_{section.name}",
         group_name="config",
-        description=f"Configuration section `{section}`: {SECTION_DOCS[section]} "
-                    "Data version = sha256 of the normalised section.",
+        description=f"Configuration section `{section.name}`: {section.doc} Read by "
+                    f"{', '.join(section.read_by)}. Data version = sha256 of the normalised section.",
     )
     def _observe(chameleon: ChameleonConfig) -> dg.DataVersion:
-        return dg.DataVersion(chameleon.section_version(section))
+        return dg.DataVersion(chameleon.section_version(section.name))
 
     return _observe
 
 
-CONFIG_SOURCES = {section: _config_source(section) for section in CONFIG_SECTIONS}
+CONFIG_SOURCES = {name: _config_source(section) for name, section in config_sections().items()}
+
+
+def config_deps(asset: str) -> list[dg.SourceAsset]:
+    """The ``config_<section>`` sources of every section that ``asset`` reads (its ``read_by``)."""
+    return [CONFIG_SOURCES[name] for name, section in config_sections().items() if asset in section.read_by]
 
 
 @dg.observable_source_asset(
@@ -181,7 +155,7 @@ def current_source_versions(
     """
     versions: dict[tuple[str, str | None], str] = {}
     errors: dict[str, str] = {}
-    for section in CONFIG_SECTIONS:
+    for section in CONFIG_SOURCES:
         try:
             versions[(f"config_{section}", None)] = chameleon.section_version(section)
         except (ValueError, OSError) as exc:

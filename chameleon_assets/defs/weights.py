@@ -22,7 +22,7 @@ from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import load_value, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import LINEAGE_ONLY, domain_partitions, finetune_domain_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sources import CONFIG_SOURCES, domain_registry, finetune_registry
+from chameleon_assets.defs.sources import config_deps, domain_registry, finetune_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import AffinityMatrix, DomainEmbedding, MixtureTable, ProxyModel
 
@@ -37,7 +37,7 @@ WEIGHTS_CODE_VERSION = "weights-v2"
     # metadata), not every current partition: adding, editing or removing a domain never stales it.
     deps=[
         dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY),
-        CONFIG_SOURCES["proxy"],
+        *config_deps("proxy_model"),
     ],
     group_name="mixing",
     code_version=PROXY_CODE_VERSION,
@@ -172,7 +172,7 @@ def _embeddings_asset(name: str, partitions_def: dg.PartitionsDefinition, corpus
         name=name,
         partitions_def=partitions_def,
         ins={"corpus": dg.AssetIn(corpus)},
-        deps=[CONFIG_SOURCES["embedding"]],
+        deps=config_deps(name),
         group_name=asset_group,
         code_version=EMBED_CODE_VERSION,
         kinds={"pytorch"},
@@ -333,7 +333,7 @@ finetune_affinity = _affinity_asset(
 
 
 @dg.asset(
-    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["mixing"]],
+    deps=[dg.AssetDep("domain_corpus", partition_mapping=LINEAGE_ONLY), *config_deps("mixture_weights")],
     group_name="mixing",
     code_version=WEIGHTS_CODE_VERSION,
     kinds={"pandas", "mlflow"},
@@ -361,7 +361,7 @@ def mixture_weights(
 
 
 @dg.asset(
-    deps=[dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY), CONFIG_SOURCES["finetune_mixing"]],
+    deps=[dg.AssetDep("finetune_corpus", partition_mapping=LINEAGE_ONLY), *config_deps("finetune_weights")],
     group_name="finetune",
     code_version=WEIGHTS_CODE_VERSION,
     kinds={"pandas", "mlflow"},
@@ -452,7 +452,8 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
 
     from chameleon_assets.core import methods
     from chameleon_assets.core.krls import chameleon_weights
-    from chameleon_assets.settings import pretraining_presets
+    from chameleon_assets.sections import pretraining_presets
+    from chameleon_assets.settings import mixture_method_params
 
     profile = chameleon.profile()
     mix = chameleon.mixtures()
@@ -461,24 +462,13 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     domain_set = methods.DomainSet(domains, tokens, kernel=np.asarray(affinity.kernel))
     p = mix.chameleon
     cw = chameleon_weights(domains, np.asarray(affinity.kernel), p.lam, p.t_pretrain, p.t_finetune, p.ridge)
-    # The same rule as settings.config_section("mixing"): null means the base models' budget.
-    budget = mix.unimax_budget_tokens if mix.unimax_budget_tokens is not None else profile.base_model.train.tokens
+    budget = profile.base_model.train.tokens  # what a method's settings may default to (UniMax's budget)
     names = mix.mixtures if stage == "pretrain" else mix.finetune_mixtures
-    krls = methods.get("chameleon_pretrain").Params(lam=p.lam, t_pretrain=p.t_pretrain, t_finetune=p.t_finetune,
-                                                    ridge=p.ridge)
-    params = {
-        "uniform": None,
-        "natural": None,
-        "temperature": methods.get("temperature").Params(t=mix.temperature),
-        "chameleon_pretrain": krls,
-        "chameleon_finetune": krls,
-    }
-    if stage == "pretrain":
-        params["unimax"] = methods.get("unimax").Params(budget_tokens=float(budget), max_epochs=mix.unimax_max_epochs)
+    closed_form = methods.closed_form_methods(stage)
     results: dict[str, methods.MethodResult] = {}
     for name in names:
-        if name in params:
-            results[name] = methods.run(name, domain_set, params[name])
+        if name in closed_form:  # each method says where in conf/mixtures.yaml its settings are
+            results[name] = methods.run(name, domain_set, mixture_method_params(mix, name, budget))
     skipped = {}
     for name, preset in mix.presets.items():
         if name not in (names if stage == "finetune" else pretraining_presets(mix)):
@@ -501,7 +491,8 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     params_out = {"lambda": p.lam, "ridge": p.ridge, "lambda_effective": cw.lam_effective, "t_pretrain": p.t_pretrain,
                   "t_finetune": p.t_finetune, "temperature": mix.temperature}
     if "unimax" in weights:
-        params_out.update({"unimax_budget": budget, "unimax_max_epochs": mix.unimax_max_epochs})
+        unimax = mixture_method_params(mix, "unimax", budget)
+        params_out.update({"unimax_budget": unimax.budget_tokens, "unimax_max_epochs": unimax.max_epochs})
     out = paths.weights_dir(version, stage)
     asset = "mixture_weights" if stage == "pretrain" else "finetune_weights"
     table = MixtureTable(

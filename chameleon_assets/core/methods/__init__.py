@@ -13,13 +13,28 @@ of weights over training steps when the method has one, and the ``Cost`` it spen
 
 Each method lives in its own module of this package and registers itself with
 ``@register``; ``registered()`` imports every module here, so adding a method is adding
-a module. Closed-form methods need no proxy training (``needs`` without ``"proxy"``) and
-are computed together in ``mixture_weights``; methods that train proxies get their own
-assets (``defs/methods``). No Dagster here: callable from a notebook.
+a module (and its settings to the YAML). A method also says where its settings live and
+what they are part of, so that the application needs no list of methods:
+
+* **closed-form** methods (``needs`` without ``"proxy"``) are computed together in
+  ``mixture_weights``/``finetune_weights``, for the ``stages`` they serve. Their settings
+  are in conf/mixtures.yaml: ``mixture_settings(mixtures, budget_tokens)`` picks the
+  method's ``Params`` fields out of that file (by default its entry under ``methods:``;
+  the built-in ones read their historical keys, such as ``temperature:``). They are
+  part of the ``mixing`` (and ``finetune_mixing``) configuration section.
+* methods that **train** (``"proxy"`` in ``needs``) get their own assets and their own
+  configuration section, from the profile's ``methods.<name>``. ``proxy_recipe``: they
+  train models of the profile's proxy recipe, which is then part of their section (or,
+  false, their ``Params`` carry the models they train). ``fit_fields``: for a swarm of
+  small runs and a fit over them (RegMix), the settings only the fit reads; they form a
+  section of their own, so changing them retrains no run.
+
+No Dagster here: callable from a notebook.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -135,23 +150,45 @@ class MethodResult:
 
 
 class MixingMethod(Protocol):
-    """What every method provides (see the module docstring)."""
+    """What every method provides (see the module docstring); ``register`` fills in the
+    defaults of the optional attributes."""
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[str]]
     Params: ClassVar[type]
+    stages: ClassVar[frozenset[str]]  # closed-form: the weights it serves (default both)
+    proxy_recipe: ClassVar[bool]  # trained: its section holds the profile's proxy recipe (default true)
+    fit_fields: ClassVar[tuple[str, ...]]  # trained swarm: the Params fields only its fit reads (default none)
 
     def compute(self, domains: DomainSet, params: Any, proxy: ProxyRecipe | None = None) -> MethodResult: ...
 
+    def mixture_settings(self, mixtures: Mapping[str, Any], budget_tokens: int) -> dict[str, Any]: ...
 
+
+STAGES = frozenset({"pretrain", "finetune"})
 _METHODS: dict[str, MixingMethod] = {}
+
+
+def _settings_under_methods(self: Any, mixtures: Mapping[str, Any], budget_tokens: int) -> dict[str, Any]:
+    """A closed-form method's ``Params`` fields: its entry under ``methods:`` in conf/mixtures.yaml."""
+    return dict((mixtures.get("methods") or {}).get(self.name) or {})
 
 
 def register(cls: type) -> type:
     """Class decorator: register one instance of a method under its ``name``."""
+    defaults = {"stages": STAGES, "proxy_recipe": True, "fit_fields": (),
+                "mixture_settings": _settings_under_methods}
+    for attribute, value in defaults.items():
+        if not hasattr(cls, attribute):
+            setattr(cls, attribute, value)
     method = cls()
     if not method.needs <= NEEDS:
         raise ValueError(f"method '{method.name}' needs unknown inputs {sorted(method.needs - NEEDS)}")
+    if not method.stages <= STAGES:
+        raise ValueError(f"method '{method.name}' serves unknown stages {sorted(method.stages - STAGES)}")
+    unknown = set(method.fit_fields) - {f.name for f in dataclasses.fields(method.Params)}
+    if unknown:
+        raise ValueError(f"method '{method.name}': fit_fields {sorted(unknown)} are not fields of its Params")
     if method.name in _METHODS and type(_METHODS[method.name]) is not cls:
         raise ValueError(f"two methods are named '{method.name}'")
     _METHODS[method.name] = method
@@ -176,6 +213,12 @@ def get(name: str) -> MixingMethod:
 def trained_methods() -> list[str]:
     """Names of the methods that train proxy models (each gets its own assets)."""
     return sorted(n for n, m in registered().items() if "proxy" in m.needs)
+
+
+def closed_form_methods(stage: str) -> list[str]:
+    """Names of the closed-form methods that can be listed as mixtures of ``stage``
+    (``pretrain`` or ``finetune``), in the order they registered."""
+    return [n for n, m in registered().items() if "proxy" not in m.needs and stage in m.stages]
 
 
 def check_weights(weights: np.ndarray, k: int, method: str) -> np.ndarray:

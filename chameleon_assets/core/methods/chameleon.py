@@ -9,7 +9,7 @@ k x k solve; the proxy training and embedding passes it reads are costed where t
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 
 from chameleon_assets.core.cost import Cost
@@ -20,12 +20,23 @@ from chameleon_assets.core.schema import PositiveFloat, settings
 
 @settings
 class KRLSParams:
-    """The ridge ``lam`` (``ridge``: absolute or relative, see ``core.krls.effective_lambda``) and temperatures."""
+    """KRLS ridge ``lam`` and the softmax temperatures of the two CHAMELEON mixtures.
+
+    ``ridge``: how ``lam`` is read. ``absolute`` (the paper's): tau_i = [K_c (K_c + lam k I)^-1]_ii.
+    ``relative`` (scale-free): lam is in units of trace(K_c) / k, the mean eigenvalue of
+    K_c, so the ridge is lam * trace(K_c) and the weights do not depend on the proxy's
+    embedding scale (``core.krls.effective_lambda``).
+    """
 
     lam: PositiveFloat = 10.0
     t_pretrain: PositiveFloat = 5.0
     t_finetune: PositiveFloat = 0.2
     ridge: Literal["absolute", "relative"] = "absolute"
+
+
+def _krls_settings(self: Any, mixtures: Mapping[str, Any], budget_tokens: int) -> dict[str, Any]:
+    """``chameleon:`` in conf/mixtures.yaml (shared by both CHAMELEON mixtures)."""
+    return dict(mixtures["chameleon"])
 
 
 def _krls(domains: DomainSet, params: KRLSParams, stage: str) -> MethodResult:
@@ -48,6 +59,7 @@ class ChameleonPretrain:
     name = "chameleon_pretrain"
     needs = frozenset({"kernel"})
     Params = KRLSParams
+    mixture_settings = _krls_settings
 
     def compute(self, domains: DomainSet, params: KRLSParams, proxy=None) -> MethodResult:  # noqa: ANN001
         return _krls(domains, params, "pretrain")
@@ -60,6 +72,7 @@ class ChameleonFinetune:
     name = "chameleon_finetune"
     needs = frozenset({"kernel"})
     Params = KRLSParams
+    mixture_settings = _krls_settings
 
     def compute(self, domains: DomainSet, params: KRLSParams, proxy=None) -> MethodResult:  # noqa: ANN001
         return _krls(domains, params, "finetune")

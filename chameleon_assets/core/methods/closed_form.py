@@ -7,7 +7,7 @@ model compute.
 from __future__ import annotations
 
 import time
-
+from typing import Any, Mapping
 
 from chameleon_assets.core import baselines
 from chameleon_assets.core.cost import Cost
@@ -62,6 +62,10 @@ class Temperature:
     class Params:
         t: PositiveFloat = 3.0
 
+    def mixture_settings(self, mixtures: Mapping[str, Any], budget_tokens: int) -> dict[str, Any]:
+        """``temperature:`` in conf/mixtures.yaml is T."""
+        return {"t": mixtures["temperature"]}
+
     def compute(self, domains: DomainSet, params: Params, proxy=None) -> MethodResult:  # noqa: ANN001
         return _timed(baselines.temperature, domains.train_tokens, params.t)
 
@@ -72,11 +76,18 @@ class UniMax:
 
     name = "unimax"
     needs = frozenset({"tokens"})
+    stages = frozenset({"pretrain"})  # its budget is a pretraining one
 
     @settings
     class Params:
         budget_tokens: PositiveFloat = 600_000.0
         max_epochs: PositiveFloat = 1.0
+
+    def mixture_settings(self, mixtures: Mapping[str, Any], budget_tokens: int) -> dict[str, Any]:
+        """``unimax_max_epochs`` and ``unimax_budget_tokens`` (null: the base models' budget)."""
+        budget = mixtures.get("unimax_budget_tokens")
+        return {"budget_tokens": float(budget if budget is not None else budget_tokens),
+                "max_epochs": mixtures["unimax_max_epochs"]}
 
     def compute(self, domains: DomainSet, params: Params, proxy=None) -> MethodResult:  # noqa: ANN001
         return _timed(baselines.unimax, domains.train_tokens, params.budget_tokens, params.max_epochs)
@@ -88,6 +99,7 @@ class Preset:
 
     name = "preset"
     needs = frozenset()
+    stages = frozenset()  # not a mixture itself: each preset of conf/mixtures.yaml is one, by its own name
 
     @settings
     class Params:

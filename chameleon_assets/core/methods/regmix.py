@@ -297,6 +297,8 @@ class RegMix:
 
     name = "regmix"
     needs = frozenset({"tokens", "corpora", "proxy"})
+    proxy_recipe = False  # its Params carry the swarm's small model and budget
+    fit_fields = ("runs", "target", "candidates", "top_k")  # adding runs or refitting retrains no run
 
     @settings
     class Params:
