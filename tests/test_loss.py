@@ -87,6 +87,64 @@ def test_fused_loss_under_bfloat16_autocast_matches_the_plain_bfloat16_path() ->
     torch.testing.assert_close(fused, plain, rtol=0, atol=1e-3)
 
 
+# bfloat16 keeps 8 significant bits (a rounding is off by up to 2^-9 = 0.002 relative). The
+# fused and plain bf16 paths round the same products, but scale by 1/N before or after the
+# bf16 cast and sum chunks in another order, so their gradients differ by a few 2^-9 in
+# norm: at most 0.0085 per parameter on these models (both archs, 4 batches). 0.02 leaves
+# twice that, and a gradient off by a few percent (a wrong scale, a dropped chunk) fails.
+BF16_GRAD_RTOL = 0.02
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """||got - expected|| / ||expected||, in float32."""
+    return float((got.float() - expected.float()).norm() / expected.float().norm())
+
+
+def test_fused_gradients_under_bfloat16_autocast_equal_the_plain_bfloat16_gradients() -> None:
+    """Gradients of the hidden states and of the output weights, not only the loss: the
+    bf16 branch computes them itself in the forward pass. 45 rows in chunks of 16 (a ragged
+    last chunk; 1/45 is not a power of two, so the scaling rounds as it would in training)."""
+    g = torch.Generator().manual_seed(4)
+    hidden, weight = torch.randn(45, 32, generator=g), 0.2 * torch.randn(100, 32, generator=g)
+    targets = torch.randint(0, 100, (45,), generator=g)
+    grads = {}
+    for kind in ("plain", "fused"):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if kind == "plain":  # what lm_head + PlainCausalLMLoss compute: a bf16 product, a float32 softmax
+                loss = F.cross_entropy((h @ w.T).float(), targets)
+            else:
+                loss = fused_linear_cross_entropy(h, w, targets, chunk=16)
+        loss.backward()
+        grads[kind] = {"hidden": h.grad, "weight": w.grad}
+    for name in ("hidden", "weight"):
+        assert grads["fused"][name].dtype == torch.float32
+        error = _relative_error(grads["fused"][name], grads["plain"][name])
+        assert error < BF16_GRAD_RTOL, f"{name} gradient: relative error {error:.4f} against the plain bf16 path"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_model_gradients_under_bfloat16_autocast_equal_the_plain_loss_gradients(arch: str) -> None:
+    """Every parameter's gradient through ``CausalLMLoss`` under bf16 autocast against
+    ``PlainCausalLMLoss`` under the same autocast: the hidden-state gradient reaches every
+    layer, and the tied embedding sums the output weights' gradient with the input side's."""
+    model = build_model(ModelConfig(arch=arch, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                    context_length=16), vocab_size=100, eos_id=0, seed=0)
+    x = torch.randint(0, 100, (3, 17), generator=torch.Generator().manual_seed(3))  # 48 targets
+    grads = {}
+    for cls in (PlainCausalLMLoss, CausalLMLoss):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = cls(model)(x[:, :-1], x[:, 1:])
+        loss.backward()
+        grads[cls] = _grads(model)
+    expected, got = grads[PlainCausalLMLoss], grads[CausalLMLoss]
+    assert got.keys() == expected.keys() == {n for n, _ in model.named_parameters()}
+    errors = {name: _relative_error(got[name], expected[name]) for name in expected}
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < BF16_GRAD_RTOL, f"{worst}: relative error {errors[worst]:.4f} against the plain bf16 path"
+
+
 def test_bad_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="hidden"):
         fused_linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 2), torch.zeros(4, dtype=torch.long))
