@@ -1,6 +1,8 @@
 """The fused output-layer cross-entropy (``core.loss``) against the plain one, and how
 ``train.precision`` resolves on a device with and without bfloat16 in hardware."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -235,6 +237,15 @@ def test_bfloat16_if_native_trains_in_float32_on_a_cpu_without_bf16_and_says_so(
     assert not any("emulated" in line for line in logs["bfloat16_if_native"] + logs["float32"])
 
 
-def test_native_bf16_is_a_boolean_on_this_cpu() -> None:
-    assert model_mod.native_bf16(torch.device("cpu")) in (True, False)
+def test_native_bf16_on_this_cpu_is_what_its_kernel_flags_say() -> None:
+    """native_bf16 asks torch's CPU probes; the kernel's flags, read here, are the independent
+    answer: AVX512-BF16 or AMX-BF16 means bfloat16 in hardware."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU flags from")
+    flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
+             for flag in line.partition(":")[2].split()}
+    if not flags:
+        pytest.skip("no x86 flags line in /proc/cpuinfo")
+    assert model_mod.native_bf16(torch.device("cpu")) is bool(flags & {"avx512_bf16", "amx_bf16"})
     assert model_mod.native_bf16(torch.device("meta")) is False
