@@ -61,6 +61,8 @@ def test_three_domains_give_checked_weights_heatmap_and_table(project: Path) -> 
 
 def test_adding_a_domain_leaves_existing_embeddings_and_the_proxy_untouched(project: Path) -> None:
     from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.io import latest_record, latest_version
+    from chameleon_assets.defs.policy import stale_partitions
     from chameleon_assets.defs.weights import domain_embeddings
     from chameleon_assets.runner import load_defs, materialize
 
@@ -69,6 +71,8 @@ def test_adding_a_domain_leaves_existing_embeddings_and_the_proxy_untouched(proj
     write_registry(project, ["alpha", "beta"])
     instance, _ = _materialize_weights(["alpha", "beta"])
     before = np.load(current(project, "embeddings", "alpha") / "embeddings.npy")
+    proxy_version = latest_version(instance, "proxy_model")
+    assert proxy_version is not None
 
     write_registry(project, ["alpha", "beta", "delta"])
     register(instance, ["alpha", "beta", "delta"])
@@ -79,6 +83,14 @@ def test_adding_a_domain_leaves_existing_embeddings_and_the_proxy_untouched(proj
     after = np.load(current(project, "embeddings", "alpha") / "embeddings.npy")
     np.testing.assert_array_equal(before, after)
     assert _count(instance, "proxy_model") == 1
+    # Nobody asked for the proxy again above, so its count stays 1 whatever the graph says;
+    # Dagster's stale status (what the UI marks and `chameleon run` retrains) is what a new
+    # domain could change: the proxy's edge to domain_corpus must stay lineage only.
+    stale = stale_partitions(load_defs(), instance)
+    assert ("proxy_model", None) not in stale, f"adding delta staled the proxy: {sorted(stale, key=str)}"
+    assert latest_version(instance, "proxy_model") == proxy_version
+    delta = latest_record(instance, "domain_embeddings", "delta").asset_materialization
+    assert delta.metadata["proxy_version"].value == proxy_version  # embedded by that same proxy
 
 
 def test_a_single_domain_gets_weight_one_with_a_clear_message(project: Path) -> None:
