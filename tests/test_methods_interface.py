@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -47,9 +49,15 @@ def test_the_registry_holds_chameleon_the_baselines_and_the_computed_competitors
 @pytest.mark.parametrize("name", sorted(methods.registered()))
 def test_every_registered_method_gives_a_distribution_and_its_cost(name: str) -> None:
     method = methods.get(name)
+    t0 = time.perf_counter()
     result = methods.run(name, _domains(), _params(name), RECIPE if "proxy" in method.needs else None)
+    elapsed = time.perf_counter() - t0
     assert result.weights.shape == (3,) and abs(result.weights.sum() - 1) < 1e-12 and (result.weights >= 0).all()
     assert result.cost.wall_s >= 0
+    # in seconds, and no more than the whole call took as timed here
+    assert result.cost.wall_s <= elapsed
+    if name != "preset":  # measured (Preset looks its table up untimed: Cost())
+        assert result.cost.wall_s > 0
     if "proxy" in method.needs:  # they train proxies: the cost counts it, part by part
         assert result.cost.flops > 0 and result.cost.tokens > 0
         assert result.cost.flops == pytest.approx(sum(result.cost.parts.values()))
