@@ -5,7 +5,14 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from tests.conftest import current, register, write_domain, write_registry
+from tests.conftest import (
+    chameleon_by_eigendecomposition,
+    configure_chameleon,
+    current,
+    register,
+    write_domain,
+    write_registry,
+)
 
 
 def _materialize_weights(domains: list[str], proxy: bool = True):
@@ -35,6 +42,9 @@ def test_three_domains_give_checked_weights_heatmap_and_table(project: Path) -> 
     for d in ("alpha", "beta", "gamma"):
         write_domain(project / "raw", d)
     write_registry(project, ["alpha", "beta", "gamma"])
+    # Not the shipped values: lam k = 0.15 is of the order of K_c's eigenvalues here (0.13
+    # and 0.24), where lam changes the scores (at the shipped lam k = 30 it hardly does).
+    configure_chameleon(project, lam=0.05, t_pretrain=2.0, t_finetune=0.5)
     _, result = _materialize_weights(["alpha", "beta", "gamma"])
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert set(checks) == {"weights_are_distributions", "no_mixture_dominated_by_one_domain", "affinity_is_symmetric"}
@@ -53,8 +63,16 @@ def test_three_domains_give_checked_weights_heatmap_and_table(project: Path) -> 
     from chameleon_assets.core.krls import chameleon_weights, linear_kernel
 
     means = np.stack([np.load(current(project, "embeddings", d) / "mean.npy") for d in ("alpha", "beta", "gamma")])
-    expected = chameleon_weights(["alpha", "beta", "gamma"], linear_kernel(means))
+    expected = chameleon_weights(["alpha", "beta", "gamma"], linear_kernel(means), lam=0.05)
     np.testing.assert_allclose(data["krls"], expected.krls, rtol=1e-5)
+    # The configured lam and temperatures reach the weights: the rows equal KRLS worked out
+    # here from the stored means with those values, and differ from the shipped values' rows.
+    tau, pretrain, finetune = chameleon_by_eigendecomposition(means, lam=0.05, t_pretrain=2.0, t_finetune=0.5)
+    np.testing.assert_allclose(data["krls"], tau, rtol=1e-5)
+    np.testing.assert_allclose(data["weights"]["chameleon_pretrain"], pretrain, rtol=1e-5)
+    np.testing.assert_allclose(data["weights"]["chameleon_finetune"], finetune, rtol=1e-5)
+    shipped = chameleon_by_eigendecomposition(means, lam=10.0, t_pretrain=5.0, t_finetune=0.2)
+    assert min(np.abs(a - b).max() for a, b in zip((tau, pretrain, finetune), shipped)) > 1e-3
     (mat,) = result.asset_materializations_for_node("affinity_matrix")
     assert "data:image/png;base64," in mat.metadata["heatmap"].value
 
