@@ -190,3 +190,29 @@ def new_materialisations(before: dict, after: dict) -> dict[str, list[str]]:
             rest.remove(p)
         diff[key] = rest
     return diff
+
+
+def configure_chameleon(project: Path, lam: float, t_pretrain: float, t_finetune: float) -> None:
+    """Set conf/mixtures.yaml's CHAMELEON ridge and temperatures (the shipped file holds 10, 5 and 0.2)."""
+    path = project / "conf" / "mixtures.yaml"
+    text = path.read_text()
+    for old, new in (("lam: 10.0", f"lam: {lam}"), ("t_pretrain: 5.0", f"t_pretrain: {t_pretrain}"),
+                     ("t_finetune: 0.2", f"t_finetune: {t_finetune}")):
+        assert old in text, f"conf/mixtures.yaml no longer holds {old!r}"
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+
+
+def chameleon_by_eigendecomposition(means, lam: float, t_pretrain: float, t_finetune: float):  # noqa: ANN001, ANN201
+    """(tau, pretrain, finetune) for domain mean embeddings, worked out independently of
+    core.krls: the means centred explicitly (not H K H), K_c = U diag(s) U^T, and
+    tau_i = sum_j U_ij^2 s_j / (s_j + lam k) (no solve), normalised; then the two softmaxes."""
+    import numpy as np
+
+    centred = np.asarray(means, dtype=np.float64) - np.asarray(means, dtype=np.float64).mean(axis=0)
+    s, u = np.linalg.eigh(centred @ centred.T)
+    s = np.clip(s, 0.0, None)  # K_c is positive semi-definite; its zero eigenvalue may round below 0
+    tau = (u**2 * (s / (s + lam * len(s)))).sum(axis=1)
+    tau = tau / tau.sum()
+    pre, fin = np.exp((1 / tau) / t_pretrain), np.exp(tau / t_finetune)
+    return tau, pre / pre.sum(), fin / fin.sum()

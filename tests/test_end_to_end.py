@@ -95,4 +95,7 @@ def test_mlflow_artifacts_stay_under_the_data_directory(project: Path, monkeypat
         mlflow.log_text("hello", "probe.txt")
     assert run.info.artifact_uri.startswith((project / "data" / "mlflow" / "artifacts").as_uri())
     assert not (project / "mlruns").exists()
-    assert (project / "data/mlflow/artifacts").rglob("probe.txt")
+    # rglob returns a generator, truthy even when nothing matches: collect what it finds
+    probes = list((project / "data/mlflow/artifacts").rglob("probe.txt"))
+    assert any(probes), "probe.txt is not under data/mlflow/artifacts"
+    assert [p.read_text() for p in probes] == ["hello"]

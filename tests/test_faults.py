@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import torch
 
 from tests.conftest import TINY_PROFILE, current, write_domain, write_registry
 
@@ -164,6 +165,17 @@ def test_a_writer_killed_before_its_commit_leaves_the_previous_versions_loadable
         assert verify_dir(Path(value.path), deep=True) is None
         replaced.append((key, partition, version))
     assert load_model(load_value(instance, "base_model", "uniform|0").path) is not None
+    # and what loads is the previous model itself: its folder is that version's, and every
+    # weight equals the stored file's, read here with safetensors directly (the head is tied
+    # to the embedding, so the file holds it once)
+    from safetensors.torch import load_file
+
+    previous = Path(load_value(instance, "base_model", "uniform|0").path)
+    assert previous.name == replaced[-1][2]
+    stored = {name: t for f in sorted(previous.glob("*.safetensors")) for name, t in load_file(f).items()}
+    loaded = load_model(previous).state_dict()
+    assert stored and set(loaded) - set(stored) <= {"lm_head.weight"} and set(stored) <= set(loaded)
+    assert [name for name, t in stored.items() if not torch.equal(loaded[name], t)] == []
 
     report = converge("run", mixtures=["uniform"], instance=instance)  # the next run finishes the job
     assert not report.failed

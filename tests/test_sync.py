@@ -8,12 +8,23 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from tests.conftest import current, materialised, new_materialisations, write_domain, write_registry
+from tests.conftest import (
+    chameleon_by_eigendecomposition,
+    configure_chameleon,
+    current,
+    materialised,
+    new_materialisations,
+    write_domain,
+    write_registry,
+)
 
 # Its tests share one materialised project (saved_project): one worker builds it once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sync")]
 
 KEYS = ("domain_corpus", "domain_embeddings", "proxy_model", "affinity_matrix", "mixture_weights")
+# conf/mixtures.yaml's CHAMELEON settings in this module's project, not the shipped ones
+# (10, 5, 0.2): lam k is then of the order of K_c's eigenvalues, where lam changes the scores.
+LAM, T_PRETRAIN, T_FINETUNE = 0.05, 2.0, 0.5
 
 
 def _materializations(instance: dg.DagsterInstance) -> dict[str, list[str]]:
@@ -30,6 +41,7 @@ def build_project(root: Path):  # noqa: ANN201
     for d in ("alpha", "beta", "gamma", "delta"):
         write_domain(root / "raw", d)
     write_registry(root, ["alpha", "beta", "gamma"])
+    configure_chameleon(root, lam=LAM, t_pretrain=T_PRETRAIN, t_finetune=T_FINETUNE)
     instance = get_instance()
     sync(instance=instance)
     return instance
@@ -63,7 +75,17 @@ def test_adding_a_domain_materialises_only_its_partitions(synced) -> None:
         "affinity_matrix": [""],
         "mixture_weights": [""],
     }
-    assert _weights(project)["domains"] == ["alpha", "beta", "delta", "gamma"]
+    data = _weights(project)
+    assert data["domains"] == ["alpha", "beta", "delta", "gamma"]
+    # The rows over the four domains are KRLS of the stored means under the configured
+    # lam and temperatures, worked out here independently of core.krls.
+    means = np.stack([np.load(current(project, "embeddings", d) / "mean.npy") for d in data["domains"]])
+    tau, pretrain, finetune = chameleon_by_eigendecomposition(means, LAM, T_PRETRAIN, T_FINETUNE)
+    np.testing.assert_allclose(data["krls"], tau, rtol=1e-5)
+    np.testing.assert_allclose(data["weights"]["chameleon_pretrain"], pretrain, rtol=1e-5)
+    np.testing.assert_allclose(data["weights"]["chameleon_finetune"], finetune, rtol=1e-5)
+    shipped = chameleon_by_eigendecomposition(means, lam=10.0, t_pretrain=5.0, t_finetune=0.2)
+    assert min(np.abs(a - b).max() for a, b in zip((tau, pretrain, finetune), shipped)) > 1e-3
 
 
 def test_editing_a_domain_rematerialises_that_partition_only(synced) -> None:
@@ -98,9 +120,14 @@ def test_removing_a_domain_recomputes_weights_from_stored_embeddings(synced) -> 
     data = _weights(project)
     assert data["domains"] == ["alpha", "gamma"]
     means = np.stack([np.load(current(project, "embeddings", d) / "mean.npy") for d in ("alpha", "gamma")])
-    fresh = chameleon_weights(["alpha", "gamma"], linear_kernel(means))
+    fresh = chameleon_weights(["alpha", "gamma"], linear_kernel(means), LAM, T_PRETRAIN, T_FINETUNE)
     np.testing.assert_allclose(data["krls"], fresh.krls, rtol=1e-5)
     np.testing.assert_allclose(data["weights"]["chameleon_pretrain"], fresh.pretrain, rtol=1e-5)
+    # By hand: two centred means are +-(e_alpha - e_gamma) / 2, of equal leverage whatever
+    # lam, so both scores are 1/2 and both CHAMELEON rows uniform.
+    np.testing.assert_allclose(data["krls"], [0.5, 0.5], rtol=1e-9)
+    np.testing.assert_allclose(data["weights"]["chameleon_pretrain"], [0.5, 0.5], rtol=1e-9)
+    np.testing.assert_allclose(data["weights"]["chameleon_finetune"], [0.5, 0.5], rtol=1e-9)
 
 
 def test_syncing_twice_without_a_change_requests_nothing(synced) -> None:

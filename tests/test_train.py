@@ -78,6 +78,40 @@ def test_an_interrupted_run_resumes_on_the_uninterrupted_trajectory(tmp_path: Pa
     assert resumed.draws == reference.draws
 
 
+def _run_with_dropout(ckpt: Path | None, stop_at: int | None = None, p: float = 0.1):  # noqa: ANN202
+    """``_run``'s training of a GPT-2 with dropout ``p`` everywhere: each step draws masks from torch's RNG."""
+    cfg = ModelConfig(arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, context_length=8)
+    tcfg = TrainConfig(tokens=4 * 8 * 12, batch_size=4, lr=1e-2, warmup_steps=2, checkpoint_every=5)
+    model = build_model(cfg, vocab_size=100, eos_id=0, seed=0)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts  # embeddings, attention and residuals: GPT-2's own modules, built with p = 0
+    for m in dropouts:
+        m.p = p
+    sampler = WeightedDomainSampler(TOKENS, {"a": 0.6, "b": 0.4}, seq_len=8, seed=1)
+
+    def on_step(step: int, loss: float, rate: float) -> None:
+        if stop_at is not None and step == stop_at:
+            raise _Interrupt
+
+    result = train_causal_lm(model, sampler, tcfg, torch.device("cpu"), ckpt, "k", on_step, progress=False)
+    return result, model
+
+
+def test_an_interrupted_run_with_dropout_resumes_on_the_uninterrupted_trajectory_exactly(tmp_path: Path) -> None:
+    """The checkpoint's torch RNG state is what makes the resumed steps draw the same
+    dropout masks; without it they draw the masks of the run's first steps again."""
+    reference, reference_model = _run_with_dropout(None)
+    without_dropout, _ = _run_with_dropout(None, p=0.0)
+    with pytest.raises(_Interrupt):
+        _run_with_dropout(tmp_path / "ckpt", stop_at=7)  # killed after step 7; last checkpoint at step 5
+    resumed, resumed_model = _run_with_dropout(tmp_path / "ckpt")
+    assert resumed.resumed_from == 5
+    assert reference.losses != without_dropout.losses  # the dropout did draw masks
+    np.testing.assert_array_equal(resumed.losses, reference.losses)
+    for (name, p), q in zip(resumed_model.named_parameters(), reference_model.parameters()):
+        assert torch.equal(p, q), name
+
+
 def test_a_checkpoint_of_different_settings_is_not_resumed(tmp_path: Path) -> None:
     with pytest.raises(_Interrupt):
         _run(tmp_path / "ckpt", stop_at=6)

@@ -5,7 +5,14 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from tests.conftest import current, register, write_domain, write_registry
+from tests.conftest import (
+    chameleon_by_eigendecomposition,
+    configure_chameleon,
+    current,
+    register,
+    write_domain,
+    write_registry,
+)
 
 
 def _materialize_weights(domains: list[str], proxy: bool = True):
@@ -35,6 +42,9 @@ def test_three_domains_give_checked_weights_heatmap_and_table(project: Path) -> 
     for d in ("alpha", "beta", "gamma"):
         write_domain(project / "raw", d)
     write_registry(project, ["alpha", "beta", "gamma"])
+    # Not the shipped values: lam k = 0.15 is of the order of K_c's eigenvalues here (0.13
+    # and 0.24), where lam changes the scores (at the shipped lam k = 30 it hardly does).
+    configure_chameleon(project, lam=0.05, t_pretrain=2.0, t_finetune=0.5)
     _, result = _materialize_weights(["alpha", "beta", "gamma"])
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert set(checks) == {"weights_are_distributions", "no_mixture_dominated_by_one_domain", "affinity_is_symmetric"}
@@ -53,14 +63,24 @@ def test_three_domains_give_checked_weights_heatmap_and_table(project: Path) -> 
     from chameleon_assets.core.krls import chameleon_weights, linear_kernel
 
     means = np.stack([np.load(current(project, "embeddings", d) / "mean.npy") for d in ("alpha", "beta", "gamma")])
-    expected = chameleon_weights(["alpha", "beta", "gamma"], linear_kernel(means))
+    expected = chameleon_weights(["alpha", "beta", "gamma"], linear_kernel(means), lam=0.05)
     np.testing.assert_allclose(data["krls"], expected.krls, rtol=1e-5)
+    # The configured lam and temperatures reach the weights: the rows equal KRLS worked out
+    # here from the stored means with those values, and differ from the shipped values' rows.
+    tau, pretrain, finetune = chameleon_by_eigendecomposition(means, lam=0.05, t_pretrain=2.0, t_finetune=0.5)
+    np.testing.assert_allclose(data["krls"], tau, rtol=1e-5)
+    np.testing.assert_allclose(data["weights"]["chameleon_pretrain"], pretrain, rtol=1e-5)
+    np.testing.assert_allclose(data["weights"]["chameleon_finetune"], finetune, rtol=1e-5)
+    shipped = chameleon_by_eigendecomposition(means, lam=10.0, t_pretrain=5.0, t_finetune=0.2)
+    assert min(np.abs(a - b).max() for a, b in zip((tau, pretrain, finetune), shipped)) > 1e-3
     (mat,) = result.asset_materializations_for_node("affinity_matrix")
     assert "data:image/png;base64," in mat.metadata["heatmap"].value
 
 
 def test_adding_a_domain_leaves_existing_embeddings_and_the_proxy_untouched(project: Path) -> None:
     from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.io import latest_record, latest_version
+    from chameleon_assets.defs.policy import stale_partitions
     from chameleon_assets.defs.weights import domain_embeddings
     from chameleon_assets.runner import load_defs, materialize
 
@@ -69,6 +89,8 @@ def test_adding_a_domain_leaves_existing_embeddings_and_the_proxy_untouched(proj
     write_registry(project, ["alpha", "beta"])
     instance, _ = _materialize_weights(["alpha", "beta"])
     before = np.load(current(project, "embeddings", "alpha") / "embeddings.npy")
+    proxy_version = latest_version(instance, "proxy_model")
+    assert proxy_version is not None
 
     write_registry(project, ["alpha", "beta", "delta"])
     register(instance, ["alpha", "beta", "delta"])
@@ -79,6 +101,14 @@ def test_adding_a_domain_leaves_existing_embeddings_and_the_proxy_untouched(proj
     after = np.load(current(project, "embeddings", "alpha") / "embeddings.npy")
     np.testing.assert_array_equal(before, after)
     assert _count(instance, "proxy_model") == 1
+    # Nobody asked for the proxy again above, so its count stays 1 whatever the graph says;
+    # Dagster's stale status (what the UI marks and `chameleon run` retrains) is what a new
+    # domain could change: the proxy's edge to domain_corpus must stay lineage only.
+    stale = stale_partitions(load_defs(), instance)
+    assert ("proxy_model", None) not in stale, f"adding delta staled the proxy: {sorted(stale, key=str)}"
+    assert latest_version(instance, "proxy_model") == proxy_version
+    delta = latest_record(instance, "domain_embeddings", "delta").asset_materialization
+    assert delta.metadata["proxy_version"].value == proxy_version  # embedded by that same proxy
 
 
 def test_a_single_domain_gets_weight_one_with_a_clear_message(project: Path) -> None:
