@@ -149,8 +149,6 @@ def measure_ours(args: argparse.Namespace, which: str = "base_model", compile_: 
     which come right after it read the losses from the device (a synchronisation)."""
     import dataclasses
 
-    import torch
-
     from chameleon_assets.core.cost import model_train_flops_per_token
     from chameleon_assets.core.model import build_model, count_parameters
     from chameleon_assets.core.train import LOG_EVERY, WeightedDomainSampler, train_causal_lm
@@ -474,13 +472,11 @@ def environment() -> dict:
     if device.type == "cuda":
         env["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
         env["memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import liger_kernel  # noqa: F401
-
-        from importlib.metadata import version
-
         env["liger_kernel"] = version("liger-kernel")
-    except ImportError:
+    except PackageNotFoundError:
         env["liger_kernel"] = None
     return env
 
