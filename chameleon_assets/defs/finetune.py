@@ -12,15 +12,15 @@ finetuned model and its start on the same held-out windows: the finetuning domai
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 
 from chameleon_assets import paths
-from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
-from chameleon_assets.defs import launch, plots, policy
+from chameleon_assets.core.artifacts import point_current, prune_versions, sha256_text
+from chameleon_assets.defs import launch, policy
 from chameleon_assets.defs.io import ArtefactDamaged, latest_version, load_value, load_version, one_writer, stored_value
 from chameleon_assets.defs.io import versions_text
+from chameleon_assets.defs.models import mixture_version
 from chameleon_assets.defs.partitions import (
     ALL_EXISTING,
     LINEAGE_ONLY,
@@ -31,6 +31,9 @@ from chameleon_assets.defs.partitions import (
 )
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import config_deps, domain_registry, finetune_model_registry, finetune_start
+from chameleon_assets.defs.stage import (StageModel, comparison_output, current_evaluations, held_out_windows,
+                                         mixture_of, model_output, score_metrics, score_windows, store_evaluation,
+                                         train_stage_model)
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import ComparisonTable, FinetunedModel, FinetuneEvaluation, MixtureTable
 
@@ -54,7 +57,6 @@ class Start:
 def start_model(instance: dg.DagsterInstance, chameleon: ChameleonConfig, seed: int) -> Start:
     """Where seed ``seed``'s finetuned models start: the profile's ``finetune.checkpoint``
     folder, else the latest ``base_model[<finetune.base>|<seed>]``. Clear errors otherwise."""
-    from chameleon_assets.defs.models import mixture_version
     from chameleon_assets.settings import checkpoint_fingerprint
 
     profile = chameleon.profile()
@@ -127,11 +129,7 @@ def finetuned_model(
     before is reused, and an interrupted run resumes only a checkpoint of that version.
     """
     mixture, seed = split_model_key(context.partition_key)
-    if mixture not in finetune_weights.weights:
-        reason = finetune_weights.skipped.get(mixture, "not in finetune_mixtures of conf/mixtures.yaml")
-        raise ValueError(f"finetune mixture '{mixture}' has no weights: {reason}")
-    weights = dict(zip(finetune_weights.domains, finetune_weights.weights[mixture]))
-    corpus_versions = {d: finetune_weights.corpus_versions[d] for d in weights}
+    weights, corpus_versions = mixture_of(finetune_weights, mixture, "finetune_mixtures of conf/mixtures.yaml")
     start = start_model(context.instance, chameleon, seed)
     section = chameleon.section_version("finetune")
     family = finetune_family(section, weights, corpus_versions, start.family)
@@ -145,24 +143,8 @@ def finetuned_model(
     out = paths.finetuned_model_dir(mixture, seed, version)
     point_current(out)
     prune_versions(out.parent)
-    return dg.Output(model, data_version=dg.DataVersion(version), metadata={
-        "start": model.start,
-        "start_version": model.start_version,
-        "start_mlflow_run_id": model.start_mlflow_run_id,
-        "weights": dg.MetadataValue.json({d: round(w, 4) for d, w in weights.items()}),
-        "seed": seed,
-        "epochs_per_domain": dg.MetadataValue.json({d: round(e, 3) for d, e in model.epochs.items()}),
-        "tokens": model.tokens,
-        "steps": model.steps,
-        "final_loss": model.final_loss,
-        "tokens_per_s": round(model.tokens_per_s),
-        "mlflow_run_id": model.mlflow_run_id,
-        "mlflow_parent_run_id": model.mlflow_parent_run_id,
-        "reused_existing_version": reused,
-        "resumed_from_step": model.resumed_from_step,
-        "loss_curve": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "loss.png"), "finetuning loss")),
-        "path": dg.MetadataValue.path(model.path),
-    })
+    return model_output(model, weights, reused, "finetuning loss", extra={
+        "start": model.start, "start_version": model.start_version, "start_mlflow_run_id": model.start_mlflow_run_id})
 
 
 def context_length(model, profile) -> int:  # noqa: ANN001
@@ -184,12 +166,7 @@ def context_length(model, profile) -> int:  # noqa: ANN001
 
 def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, start: Start, version,  # noqa: ANN001
               family, table, section) -> FinetunedModel:
-    from dataclasses import asdict
-
-    import numpy as np
-
-    from chameleon_assets.core.artifacts import remove_tree
-    from chameleon_assets.core.model import count_parameters, load_model
+    from chameleon_assets.core.model import load_model
     from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
     profile = chameleon.profile()
@@ -199,66 +176,27 @@ def _finetune(context, chameleon, tracking, mixture, seed, weights, shards, star
     tok = load_tokenizer(profile.tokenizer)
     model = load_model(start.path)
     model.train()
-    ctx = context_length(model, profile)
-    checkpoints = paths.checkpoint_dir(f"finetuned_model/{mixture}/seed-{seed}", version)
-    # The resume key is the data version: it names the start model, the weights, every
-    # domain's data and the configuration, so a checkpoint of another start never resumes.
-    job = launch.TrainJob({d: shards[d] for d in weights}, weights, ctx, seed, cfg, checkpoints, version,
-                          f"finetune[{mixture}|{seed}]")
-    result = launch.train(context, profile, model, job)
-    if result.resumed_from:
-        context.log.info(f"resumed from checkpoint at step {result.resumed_from}")
-    corpus_versions = {d: shards[d].data_version for d in weights}
-    out = paths.finetuned_model_dir(mixture, seed, version)
-    final_loss = float(np.mean(result.losses[-5:]))
-    shared = {"mixture": mixture, "stage": "finetune", "mixture_version": family,
-              "weights_version": table.data_version}
     # The parent is every seed's: it names the start's mixture (or folder), each run its own model.
     start_of_all = profile.finetune.checkpoint or f"base_model[{profile.finetune.base}|*]"
-    parent = tracking.parent_run(f"finetune:{mixture}", f"finetune-{family}",
-                                 tags={"kind": "mixture", "start": start_of_all, **shared})
-    tags = {"dagster_run_id": context.run_id, "asset_partition": context.partition_key, "seed": str(seed),
-            "model_version": version, "base_model": start.name, "base_model_version": start.version,
-            "base_run_id": start.mlflow_run_id, **shared,
-            **{f"data_version.{d}": v for d, v in corpus_versions.items()}}
-    with tracking.start_run(run_name=f"finetuned_model[{mixture}|{seed}]", tags=tags, parent_run_id=parent) as run:
-        import mlflow
-
-        mlflow.log_params({
-            "mixture": mixture, "seed": seed, "token_budget": cfg.tokens, "profile": profile.name,
-            "start": start.name, **{f"weight.{d}": round(w, 6) for d, w in weights.items()},
-            **{f"train.{k}": v for k, v in asdict(cfg).items()},
-        })
-        mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss,
-                            **launch.mlflow_metrics(result)})
-        mlflow.set_tags(launch.mlflow_tags(result))
-        mlflow.log_artifact(f"{table.path}/weights.csv")
-        run_id = run.info.run_id
-    tracking.log_series(run_id, "train_loss", result.losses)
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        write_json(tmp / "training.json", {
-            "mixture": mixture, "seed": seed, "weights": weights, "start": start.name, "start_version": start.version,
-            "start_path": start.path, "losses": result.losses, "tokens": result.tokens,
-            "tokens_per_s": result.tokens_per_s, "epochs": result.epochs, "draws": result.draws,
-            "data_versions": corpus_versions, "mlflow_run_id": run_id, "mlflow_parent_run_id": parent,
-            "data_version": version,
-        })
-        rows = "\n".join(f"| {d} | {w:.4f} | {result.epochs.get(d, 0.0):.3f} |" for d, w in weights.items())
-        (tmp / "README.md").write_text(
-            f"# finetuned_model[{mixture}|{seed}]\n\nA {count_parameters(model):,}-parameter causal LM: "
-            f"{start.name} (version `{start.version}`) finetuned on the `{mixture}` mixture of the finetuning "
-            f"domains with seed {seed} ({result.tokens:,} tokens, {result.steps} steps, peak lr {cfg.lr:g}) by "
-            f"chameleon-assets. Data version `{version}`.\n\n| domain | weight | epochs |\n|---|---|---|\n{rows}\n\n"
-            "Load with `AutoModelForCausalLM.from_pretrained(<this folder>)`.\n")
-        plots.line_plot({f"{mixture}, seed {seed}": result.losses}, "step", "train loss",
-                        f"finetuned_model[{mixture}|{seed}] from {start.name}", tmp / "loss.png")
-    remove_tree(checkpoints)
-    return FinetunedModel(version, mixture, seed, str(out), weights, corpus_versions, start.name, start.version,
-                          start.path, start.mlflow_run_id, dict(start.corpus_versions or {}), result.tokens,
-                          result.steps, final_loss, result.tokens_per_s, result.epochs, run_id, parent, section,
-                          result.resumed_from)
+    spec = StageModel(
+        asset="finetuned_model", stage="finetune", mixture=mixture, seed=seed, weights=weights, shards=shards,
+        version=version, family=family, table=table, train=cfg, context_length=context_length(model, profile),
+        out=paths.finetuned_model_dir(mixture, seed, version),
+        checkpoints=paths.checkpoint_dir(f"finetuned_model/{mixture}/seed-{seed}", version),
+        description=f"causal LM: {start.name} (version `{start.version}`) finetuned with peak lr {cfg.lr:g} on "
+                    f"the `{mixture}` mixture of the finetuning domains with seed {seed}",
+        parent_name=f"finetune:{mixture}", parent_tags={"start": start_of_all},
+        tags={"base_model": start.name, "base_model_version": start.version, "base_run_id": start.mlflow_run_id},
+        params={"start": start.name},
+        record={"start": start.name, "start_version": start.version, "start_path": start.path},
+        plot_title=f"finetuned_model[{mixture}|{seed}] from {start.name}",
+    )
+    t = train_stage_model(context, profile, tracking, spec, model, tok)
+    r = t.result
+    return FinetunedModel(version, mixture, seed, str(spec.out), weights, t.corpus_versions, start.name,
+                          start.version, start.path, start.mlflow_run_id, dict(start.corpus_versions or {}), r.tokens,
+                          r.steps, t.final_loss, r.tokens_per_s, r.epochs, t.mlflow_run_id, t.mlflow_parent_run_id,
+                          section, r.resumed_from)
 
 
 @dg.asset(
@@ -332,10 +270,8 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
               pretrain_versions: dict) -> FinetuneEvaluation:
     import numpy as np
 
-    from chameleon_assets.core.evaluate import perplexity
     from chameleon_assets.core.model import load_model, resolve_device
     from chameleon_assets.core.tokenizer import load_tokenizer
-    from chameleon_assets.defs.models import held_out_windows, log_evaluation
 
     profile = chameleon.profile()
     cfg = profile.evaluation
@@ -348,8 +284,7 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
                for group, shards in groups.items() for d, s in shards.items()}
 
     def score(path: str) -> dict:
-        net = load_model(path, device)
-        return {key: perplexity(net, w, cfg.batch_size, device, decode=tok.decode) for key, w in windows.items()}
+        return score_windows(load_model(path, device), windows, cfg.batch_size, device, tok)
 
     # Every finetune mixture of a seed starts from one model: its scores on the same windows
     # are computed once per process (the key names the start's version and every window).
@@ -376,13 +311,9 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
         config_version=chameleon.section_version("evaluation"),
         val_versions={**pretrain_versions, **model.corpus_versions},
     )
-    with atomic_dir(Path(result.path)) as tmp:
-        write_json(tmp / "evaluation.json", {**result.__dict__, "mlflow_run_id": model.mlflow_run_id})
     start_avg = float(np.mean(list(result.start_bits_per_byte.values())))
     metrics = {
-        **{f"bpb.{d}": v for d, v in result.bits_per_byte.items()},
-        **{f"ppl.{d}": v for d, v in result.perplexity.items()},
-        **{f"nll.{d}": v for d, v in result.nll.items()},
+        **score_metrics(result),
         **{f"pretrain_bpb.{d}": v for d, v in result.pretrain_bits_per_byte.items()},
         "bpb_avg": result.bits_per_byte_avg,
         "start_bpb_avg": start_avg,
@@ -390,7 +321,7 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
         "pretrain_bpb_avg": float(np.mean(list(result.pretrain_bits_per_byte.values()))),
         "forgetting_bpb": result.forgetting,
     }
-    log_evaluation(tracking, model.mlflow_run_id, metrics, context.run_id, version)
+    store_evaluation(context, tracking, result, model.mlflow_run_id, metrics)
     return result
 
 
@@ -421,8 +352,6 @@ def finetune_comparison(
     the start model (`forgetting_bpb`), with intervals. Aggregates go to each mixture's
     MLflow parent run.
     """
-    from chameleon_assets.defs.models import comparison_output
-
     models, excluded = {}, {}
     for key in finetune_evaluation:
         try:
@@ -443,43 +372,30 @@ def finetune_comparison(
 
 def finetune_inputs(table: MixtureTable, models: dict, evaluations: dict, eval_config: str, finetune_config: str
                     ) -> tuple[dict[str, dict[int, FinetuneEvaluation]], dict, dict]:
-    """The current evaluations by mixture and seed, their versions, and why others were left out.
-
-    An evaluation counts only if it is of the latest finetuned model of its partition, that
-    model was trained with the mixture's current weights over the current finetuning data
-    and the current `config_finetune`, and it was scored with the current evaluation
-    settings; non-finite scores (a diverged model) are left out with the reason.
+    """The current evaluations by mixture and seed, their versions, and why others were left out
+    (``stage.current_evaluations``): beyond being of the latest finetuned model, trained on
+    the mixture's current weights, an evaluation counts only if that model was trained on
+    the current finetuning data with the current `config_finetune` (and so from the
+    current start), and it was scored with the current evaluation settings.
     """
-    import math
+    def older_data(ev: FinetuneEvaluation, model: FinetunedModel, weights: dict) -> str | None:
+        if any(model.corpus_versions.get(d) != v for d, v in table.corpus_versions.items()):
+            return "finetuned on older domain data"
+        return None
 
-    current: dict[str, dict[int, FinetuneEvaluation]] = {}
-    included, excluded = {}, {}
-    for key, ev in sorted(evaluations.items()):
-        name, seed = split_model_key(key)
-        model = models.get(key)
-        weights = dict(zip(table.domains, table.weights.get(name, [])))
-        if name not in table.weights:
-            excluded[key] = "no current weights"
-        elif model is None or ev.model_version != model.data_version:
-            excluded[key] = "evaluation of an older finetuned model"
-        elif set(model.weights) != set(weights) or any(abs(model.weights[d] - weights[d]) > 1e-12 for d in weights):
-            excluded[key] = "finetuned on other weights or domains (retrain with `chameleon run`)"
-        elif any(model.corpus_versions.get(d) != v for d, v in table.corpus_versions.items()):
-            excluded[key] = "finetuned on older domain data"
-        elif model.config_version != finetune_config:
-            excluded[key] = "finetuned with other finetune settings or from another start model"
-        elif ev.config_version != eval_config:
-            excluded[key] = "evaluated with other evaluation settings"
-        elif not all(math.isfinite(v) for v in [*ev.bits_per_byte.values(), *ev.nll.values(),
-                                                *ev.pretrain_bits_per_byte.values()]):
-            excluded[key] = "non-finite bits per byte or NLL (the model diverged?)"
-        else:
-            current.setdefault(name, {})[seed] = ev
-            included[key] = {"finetuned_model": model.data_version, "finetune_evaluation": ev.data_version,
-                             "start": model.start, "start_version": model.start_version}
-    order = [m for m in table.weights if m in current]
-    return ({m: dict(sorted(current[m].items())) for m in order},
-            {k: included[k] for m in order for k in sorted(included) if split_model_key(k)[0] == m}, excluded)
+    def other_recipe(ev: FinetuneEvaluation, model: FinetunedModel, weights: dict) -> str | None:
+        if model.config_version != finetune_config:
+            return "finetuned with other finetune settings or from another start model"
+        return None
+
+    def other_settings(ev: FinetuneEvaluation, model: FinetunedModel, weights: dict) -> str | None:
+        return "evaluated with other evaluation settings" if ev.config_version != eval_config else None
+
+    return current_evaluations(table, models, evaluations, [older_data, other_recipe, other_settings],
+                               lambda model, ev: {"finetuned_model": model.data_version,
+                                                  "finetune_evaluation": ev.data_version, "start": model.start,
+                                                  "start_version": model.start_version},
+                               "finetuned model")
 
 
 def finetune_table(current: dict[str, dict[int, FinetuneEvaluation]], weights: MixtureTable):  # noqa: ANN201

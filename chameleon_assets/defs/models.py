@@ -5,12 +5,15 @@ import json
 import dagster as dg
 
 from chameleon_assets import paths
-from chameleon_assets.core.artifacts import atomic_dir, atomic_file, point_current, prune_versions, sha256_text, write_json
-from chameleon_assets.defs import launch, plots, policy
+from chameleon_assets.core.artifacts import point_current, prune_versions, sha256_text
+from chameleon_assets.defs import launch, policy
 from chameleon_assets.defs.io import ArtefactDamaged, load_value, load_version, one_writer, stored_value, versions_text
 from chameleon_assets.defs.partitions import ALL_EXISTING, LINEAGE_ONLY, model_partitions, split_model_key
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import config_deps, model_registry
+from chameleon_assets.defs.stage import (StageModel, comparison_output, current_evaluations, held_out_windows,
+                                         mixture_of, model_output, score_metrics, score_windows, store_evaluation,
+                                         train_stage_model)
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import BaseModel, ComparisonTable, Evaluation, MixtureTable
 
@@ -61,11 +64,7 @@ def base_model(
     before is reused, and an interrupted run resumes only a checkpoint of the same version.
     """
     mixture, seed = split_model_key(context.partition_key)
-    if mixture not in mixture_table.weights:
-        reason = mixture_table.skipped.get(mixture, "not in conf/mixtures.yaml")
-        raise ValueError(f"mixture '{mixture}' has no weights: {reason}")
-    weights = dict(zip(mixture_table.domains, mixture_table.weights[mixture]))
-    corpus_versions = {d: mixture_table.corpus_versions[d] for d in weights}
+    weights, corpus_versions = mixture_of(mixture_table, mixture, "conf/mixtures.yaml")
     family = mixture_version(chameleon.section_version("base_model"), weights, corpus_versions)
     version = base_model_version(family, seed)
     model = stored_value("base_model", context.partition_key, version)
@@ -78,31 +77,14 @@ def base_model(
     out = paths.base_model_dir(mixture, seed, version)
     point_current(out)
     prune_versions(out.parent)
-    return dg.Output(model, data_version=dg.DataVersion(version), metadata={
-        "weights": dg.MetadataValue.json({d: round(w, 4) for d, w in weights.items()}),
-        "seed": seed,
-        "epochs_per_domain": dg.MetadataValue.json({d: round(e, 3) for d, e in model.epochs.items()}),
-        "tokens": model.tokens,
-        "steps": model.steps,
-        "final_loss": model.final_loss,
-        "tokens_per_s": round(model.tokens_per_s),
-        "mlflow_run_id": model.mlflow_run_id,
-        "mlflow_parent_run_id": model.mlflow_parent_run_id,
-        "reused_existing_version": reused,
-        "resumed_from_step": model.resumed_from_step,
-        "loss_curve": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / "loss.png"), "training loss")),
-        "path": dg.MetadataValue.path(model.path),
-    })
+    return model_output(model, weights, reused, "training loss")
 
 
 def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shards, version, family,  # noqa: ANN001
                       table) -> BaseModel:
     from dataclasses import asdict
 
-    import numpy as np
-
-    from chameleon_assets.core.artifacts import remove_tree
-    from chameleon_assets.core.model import build_model, count_parameters
+    from chameleon_assets.core.model import build_model
     from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
     profile = chameleon.profile()
@@ -111,76 +93,26 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
         shards[d].require_tokenizer(tokenizer_fingerprint(profile.tokenizer), profile.tokenizer)
     tok = load_tokenizer(profile.tokenizer)
     model = build_model(cfg.model, len(tok), tok.eos_token_id, seed)
-    checkpoints = paths.checkpoint_dir(f"base_model/{mixture}/seed-{seed}", version)
-    # The resume key is the data version: it names the weights, every domain's data
-    # version (so the tokenizer too), the configuration and the seed. A checkpoint of
-    # other data is never resumed.
-    job = launch.TrainJob({d: shards[d] for d in weights}, weights, cfg.model.context_length, seed, cfg.train,
-                          checkpoints, version, f"base[{mixture}|{seed}]")
-    result = launch.train(context, profile, model, job)
-    if result.resumed_from:
-        context.log.info(f"resumed from checkpoint at step {result.resumed_from}")
-    corpus_versions = {d: shards[d].data_version for d in weights}
-    out = paths.base_model_dir(mixture, seed, version)
-    final_loss = float(np.mean(result.losses[-5:]))
-    shared = {"mixture": mixture, "stage": "pretrain", "mixture_version": family,
-              "weights_version": table.data_version, "weights_source": table.sources.get(mixture, "")}
-    parent = tracking.parent_run(f"{mixture}", f"pretrain-{family}", tags={"kind": "mixture", **shared})
-    tags = {"dagster_run_id": context.run_id, "asset_partition": context.partition_key, "seed": str(seed),
-            "model_version": version, "proxy_versions": ",".join(table.proxy_versions), **shared,
-            **{f"data_version.{d}": v for d, v in corpus_versions.items()}}
-    with tracking.start_run(run_name=f"base_model[{mixture}|{seed}]", tags=tags, parent_run_id=parent) as run:
-        import mlflow
-
-        mlflow.log_params({
-            "mixture": mixture, "seed": seed, "token_budget": cfg.train.tokens, "profile": profile.name,
-            **{f"weight.{d}": round(w, 6) for d, w in weights.items()},
-            **{f"model.{k}": v for k, v in asdict(cfg.model).items()},
-            **{f"train.{k}": v for k, v in asdict(cfg.train).items()},
-        })
-        cost = table.costs.get(mixture, {})  # what computing this mixture's weights cost
-        mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss,
-                            "weights_cost_flops": float(cost.get("flops", 0.0)),
-                            "weights_cost_wall_s": float(cost.get("wall_s", 0.0)),
-                            **launch.mlflow_metrics(result)})
-        mlflow.set_tags(launch.mlflow_tags(result))
-        mlflow.log_artifact(f"{table.path}/weights.csv")
-        mlflow.log_artifact(table.heatmap_path)
-        run_id = run.info.run_id
-    tracking.log_series(run_id, "train_loss", result.losses)
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        write_json(tmp / "training.json", {
-            "mixture": mixture, "seed": seed, "weights": weights, "losses": result.losses, "tokens": result.tokens,
-            "tokens_per_s": result.tokens_per_s, "epochs": result.epochs, "draws": result.draws,
-            "data_versions": corpus_versions, "mlflow_run_id": run_id, "mlflow_parent_run_id": parent,
-            "data_version": version,
-        })
-        (tmp / "README.md").write_text(_model_card(mixture, seed, weights, result, cfg, count_parameters(model),
-                                                   version))
-        plots.line_plot({f"{mixture}, seed {seed}": result.losses}, "step", "train loss",
-                        f"base_model[{mixture}|{seed}]", tmp / "loss.png")
-    with tracking.start_run(run_id=run_id):
-        import mlflow
-
-        mlflow.log_artifact(str(out / "README.md"))
-    remove_tree(checkpoints)
-    return BaseModel(version, mixture, str(out), weights, corpus_versions, result.tokens, result.steps, final_loss,
-                     result.tokens_per_s, result.epochs, run_id, result.resumed_from, seed=seed,
-                     mlflow_parent_run_id=parent, config_version=chameleon.section_version("base_model"))
-
-
-def _model_card(mixture: str, seed: int, weights: dict, result, cfg, params: int, version: str) -> str:  # noqa: ANN001
-    rows = "\n".join(f"| {d} | {w:.4f} | {result.epochs.get(d, 0.0):.3f} |" for d, w in weights.items())
-    return (
-        f"# base_model[{mixture}|{seed}]\n\nA {params:,}-parameter {cfg.model.arch} causal LM trained from scratch "
-        f"on the `{mixture}` mixture with seed {seed} ({result.tokens:,} tokens, {result.steps} steps) by "
-        f"chameleon-assets. Data version `{version}`.\n\n"
-        f"| domain | weight | epochs |\n|---|---|---|\n{rows}\n\n"
-        f"Load with `AutoModelForCausalLM.from_pretrained(<this folder>)`; evaluate with `lm_eval --model hf "
-        f"--model_args pretrained=<this folder>`.\n"
+    cost = table.costs.get(mixture, {})  # what computing this mixture's weights cost
+    spec = StageModel(
+        asset="base_model", stage="pretrain", mixture=mixture, seed=seed, weights=weights, shards=shards,
+        version=version, family=family, table=table, train=cfg.train, context_length=cfg.model.context_length,
+        out=paths.base_model_dir(mixture, seed, version),
+        checkpoints=paths.checkpoint_dir(f"base_model/{mixture}/seed-{seed}", version),
+        description=f"{cfg.model.arch} causal LM trained from scratch on the `{mixture}` mixture with seed {seed}",
+        tags={"proxy_versions": ",".join(table.proxy_versions)},
+        params={f"model.{k}": v for k, v in asdict(cfg.model).items()},
+        metrics={"weights_cost_flops": float(cost.get("flops", 0.0)),
+                 "weights_cost_wall_s": float(cost.get("wall_s", 0.0))},
+        artifacts=[table.heatmap_path],
+        card_footer="Load with `AutoModelForCausalLM.from_pretrained(<this folder>)`; evaluate with `lm_eval "
+                    "--model hf --model_args pretrained=<this folder>`.",
     )
+    t = train_stage_model(context, profile, tracking, spec, model, tok)
+    r = t.result
+    return BaseModel(version, mixture, str(spec.out), weights, t.corpus_versions, r.tokens, r.steps, t.final_loss,
+                     r.tokens_per_s, r.epochs, t.mlflow_run_id, r.resumed_from, seed=seed,
+                     mlflow_parent_run_id=t.mlflow_parent_run_id, config_version=chameleon.section_version("base_model"))
 
 
 @dg.asset(
@@ -232,7 +164,7 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
               val_versions: dict) -> Evaluation:
     import numpy as np
 
-    from chameleon_assets.core.evaluate import perplexity, run_lm_eval
+    from chameleon_assets.core.evaluate import run_lm_eval
     from chameleon_assets.core.model import load_model, resolve_device
     from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
@@ -244,18 +176,15 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
     tok = load_tokenizer(profile.tokenizer)
     model = load_model(base_model.path, device)
     ctx = profile.base_model.model.context_length
-    ppl = {}
-    for d in base_model.weights:
-        windows = held_out_windows(d, shards[d], cfg.ppl_windows, ctx)
-        ppl[d] = perplexity(model, windows, cfg.batch_size, device, decode=tok.decode)
+    windows = {d: held_out_windows(d, shards[d], cfg.ppl_windows, ctx) for d in base_model.weights}
+    ppl = score_windows(model, windows, cfg.batch_size, device, tok)
     # The model's seed also seeds lm-eval: two mixtures of one seed see the same shots.
     tasks = run_lm_eval(model, tok, list(cfg.tasks), cfg.num_fewshot, cfg.limit, cfg.batch_size, ctx, device,
                         base_model.seed) if cfg.tasks else {}
-    out = paths.evaluation_dir(base_model.mixture, base_model.seed, version)
     result = Evaluation(
         data_version=version,
         mixture=base_model.mixture,
-        path=str(out),
+        path=str(paths.evaluation_dir(base_model.mixture, base_model.seed, version)),
         base_model_version=base_model.data_version,
         perplexity={d: v["perplexity"] for d, v in ppl.items()},
         bits_per_byte={d: v.get("bits_per_byte", float("nan")) for d, v in ppl.items()},
@@ -269,41 +198,16 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
         seed=base_model.seed,
         nll={d: v["nll"] for d, v in ppl.items()},
     )
-    with atomic_dir(out) as tmp:
-        write_json(tmp / "evaluation.json", {**result.__dict__, "mlflow_run_id": base_model.mlflow_run_id})
     metrics = {
-        **{f"ppl.{d}": v for d, v in result.perplexity.items()},
-        **{f"bpb.{d}": v for d, v in result.bits_per_byte.items()},
-        **{f"nll.{d}": v for d, v in result.nll.items()},
+        **score_metrics(result),
         "ppl_avg": result.perplexity_avg,
         "bpb_avg": result.bits_per_byte_avg,
         "nll_avg": float(np.mean(list(result.nll.values()))),
         **{f"{m}.{t}": v for t, scores in tasks.items() for m, v in scores.items()
            if isinstance(v, (int, float)) and m in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr")},
     }
-    log_evaluation(tracking, base_model.mlflow_run_id, metrics, context.run_id, version)
+    store_evaluation(context, tracking, result, base_model.mlflow_run_id, metrics)
     return result
-
-
-def held_out_windows(domain: str, shards, count: int, length: int) -> list:  # noqa: ANN001 (CorpusShards)
-    """The same ``count`` validation windows of ``length`` tokens for every model scored on
-    ``domain``; a clear error when the domain has no held-out tokens."""
-    from chameleon_assets.core.evaluate import validation_windows
-
-    if shards.val_tokens < 2:
-        raise ValueError(f"domain '{domain}': no held-out tokens ({shards.val_documents} validation documents); "
-                         "give it more documents or raise val_fraction in the profile")
-    return validation_windows(shards.val(), count, length)
-
-
-def log_evaluation(tracking: MLflowTracking, run_id: str, metrics: dict, dagster_run_id: str, version: str) -> None:
-    """An evaluation's metrics on its model's MLflow run, tagged with the evaluating run and version."""
-    with tracking.start_run(run_id=run_id):
-        import mlflow
-
-        mlflow.log_metrics(metrics)
-        mlflow.set_tag("evaluated_by_dagster_run", dagster_run_id)
-        mlflow.set_tag("evaluation_version", version)
 
 
 @dg.asset(
@@ -359,131 +263,37 @@ def mixture_comparison(
                              excluded)
 
 
-def comparison_output(context, tracking: MLflowTracking, asset: str, stage: str, code_version: str,  # noqa: ANN001
-                      table, summary_cells: dict, weights_version: str, models: dict, included: dict,
-                      excluded: dict) -> dg.Output[ComparisonTable]:
-    """Store, log and describe one stage's comparison (``core.compare.Comparison``): its version
-    (hash of code, weights and the included and excluded evaluations), ``<asset>.csv``,
-    ``<asset>.md``, the per-domain plot and ``provenance.json`` in a folder of that version,
-    an MLflow run with those files, the aggregates on each mixture's parent run, and the
-    step's metadata. A version computed before is reused."""
-    from chameleon_assets.core import compare
-
-    version = sha256_text(code_version, weights_version, json.dumps([included, excluded], sort_keys=True))[:24]
-    out = paths.comparison_dir(version, stage)
-    what = "domain" if stage == "pretrain" else "finetuning domain"
-    plot = "bits_per_byte.png" if stage == "pretrain" else "finetune_bits_per_byte.png"
-    summary = compare.markdown(summary_cells)
-    per_domain = compare.markdown(compare.domain_cells(table))
-    value = stored_value(asset, None, version)
-    if value is None:
-        import pandas as pd
-
-        frame = pd.DataFrame.from_dict(table.rows, orient="index", columns=None if table.rows else ["bpb_avg"])
-        with atomic_dir(out) as tmp:
-            with atomic_file(tmp / f"{asset}.csv") as fh:
-                frame.to_csv(fh, float_format="%.6g")
-            (tmp / f"{asset}.md").write_text(f"{summary}\n\nBits per byte per {what} (mean ±95% "
-                                             f"half-width; paired difference vs uniform)\n\n{per_domain}\n")
-            _bpb_plot(table, tmp / plot, what)
-            write_json(tmp / "provenance.json", {"weights_version": weights_version,
-                                                 "included": included, "excluded": excluded, "notes": table.notes})
-        with tracking.start_run(run_name=asset, tags={"dagster_run_id": context.run_id, "kind": "comparison",
-                                                      "stage": stage, "comparison_version": version}):
-            import mlflow
-
-            for name in (f"{asset}.csv", f"{asset}.md", plot):
-                mlflow.log_artifact(str(out / name))
-        log_aggregates(context, tracking, table, models, included)
-        value = ComparisonTable(version, str(out), table.rows, included, excluded, domains=table.domains,
-                                tasks=table.tasks, baseline=table.baseline, notes=table.notes)
-    point_current(out)
-    prune_versions(out.parent)
-    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
-        "table": dg.MetadataValue.md(summary),
-        "bits_per_byte_per_domain": dg.MetadataValue.md(per_domain),
-        "plot": dg.MetadataValue.md(plots.markdown_image(plots.file_b64(out / plot), f"bits per byte per {what}")),
-        "mixtures": len(table.rows),
-        "seeds": dg.MetadataValue.json({m: int(r["seeds"]) for m, r in table.rows.items()}),
-        "versions": dg.MetadataValue.json(included),
-        "excluded": dg.MetadataValue.json(excluded),
-        "notes": dg.MetadataValue.json(table.notes),
-        "csv": dg.MetadataValue.path(str(out / f"{asset}.csv")),
-    })
-
-
-def _bpb_plot(table, path, what: str = "domain") -> None:  # noqa: ANN001
-    """Bits per byte per ``what`` (domain), one bar per mixture, with 95% interval bars over seeds."""
-    import math
-
-    bars = {m: [row[f"bpb.{d}"] for d in table.domains] for m, row in table.rows.items()}
-    errors = {m: [(row[f"bpb.{d}_hi"] - row[f"bpb.{d}_lo"]) / 2 if math.isfinite(row[f"bpb.{d}_lo"]) else 0.0
-                  for d in table.domains] for m, row in table.rows.items()}
-    seeds = sorted({int(r["seeds"]) for r in table.rows.values()})
-    title = f"held-out bits per byte per {what} (lower is better)"
-    note = f"mean over {'/'.join(map(str, seeds))} seed(s); bars: 95% interval" if table.rows else "no current evaluation"
-    plots.grouped_bars(bars, table.domains, f"{title}\n{note}", path, ylabel="bits per byte", errors=errors,
-                       xlabel=what)
-
-
-def log_aggregates(context, tracking: MLflowTracking, table, models: dict, included: dict) -> None:  # noqa: ANN001
-    """Each mixture's aggregates over seeds on its MLflow parent run (a parent deleted in
-    MLflow meanwhile is reported, not fatal: the table itself is already written)."""
-    for mixture, row in table.rows.items():
-        keys = [k for k in included if split_model_key(k)[0] == mixture]
-        parents = {models[k].mlflow_parent_run_id for k in keys if models[k].mlflow_parent_run_id}
-        seeds = ",".join(str(s) for s in sorted(split_model_key(k)[1] for k in keys))
-        for parent in parents:
-            try:
-                tracking.log_values(parent, {k: v for k, v in row.items() if not k.startswith(("w.", "ppl."))},
-                                    tags={"seeds": seeds})
-            except Exception as exc:  # noqa: BLE001 - MLflow raises its own types
-                context.log.warning(f"could not log {mixture}'s aggregates to MLflow run {parent}: {exc}")
-
-
 def comparison_inputs(
     table: MixtureTable, models: dict, evaluations: dict, eval_config: str, model_config: str | None = None
 ) -> tuple[dict[str, dict[int, Evaluation]], dict, dict]:
-    """The current evaluations by mixture and seed, their versions, and why others were left out.
-
-    Keys of ``models`` and ``evaluations`` are ``<mixture>|<seed>`` partition keys. An
-    evaluation counts only if it is of the latest base model of its partition, that model
-    was trained on the mixture's current weights over the current domain data, and the
-    evaluation used the current settings (``eval_config``) and validation data. With
-    ``model_config``, the model must also have been trained with those base-model settings
-    (so a mixture's seeds never mix two recipes). Non-finite scores (a diverged model) are
-    left out with the reason, not allowed to fail the table.
+    """The current evaluations by mixture and seed, their versions, and why others were left out
+    (``stage.current_evaluations``): beyond being of the latest base model, trained on the
+    mixture's current weights, an evaluation counts only if that model trained on the
+    current data of every domain it sampled, the evaluation used the current settings
+    (``eval_config``) and validation data and, with ``model_config``, the model was trained
+    with those base-model settings (so a mixture's seeds never mix two recipes).
     """
-    import math
+    def older_data(ev: Evaluation, model: BaseModel, weights: dict) -> str | None:
+        if any(model.corpus_versions.get(d) != v for d, v in table.corpus_versions.items() if weights[d] > 0):
+            return "base model trained on older domain data"
+        return None
 
-    current: dict[str, dict[int, Evaluation]] = {}
-    included, excluded = {}, {}
-    for key, ev in sorted(evaluations.items()):
-        name, seed = split_model_key(key)
-        model = models.get(key)
-        weights = dict(zip(table.domains, table.weights.get(name, [])))
-        if name not in table.weights:
-            excluded[key] = "no current weights"
-        elif model is None or ev.base_model_version != model.data_version:
-            excluded[key] = "evaluation of an older base model"
-        elif set(model.weights) != set(weights) or any(abs(model.weights[d] - weights[d]) > 1e-12 for d in weights):
-            excluded[key] = "base model trained on other weights or domains (retrain with `chameleon run`)"
-        elif any(model.corpus_versions.get(d) != v for d, v in table.corpus_versions.items() if weights[d] > 0):
-            excluded[key] = "base model trained on older domain data"
-        elif ev.config_version != eval_config:
-            excluded[key] = "evaluated with other evaluation settings"
-        elif any(ev.val_versions.get(d) != table.corpus_versions[d] for d in weights):
-            excluded[key] = "evaluated on older validation data"
-        elif model_config is not None and model.config_version and model.config_version != model_config:
-            excluded[key] = "base model trained with other base-model settings (retrain with `chameleon run`)"
-        elif not all(math.isfinite(v) for v in [*ev.bits_per_byte.values(), *ev.nll.values()]):
-            excluded[key] = "non-finite bits per byte or NLL (the model diverged?)"
-        else:
-            current.setdefault(name, {})[seed] = ev
-            included[key] = {"base_model": model.data_version, "evaluation": ev.data_version}
-    order = [m for m in table.weights if m in current]
-    return ({m: dict(sorted(current[m].items())) for m in order},
-            {k: included[k] for m in order for k in sorted(included) if split_model_key(k)[0] == m}, excluded)
+    def other_settings(ev: Evaluation, model: BaseModel, weights: dict) -> str | None:
+        return "evaluated with other evaluation settings" if ev.config_version != eval_config else None
+
+    def older_validation(ev: Evaluation, model: BaseModel, weights: dict) -> str | None:
+        if any(ev.val_versions.get(d) != table.corpus_versions[d] for d in weights):
+            return "evaluated on older validation data"
+        return None
+
+    def other_recipe(ev: Evaluation, model: BaseModel, weights: dict) -> str | None:
+        if model_config is not None and model.config_version and model.config_version != model_config:
+            return "base model trained with other base-model settings (retrain with `chameleon run`)"
+        return None
+
+    return current_evaluations(table, models, evaluations, [older_data, other_settings, older_validation, other_recipe],
+                               lambda model, ev: {"base_model": model.data_version, "evaluation": ev.data_version},
+                               "base model")
 
 
 def text_table(cells: dict[str, dict[str, str]], index_title: str = "") -> str:

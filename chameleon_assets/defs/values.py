@@ -170,6 +170,11 @@ class Evaluation:
     seed: int = 0
     nll: dict = field(default_factory=dict)  # domain -> mean NLL per token (nats)
 
+    @property
+    def model_data_version(self) -> str:
+        """The data version of the model scored."""
+        return self.base_model_version
+
 
 @dataclass(frozen=True)
 class ComparisonTable:
@@ -232,6 +237,11 @@ class FinetuneEvaluation:
     config_version: str
     val_versions: dict  # domain (both groups) -> corpus data version whose validation split was scored
     tasks: dict = field(default_factory=dict)  # none: the stage is scored by perplexity
+
+    @property
+    def model_data_version(self) -> str:
+        """The data version of the model scored."""
+        return self.model_version
 
     @property
     def bits_per_byte_avg(self) -> float:
