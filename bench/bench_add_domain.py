@@ -50,9 +50,11 @@ def main() -> int:
         "MLFLOW_TRACKING_URI": f"sqlite:///{WORK / 'mlflow.db'}",
     })
     from chameleon_assets.core.default_corpus import DEFAULT_DOMAINS
-    from chameleon_assets.defs.corpus import domain_corpus
-    from chameleon_assets.defs.diagnostics import weight_diagnostics
-    from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights
+    from chameleon_assets.defs.corpus.assets import domain_corpus
+    from chameleon_assets.defs.mixing.affinity import affinity_matrix
+    from chameleon_assets.defs.mixing.diagnostics import weight_diagnostics
+    from chameleon_assets.defs.mixing.embeddings import domain_embeddings
+    from chameleon_assets.defs.mixing.weights import mixture_weights
     from chameleon_assets.runner import get_instance, load_defs, materialize, sync
 
     def forget(domains: list[str]) -> None:

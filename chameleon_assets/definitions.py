@@ -6,13 +6,17 @@ MLflow: those are imported by the steps that need them.
 
 import dagster as dg
 
-from chameleon_assets.defs.checks import CHECKS
-from chameleon_assets.defs.corpus import domain_corpus, finetune_corpus
-from chameleon_assets.defs.diagnostics import finetune_diagnostics, weight_diagnostics
-from chameleon_assets.defs.finetune import finetune_comparison, finetune_evaluation, finetuned_model
+from chameleon_assets.defs.corpus.assets import domain_corpus, finetune_corpus
+from chameleon_assets.defs.finetune.assets import finetune_comparison, finetune_evaluation, finetuned_model
 from chameleon_assets.defs.io import VersionedValueIOManager
-from chameleon_assets.defs.methods import METHOD_ASSETS, mixture_table
-from chameleon_assets.defs.models import base_model, evaluation, mixture_comparison
+from chameleon_assets.defs.methods.assets import METHOD_ASSETS, mixture_table
+from chameleon_assets.defs.mixing.affinity import affinity_matrix, finetune_affinity
+from chameleon_assets.defs.mixing.checks import CHECKS
+from chameleon_assets.defs.mixing.diagnostics import finetune_diagnostics, weight_diagnostics
+from chameleon_assets.defs.mixing.embeddings import domain_embeddings, finetune_embeddings
+from chameleon_assets.defs.mixing.proxy import proxy_model
+from chameleon_assets.defs.mixing.weights import finetune_weights, mixture_weights
+from chameleon_assets.defs.models.assets import base_model, evaluation, mixture_comparison
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sensors import chameleon_automation, domain_registry_sensor
 from chameleon_assets.defs.sources import (
@@ -26,15 +30,6 @@ from chameleon_assets.defs.sources import (
     model_registry,
 )
 from chameleon_assets.defs.tracking import MLflowTracking
-from chameleon_assets.defs.weights import (
-    affinity_matrix,
-    domain_embeddings,
-    finetune_affinity,
-    finetune_embeddings,
-    finetune_weights,
-    mixture_weights,
-    proxy_model,
-)
 
 ASSETS = [
     *CONFIG_SOURCES.values(),

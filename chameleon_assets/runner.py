@@ -442,7 +442,7 @@ def weights_report(instance: dg.DagsterInstance | None = None, asset: str = "mix
     cost (FLOPs, wall seconds), as text (``asset``: ``mixture_table``, ``mixture_weights``
     or ``finetune_weights``)."""
     from chameleon_assets.defs.io import load_value
-    from chameleon_assets.defs.models import text_table
+    from chameleon_assets.defs.models.assets import text_table
 
     table = load_value(instance or get_instance(), asset)
     cells = {m: {d: f"{w:.4f}" for d, w in zip(table.domains, ws)} for m, ws in table.weights.items()}
@@ -473,7 +473,7 @@ def comparison_report(instance: dg.DagsterInstance | None = None) -> str:
 def finetune_report(instance: dg.DagsterInstance | None = None) -> str:
     """The finetuning comparison as text: finetuning-domain bits per byte with intervals and
     the paired difference against uniform, the gain over the start model, forgetting."""
-    from chameleon_assets.defs.finetune import finetune_summary_cells
+    from chameleon_assets.defs.finetune.assets import finetune_summary_cells
     from chameleon_assets.defs.io import load_value
 
     table = load_value(instance or get_instance(), "finetune_comparison")
@@ -486,7 +486,7 @@ def _comparison_text(table, title: str, what: str, summary_cells) -> str:  # noq
     """A stored comparison as the text tables ``make run`` prints: the summary (means, 95%
     intervals, paired differences), bits per byte per ``what``, notes and what was left out."""
     from chameleon_assets.core import compare
-    from chameleon_assets.defs.models import text_table
+    from chameleon_assets.defs.models.assets import text_table
 
     if not table.rows:
         return "\nNo evaluation of a current model to compare: " + "; ".join(

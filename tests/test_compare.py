@@ -78,7 +78,7 @@ def test_seeds_without_a_partner_are_not_paired() -> None:
 def test_comparison_inputs_leave_out_diverged_models_and_other_recipes() -> None:
     """A non-finite score or a model trained with other base-model settings is excluded
     with its reason, not allowed to fail the table or mix two recipes in one mean."""
-    from chameleon_assets.defs.models import comparison_inputs
+    from chameleon_assets.defs.models.assets import comparison_inputs
     from chameleon_assets.defs.values import BaseModel, Evaluation, MixtureTable
 
     table = MixtureTable("w", "/tmp", ["a", "b"], {"uniform": [0.5, 0.5]}, [0.5, 0.5], [1.0, 1.0], {},

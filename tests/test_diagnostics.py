@@ -171,9 +171,12 @@ def test_the_asset_warns_about_a_copied_domain_and_shows_its_plots(project) -> N
 
     import dagster as dg
 
-    from chameleon_assets.defs.corpus import domain_corpus
-    from chameleon_assets.defs.diagnostics import weight_diagnostics
-    from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
+    from chameleon_assets.defs.corpus.assets import domain_corpus
+    from chameleon_assets.defs.mixing.affinity import affinity_matrix
+    from chameleon_assets.defs.mixing.diagnostics import weight_diagnostics
+    from chameleon_assets.defs.mixing.embeddings import domain_embeddings
+    from chameleon_assets.defs.mixing.proxy import proxy_model
+    from chameleon_assets.defs.mixing.weights import mixture_weights
     from chameleon_assets.runner import get_instance, load_defs, materialize
     from tests.conftest import TOPICS, current, register, write_domain, write_registry
 

@@ -17,7 +17,7 @@ def _latest_version(instance: dg.DagsterInstance, partition: str) -> str:
 
 
 def test_changing_one_domain_changes_only_its_data_version(project: Path) -> None:
-    from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.corpus.assets import domain_corpus
     from chameleon_assets.runner import get_instance, load_defs, materialize
 
     write_domain(project / "raw", "alpha")
@@ -42,7 +42,7 @@ def test_changing_one_domain_changes_only_its_data_version(project: Path) -> Non
 
 
 def test_metadata_reports_counts_preview_and_hash(project: Path) -> None:
-    from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.corpus.assets import domain_corpus
     from chameleon_assets.runner import get_instance, load_defs, materialize
 
     write_domain(project / "raw", "gamma", n_docs=10)
@@ -63,7 +63,7 @@ def test_a_partition_missing_from_the_registry_fails_clearly_and_keeps_artefacts
     import pytest
 
     from chameleon_assets.core.registry import RegistryError
-    from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.corpus.assets import domain_corpus
     from chameleon_assets.runner import get_instance, load_defs, materialize
 
     write_domain(project / "raw", "alpha")

@@ -12,7 +12,7 @@ from tests.conftest import current, write_domain, write_registry
 
 @pytest.mark.slow
 def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys: pytest.CaptureFixture) -> None:
-    from chameleon_assets.defs.models import base_model
+    from chameleon_assets.defs.models.assets import base_model
     from chameleon_assets.runner import converge, get_instance, load_defs, materialize, run_everything
 
     for d in ("alpha", "beta", "gamma"):

@@ -43,9 +43,9 @@ def write_both(project: Path, pretrain: list[str], finetune: list[str]) -> Path:
 def test_finetune_weights_favour_the_most_distinct_domain(project: Path) -> None:
     """Two near-identical finetuning domains and one distinct: chameleon_finetune gives the
     distinct one the most weight (each twin makes the other look shared)."""
+    from chameleon_assets.defs.mixing.weights import _compute_weights
     from chameleon_assets.defs.resources import ChameleonConfig
     from chameleon_assets.defs.values import AffinityMatrix
-    from chameleon_assets.defs.weights import _compute_weights
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=16)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chameleon_assets.core.corpus import MIN_DOCUMENTS, CorpusMinimum, CorpusTooSmall, write_shards
 from chameleon_assets.core.config import EmbeddingConfig
+from chameleon_assets.core.corpus import MIN_DOCUMENTS, CorpusMinimum, CorpusTooSmall, write_shards
 from chameleon_assets.core.registry import RegistryError, iter_documents, parse_registry
 from chameleon_assets.core.tokenizer import encode_documents, load_tokenizer
 from tests.conftest import register, write_domain, write_registry
@@ -136,7 +136,7 @@ def _failure_text(result) -> str:
 
 
 def test_domain_corpus_refuses_whitespace_only_and_tiny_domains(project: Path) -> None:
-    from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.corpus.assets import domain_corpus
     from chameleon_assets.runner import get_instance, load_defs, materialize
 
     raw = project / "raw"

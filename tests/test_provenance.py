@@ -279,8 +279,8 @@ def test_removing_a_domain_retrains_and_reevaluates_but_never_touches_the_proxy(
 
 
 def test_a_retrained_model_whose_evaluation_failed_leaves_the_comparison(ran, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chameleon_assets.defs import models
     from chameleon_assets.defs.io import load_value
+    from chameleon_assets.defs.models import assets as models
     from chameleon_assets.runner import run_everything
 
     project, instance = ran

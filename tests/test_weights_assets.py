@@ -16,8 +16,11 @@ from tests.conftest import (
 
 
 def _materialize_weights(domains: list[str], proxy: bool = True):
-    from chameleon_assets.defs.corpus import domain_corpus
-    from chameleon_assets.defs.weights import affinity_matrix, domain_embeddings, mixture_weights, proxy_model
+    from chameleon_assets.defs.corpus.assets import domain_corpus
+    from chameleon_assets.defs.mixing.affinity import affinity_matrix
+    from chameleon_assets.defs.mixing.embeddings import domain_embeddings
+    from chameleon_assets.defs.mixing.proxy import proxy_model
+    from chameleon_assets.defs.mixing.weights import mixture_weights
     from chameleon_assets.runner import get_instance, load_defs, materialize
 
     instance = get_instance()
@@ -78,10 +81,10 @@ def test_three_domains_give_checked_weights_heatmap_and_table(project: Path) -> 
 
 
 def test_adding_a_domain_leaves_existing_embeddings_and_the_proxy_untouched(project: Path) -> None:
-    from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.corpus.assets import domain_corpus
     from chameleon_assets.defs.io import latest_record, latest_version
+    from chameleon_assets.defs.mixing.embeddings import domain_embeddings
     from chameleon_assets.defs.policy import stale_partitions
-    from chameleon_assets.defs.weights import domain_embeddings
     from chameleon_assets.runner import load_defs, materialize
 
     for d in ("alpha", "beta", "delta"):
@@ -127,7 +130,7 @@ def test_a_users_own_checkpoint_is_used_as_the_proxy_without_training(project: P
 
     from chameleon_assets.core.model import build_model
     from chameleon_assets.core.tokenizer import load_tokenizer
-    from chameleon_assets.defs.weights import proxy_model
+    from chameleon_assets.defs.mixing.proxy import proxy_model
     from chameleon_assets.runner import get_instance, load_defs, materialize
     from chameleon_assets.settings import ModelConfig
 
@@ -140,7 +143,7 @@ def test_a_users_own_checkpoint_is_used_as_the_proxy_without_training(project: P
     write_registry(project, ["alpha"])
     instance = get_instance()
     register(instance, ["alpha"])
-    from chameleon_assets.defs.corpus import domain_corpus
+    from chameleon_assets.defs.corpus.assets import domain_corpus
 
     materialize(load_defs(), instance, [domain_corpus], partition_key="alpha")
     result = materialize(load_defs(), instance, [proxy_model])

@@ -22,12 +22,12 @@ from chameleon_assets import paths
 from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_versions, sha256_text, write_json
 from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import one_writer, stored_value, versions_text
+from chameleon_assets.defs.mixing.weights import cost_markdown, cost_metrics
 from chameleon_assets.defs.partitions import regmix_run_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import config_deps, domain_registry
 from chameleon_assets.defs.tracking import MLflowTracking
 from chameleon_assets.defs.values import MethodWeights, MixtureTable, SwarmRun
-from chameleon_assets.defs.weights import cost_markdown, cost_metrics
 
 METHODS_CODE_VERSION = "methods-v1"
 REGMIX_RUN_CODE_VERSION = "regmix-run-v1"
@@ -341,7 +341,7 @@ def mixture_table(context: dg.AssetExecutionContext, mixture_weights: MixtureTab
         import shutil
         from dataclasses import replace
 
-        from chameleon_assets.defs.weights import write_weights
+        from chameleon_assets.defs.mixing.weights import write_weights
 
         table = replace(mixture_weights, data_version=version, path=str(out), weights=weights, skipped=skipped,
                         costs={m: costs[m] for m in weights if m in costs}, sources={m: sources[m] for m in weights},

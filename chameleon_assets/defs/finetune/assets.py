@@ -20,7 +20,7 @@ from chameleon_assets.core.artifacts import point_current, prune_versions, sha25
 from chameleon_assets.defs import launch, policy
 from chameleon_assets.defs.io import ArtefactDamaged, latest_version, load_value, load_version, one_writer, stored_value
 from chameleon_assets.defs.io import versions_text
-from chameleon_assets.defs.models import mixture_version
+from chameleon_assets.defs.models.assets import mixture_version
 from chameleon_assets.defs.partitions import (
     ALL_EXISTING,
     LINEAGE_ONLY,

@@ -5,10 +5,11 @@ Each check applies to both stages: the pretraining assets and their finetuning t
 
 import dagster as dg
 
-from chameleon_assets.defs.diagnostics import finetune_diagnostics, weight_diagnostics
-from chameleon_assets.defs.methods import mixture_table
+from chameleon_assets.defs.methods.assets import mixture_table
+from chameleon_assets.defs.mixing.affinity import affinity_matrix, finetune_affinity
+from chameleon_assets.defs.mixing.diagnostics import finetune_diagnostics, weight_diagnostics
+from chameleon_assets.defs.mixing.weights import finetune_weights, mixture_weights
 from chameleon_assets.defs.values import AffinityMatrix, MixtureTable, WeightDiagnostics
-from chameleon_assets.defs.weights import affinity_matrix, finetune_affinity, finetune_weights, mixture_weights
 
 SUM_TOLERANCE = 1e-9
 DOMINANCE_LIMIT = 0.9

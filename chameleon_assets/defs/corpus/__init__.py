@@ -1,0 +1,1 @@
+"""Each domain's documents tokenised into train and validation shards (``domain_corpus``, ``finetune_corpus``)."""

@@ -1,0 +1,1 @@
+"""Finetuning: models finetuned per (finetune mixture, seed), their evaluation and comparison."""

@@ -1,0 +1,1 @@
+"""From domains to CHAMELEON's weights: the proxy, embeddings, affinity, weights, diagnostics and checks."""

@@ -1,0 +1,1 @@
+"""Pretraining: base models per (mixture, seed), their evaluation and the comparison of the mixtures."""
