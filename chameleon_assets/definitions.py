@@ -6,12 +6,12 @@ MLflow: those are imported by the steps that need them.
 
 import dagster as dg
 
+from chameleon_assets.defs.checks import CHECKS
 from chameleon_assets.defs.corpus.assets import domain_corpus, finetune_corpus
 from chameleon_assets.defs.finetune.assets import finetune_comparison, finetune_evaluation, finetuned_model
 from chameleon_assets.defs.io import VersionedValueIOManager
 from chameleon_assets.defs.methods.assets import METHOD_ASSETS, mixture_table
 from chameleon_assets.defs.mixing.affinity import affinity_matrix, finetune_affinity
-from chameleon_assets.defs.mixing.checks import CHECKS
 from chameleon_assets.defs.mixing.diagnostics import finetune_diagnostics, weight_diagnostics
 from chameleon_assets.defs.mixing.embeddings import domain_embeddings, finetune_embeddings
 from chameleon_assets.defs.mixing.proxy import proxy_model

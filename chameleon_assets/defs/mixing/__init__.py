@@ -1,1 +1,1 @@
-"""From domains to CHAMELEON's weights: the proxy, embeddings, affinity, weights, diagnostics and checks."""
+"""From domains to CHAMELEON's weights: the proxy, embeddings, affinity, weights and diagnostics."""
