@@ -11,20 +11,22 @@ TORCH_SPEC  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo 
 PROFILE     ?= cpu
 # `make run MIXTURES="uniform doremi"` trains these mixtures' base models instead of the profile's list.
 MIXTURES    ?=
-# `make run PARALLEL=4` materialises up to 4 partitions of an asset at once (README, "Scaling out").
+# `make run PARALLEL=4` materialises up to 4 partitions of an asset at once (docs/pages/scaling.md).
 PARALLEL    ?= 1
 # What `make run-methods` trains: the default three and the computed competitors.
 METHOD_MIXTURES := uniform natural chameleon_pretrain doremi doge regmix
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Material for MkDocs prints a banner about MkDocs 2.0 on every build; the docs pin mkdocs<2.
+export NO_MKDOCS_2_WARNING := 1
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 # uv installs no bytecode; with PYTHONDONTWRITEBYTECODE set (as on some machines) every
 # process would then compile dagster, torch, transformers and mlflow from source again
 # (`import dagster` 2.7 s against 1.0 s). Let the venv keep the .pyc files it compiles.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: venv run run-methods test test-fast corpus sync ui bench bench-methods bench-gpu clean
+.PHONY: venv run run-methods test test-fast corpus sync ui docs bench bench-methods bench-gpu clean
 
 venv: $(STAMP)
 
@@ -60,7 +62,7 @@ run: $(CORPUS_STAMP)
 	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run --parallel $(PARALLEL) $(if $(MIXTURES),--mixtures $(MIXTURES))
 
 # DoReMi, DoGE and RegMix computed on the same domains, each trained and evaluated as a
-# mixture beside CHAMELEON (see README, "Competing methods").
+# mixture beside CHAMELEON (docs/pages/methods.md).
 run-methods: $(CORPUS_STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run --parallel $(PARALLEL) --mixtures $(METHOD_MIXTURES)
@@ -86,6 +88,11 @@ test-fast: $(STAMP)
 ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon ui
+
+# The documentation site (docs/mkdocs.yml) on 127.0.0.1:8000, rebuilt on every edit of the
+# pages, the generators, the package, conf/ or bench/results/. `make test` builds it strictly.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs serve -f docs/mkdocs.yml -a 127.0.0.1:8000
 
 bench: $(CORPUS_STAMP)
 	mkdir -p $(DAGSTER_HOME)
