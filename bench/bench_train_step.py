@@ -42,6 +42,11 @@ whether ``core/train.py`` differs from it are recorded). Run::
 
     .venv/bin/python bench/bench_train_step.py --ab-loss --repeats 5 --label fused-loss
 
+``--ab-commit REV`` measures our loop at an earlier commit (checked out in a temporary git
+worktree) against the working tree, in interleaved pairs: a change's before and after::
+
+    .venv/bin/python bench/bench_train_step.py --ab-commit cee094f --repeats 3 --label gpu-step-cpu-check
+
 Each result records the CPU (model name, whether it has bfloat16 in hardware): the machine
 this project is measured on is not always the same one.
 
@@ -236,9 +241,12 @@ def worker(args: argparse.Namespace) -> None:
 
 # --- The driver --------------------------------------------------------------------------
 
-def run_one(loop: str, args: argparse.Namespace, precision: str | None = None, loss: str | None = None) -> dict:
-    """One measurement of ``loop`` in a fresh interpreter (``precision`` and ``loss`` override ``args``)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", loop, "--steps", str(args.steps),
+def run_one(loop: str, args: argparse.Namespace, precision: str | None = None, loss: str | None = None,
+            tree: Path | None = None) -> dict:
+    """One measurement of ``loop`` in a fresh interpreter (``precision`` and ``loss`` override
+    ``args``), of the code in ``tree`` (another checkout; default the one next to this script)."""
+    tree = tree or REPO
+    cmd = [sys.executable, str(tree / "bench" / "bench_train_step.py"), "--worker", loop, "--steps", str(args.steps),
            "--skip", str(args.skip), "--threads", str(args.threads), "--seed", str(args.seed),
            "--profile", args.profile, "--loss", loss or args.loss]
     if precision or args.precision:
@@ -248,7 +256,7 @@ def run_one(loop: str, args: argparse.Namespace, precision: str | None = None, l
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+           "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
@@ -257,17 +265,18 @@ def run_one(loop: str, args: argparse.Namespace, precision: str | None = None, l
     return json.loads(lines[-1][len(RESULT_PREFIX):])
 
 
-def _ab(args: argparse.Namespace, key: str, first: str, second: str, what: str) -> int:
-    """Our loop with ``key`` (``precision`` or ``loss``) set to ``first`` against ``second``,
-    ``--repeats`` interleaved pairs, each run in a fresh process (this machine's speed
-    drifts by tens of percent within minutes, so only pairs run back to back are compared);
-    writes the medians and each pair's ratio ``second / first``."""
+def _ab(args: argparse.Namespace, variants: dict[str, dict], what: str, **extra) -> int:
+    """Our loop in two ``variants`` (name -> ``run_one`` overrides: ``precision``, ``loss`` or
+    ``tree``), ``--repeats`` interleaved pairs, each run in a fresh process (this machine's
+    speed drifts by tens of percent within minutes, so only pairs run back to back are
+    compared); writes the medians and each pair's ratio ``second / first``."""
+    (first, first_kw), (second, second_kw) = variants.items()
     t0 = time.perf_counter()
     runs: dict[str, list[dict]] = {first: [], second: []}
     for r in range(args.repeats):
-        for value in (first, second) if r % 2 == 0 else (second, first):
-            runs[value].append(run_one("ours", args, **{key: value}))
-            print(f"pair {r + 1}/{args.repeats} {value}: {runs[value][-1]['tokens_per_s']:,.0f} tokens/s",
+        for name, kw in [(first, first_kw), (second, second_kw)][:: 1 if r % 2 == 0 else -1]:
+            runs[name].append(run_one("ours", args, **kw))
+            print(f"pair {r + 1}/{args.repeats} {name}: {runs[name][-1]['tokens_per_s']:,.0f} tokens/s",
                   file=sys.stderr, flush=True)
     pairs = [y["tokens_per_s"] / x["tokens_per_s"] for x, y in zip(runs[first], runs[second])]
     entry = {
@@ -277,6 +286,7 @@ def _ab(args: argparse.Namespace, key: str, first: str, second: str, what: str) 
         "commit": _git("rev-parse", "--short", "HEAD"),
         "profile": args.profile,
         "steps": args.steps,
+        **extra,
         f"ours_{first}": _summary(runs[first]),
         f"ours_{second}": _summary(runs[second]),
         f"pair_ratios_{second}_to_{first}": [round(x, 3) for x in pairs],
@@ -284,13 +294,32 @@ def _ab(args: argparse.Namespace, key: str, first: str, second: str, what: str) 
         "machine": _machine(args),
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
-    if key == "loss":
-        entry["precision"] = _setup_precision(args)
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     data.setdefault("runs", {})[args.label] = entry
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(entry, indent=2))
     return 0
+
+
+def _ab_commit(args: argparse.Namespace) -> int:
+    """Our loop at commit ``--ab-commit`` (checked out in a temporary git worktree) against
+    the code next to this script, in interleaved pairs (``_ab``)."""
+    import tempfile
+
+    rev = _git("rev-parse", "--short", args.ab_commit)
+    if not rev:
+        raise SystemExit(f"--ab-commit: {args.ab_commit!r} is not a commit of {REPO}")
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        tree = Path(tmp) / rev
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True,
+                       capture_output=True)
+        try:
+            return _ab(args, {rev: {"tree": tree}, "now": {}},
+                       f"train_causal_lm, profile base model: commit {rev} against the working tree of "
+                       f"{_git('rev-parse', '--short', 'HEAD')}, interleaved pairs",
+                       precision=_setup_precision(args), ours_loss=args.loss)
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
 def _setup_precision(args: argparse.Namespace) -> str:
@@ -359,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="our loop's loss: the fused output layer (default, core.loss) or full logits")
     parser.add_argument("--ab-loss", action="store_true",
                         help="instead: our loop with the fused loss against the plain one, interleaved pairs")
+    parser.add_argument("--ab-commit", default=None, metavar="REV",
+                        help="instead: our loop at commit REV against this working tree, interleaved pairs")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and sampling seed (default 0)")
     parser.add_argument("--hf-optim", default=None,
                         help="TrainingArguments.optim for the HF side (default: HF's own default); "
@@ -374,11 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     from chameleon_assets.settings import load_profile
 
     if args.ab_precision:
-        return _ab(args, "precision", "float32", "bfloat16", "train_causal_lm, profile base model: train.precision "
-                   "float32 against bfloat16 (CPU autocast, attention in float32), interleaved pairs")
+        return _ab(args, {"float32": {"precision": "float32"}, "bfloat16": {"precision": "bfloat16"}},
+                   "train_causal_lm, profile base model: train.precision float32 against bfloat16 (CPU autocast, "
+                   "attention in float32), interleaved pairs")
     if args.ab_loss:
-        return _ab(args, "loss", "plain", "fused", "train_causal_lm, profile base model: the output layer fused into "
-                   "the cross-entropy (core.loss) against full logits + F.cross_entropy, interleaved pairs")
+        return _ab(args, {"plain": {"loss": "plain"}, "fused": {"loss": "fused"}},
+                   "train_causal_lm, profile base model: the output layer fused into the cross-entropy (core.loss) "
+                   "against full logits + F.cross_entropy, interleaved pairs", precision=_setup_precision(args))
+    if args.ab_commit:
+        return _ab_commit(args)
     t0 = time.perf_counter()
     results: dict[str, list[dict]] = {loop: [] for loop in LOOPS}
     for r in range(args.repeats):
