@@ -280,6 +280,9 @@ def _converge(
             break
         key = wanted[0][0]
         wave = [w for w in wanted if w[0] == key]
+        if mode == "run" and key.to_user_string() in REPEAT_CHECKS:
+            for line in repeat_warnings(instance, chameleon, key.to_user_string(), [p for _, p in wave]):
+                print(line, flush=True)
         for k, p in wave:
             if (k, p) in done:
                 name = k.to_user_string() + (f"[{p}]" if p else "")
@@ -302,6 +305,35 @@ def _converge(
     else:
         raise RuntimeError(f"more than {MAX_WAVES} waves of materialisations: the policy does not converge")
     return report
+
+
+# Before a wave of trainings: the table their weights come from and the budget they spend.
+REPEAT_CHECKS = {"base_model": ("mixture_table", "base_model.train.tokens"),
+                 "finetuned_model": ("finetune_weights", "finetune.train.tokens")}
+
+
+def repeat_warnings(instance: dg.DagsterInstance, chameleon, asset: str, partitions: Sequence[str]) -> list[str]:  # noqa: ANN001
+    """One warning per mixture of ``partitions`` (``<mixture>|<seed>``) whose training
+    budget would read a domain more than ``core.epochs.MAX_EPOCHS`` times, from the stored
+    weights table; none when there is no table yet (its asset fails on its own)."""
+    from chameleon_assets.core.epochs import expected_epochs, repeat_warning
+    from chameleon_assets.defs.io import load_value
+
+    table_asset, budget_field = REPEAT_CHECKS[asset]
+    try:
+        table = load_value(instance, table_asset)
+    except FileNotFoundError:
+        return []
+    profile = chameleon.profile()
+    budget = profile.base_model.train.tokens if asset == "base_model" else profile.finetune.train.tokens
+    lines = []
+    for mixture in sorted({p.split("|")[0] for p in partitions if p}):
+        if mixture in table.weights:
+            epochs = expected_epochs(dict(zip(table.domains, table.weights[mixture])), table.train_tokens, budget)
+            line = repeat_warning(f"{asset}[{mixture}]", epochs, budget, budget_field)
+            if line:
+                lines.append(line)
+    return lines
 
 
 def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: list, parallel: int):  # noqa: ANN202
