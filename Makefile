@@ -29,8 +29,9 @@ unexport PYTHONDONTWRITEBYTECODE
 # Offline: where wheelhouse/ holds a wheelhouse built for this machine's Python (`make
 # wheelhouse` on a machine that reaches PyPI writes one; tools/wheelhouse.py), the venv is
 # built from it alone, with no package index, on top of the packages this Python already
-# has (torch, transformers, numpy... on a CUDA image), and `make run` reads the corpus it
-# carries (conf/examples/default-sharded.yaml) and its evaluation data. OFFLINE=0 or 1 decides by hand.
+# has (torch, transformers, numpy... on a CUDA image); `make run` then builds no corpus from
+# packages and reads the evaluation data it carries (the gpu-smoke profile's registry reads
+# the corpus it carries). OFFLINE=0 or 1 decides by hand.
 WHEELHOUSE  := wheelhouse
 OFFLINE     ?= $(shell $(PYTHON) tools/wheelhouse.py matches $(WHEELHOUSE) 2>/dev/null || echo 0)
 ifeq ($(OFFLINE),1)
