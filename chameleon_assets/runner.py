@@ -13,8 +13,10 @@ With ``parallel > 1`` the partitions of one wave (the domains of ``domain_corpus
 mixtures of ``base_model``...) run as that many concurrent Dagster runs, one per
 partition, each in its own process. Every artefact is a pure function of its inputs, so
 they come out the same as in a sequential run (``tests/test_parallel.py``). Training
-steps carry the concurrency pool ``gpu``: an instance limit on it (``dagster instance
-concurrency set gpu 1``) keeps concurrent runs from sharing a device.
+steps carry the concurrency pool ``gpu``: on a machine with GPUs it gets one slot per GPU
+and each process its own GPU, so N trainings run at once on N devices; elsewhere an
+instance limit on it (``dagster instance concurrency set gpu 1``) keeps concurrent runs
+from sharing a device.
 
 It never decides staleness itself. Runs land in the instance that ``make ui`` shows.
 """
@@ -341,7 +343,10 @@ def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: 
     ``((key, partition), success, failure message, seconds)`` as each finishes.
 
     Sequential in this process when ``parallel`` is 1 or there is one partition; else up
-    to ``parallel`` at a time, each in a fresh (spawned) process of its own.
+    to ``parallel`` at a time, each in a fresh (spawned) process of its own. On a machine
+    with GPUs each process is given one (``CUDA_VISIBLE_DEVICES``, round robin over the
+    processes), and a wave of steps that train (the ``gpu`` pool) runs at most one
+    process per GPU, so two concurrent trainings never share a device.
     """
     if parallel <= 1 or len(wave) <= 1:
         for k, p in wave:
@@ -352,22 +357,48 @@ def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from chameleon_assets.defs.launch import GPU_POOL
+
     # Spawned, not forked: the parent holds threads (Dagster, torch) that a fork would copy
     # in an arbitrary state. Each child reads the same environment (profile, data, home)
     # and gets an equal share of the cores: torch's default of every core per process
     # makes two concurrent trainings on two cores about ten times slower, not half as fast.
+    gpus = visible_gpus()
     workers = min(parallel, len(wave))
+    if gpus and defs.resolve_assets_def(wave[0][0]).op.pool == GPU_POOL:
+        workers = min(workers, len(gpus))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    initialise_pools(instance)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_materialize_in_child, k.to_user_string(), p, threads): (k, p) for k, p in wave}
+    initialise_pools(instance, len(gpus))
+    context = multiprocessing.get_context("spawn")
+    slots = context.Queue()
+    for slot in range(workers):
+        slots.put(slot)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_child,
+                             initargs=(slots, gpus, threads)) as pool:
+        futures = {pool.submit(_materialize_in_child, k.to_user_string(), p): (k, p) for k, p in wave}
         for future in as_completed(futures):
             ok, message, seconds = future.result()
             yield futures[future], ok, message, seconds
 
 
-def initialise_pools(instance: dg.DagsterInstance) -> None:
-    """Give the ``gpu`` pool its slots at the instance's default limit before concurrent runs start.
+def visible_gpus() -> list[str]:
+    """The GPUs concurrent steps are spread over: ``$CHAMELEON_GPUS`` (a count, or ids such
+    as ``0,2,3``), else those ``CUDA_VISIBLE_DEVICES`` names, else every GPU torch counts
+    (without initialising CUDA in this process). None on a machine without one."""
+    given = os.environ.get("CHAMELEON_GPUS", "").strip()
+    if given:
+        return [str(i) for i in range(int(given))] if given.isdigit() else [g.strip() for g in given.split(",")]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and not g.strip().startswith("-")]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def initialise_pools(instance: dg.DagsterInstance, gpus: int = 0) -> None:
+    """Give the ``gpu`` pool its slots before concurrent runs start: one per GPU on a machine
+    with GPUs, else the instance's default limit.
 
     Dagster creates a pool lazily, on its first claim, by counting its slots and adding the
     missing ones; two runs claiming at the same moment can both count none and both add
@@ -377,18 +408,29 @@ def initialise_pools(instance: dg.DagsterInstance) -> None:
     from chameleon_assets.defs.launch import GPU_POOL
 
     storage = instance.event_log_storage
-    if instance.global_op_concurrency_default_limit is None or not storage.supports_global_concurrency_limits:
+    if not storage.supports_global_concurrency_limits or GPU_POOL in storage.get_concurrency_keys():
         return
-    if GPU_POOL not in storage.get_concurrency_keys():
+    if gpus:
+        storage.set_concurrency_slots(GPU_POOL, gpus)
+    elif instance.global_op_concurrency_default_limit is not None:
         storage.initialize_concurrency_limit_to_default(GPU_POOL)
 
 
-def _materialize_in_child(key: str, partition: str | None, threads: int) -> tuple[bool, str, float]:
-    """One partition's run in a worker process of ``_materialize_wave``, on ``threads`` CPU threads."""
+def _start_child(slots, gpus: list[str], threads: int) -> None:  # noqa: ANN001 (a multiprocessing queue)
+    """A worker process of ``_materialize_wave``: its share of the cores and, with GPUs, its
+    own one (set before torch is imported, so CUDA never sees the others)."""
+    slot = slots.get()
+    os.environ["CHAMELEON_DEVICE_SLOT"] = str(slot)
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    os.environ["RAYON_NUM_THREADS"] = str(threads)  # the Rust tokenizers' pool (core.tokenizer.rust_threads)
     import torch
 
     torch.set_num_threads(threads)
-    os.environ["RAYON_NUM_THREADS"] = str(threads)  # the Rust tokenizers' pool (core.tokenizer.rust_threads)
+
+
+def _materialize_in_child(key: str, partition: str | None) -> tuple[bool, str, float]:
+    """One partition's run in a worker process of ``_materialize_wave``."""
     t0 = time.perf_counter()
     result = materialize(load_defs(), get_instance(), [dg.AssetKey.from_user_string(key)], partition_key=partition,
                          raise_on_error=False)
