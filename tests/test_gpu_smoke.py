@@ -69,3 +69,22 @@ def test_the_gpu_smoke_script_rehearses_the_whole_graph_on_the_cpu(project: Path
     for domain, epochs in re.findall(r"'(\w+)' ([\d.]+) epochs", line):
         assert float(epochs) == pytest.approx(BUDGET / 3 / train_tokens[domain], abs=0.06)
         assert float(epochs) > 4
+
+
+def test_the_wall_time_estimate_counts_the_parameters_of_the_models_it_times() -> None:
+    """bench/estimate_wall_time.py prices each training by its model's FLOPs per token: its
+    parameter count equals that of the model core.model builds (the gpu-paper proxy, ~82M
+    with GPT-2's padded vocabulary, and a RegMix swarm model)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import estimate_wall_time
+
+    from chameleon_assets.core.model import build_model
+    from chameleon_assets.settings import load_profile, method_params
+
+    profile = load_profile("gpu-paper")
+    regmix = method_params(profile, "regmix").model
+    for config in (profile.proxy.model, regmix):
+        model = build_model(config, 50_257, 50_256, 0)
+        unique = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        assert estimate_wall_time.parameters(config) == unique
+    assert 81e6 < estimate_wall_time.parameters(profile.proxy.model) < 83e6
