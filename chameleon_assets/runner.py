@@ -344,9 +344,10 @@ def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: 
 
     Sequential in this process when ``parallel`` is 1 or there is one partition; else up
     to ``parallel`` at a time, each in a fresh (spawned) process of its own. On a machine
-    with GPUs each process is given one (``CUDA_VISIBLE_DEVICES``, round robin over the
-    processes), and a wave of steps that train (the ``gpu`` pool) runs at most one
-    process per GPU, so two concurrent trainings never share a device.
+    with GPUs each process is given its own (``CUDA_VISIBLE_DEVICES``): a wave of steps
+    that train (the ``gpu`` pool) runs one process per set of ``training.nproc_per_node``
+    GPUs (one GPU each for in-process training), so concurrent trainings never share a
+    device; other waves' processes take one GPU each, round robin.
     """
     if parallel <= 1 or len(wave) <= 1:
         for k, p in wave:
@@ -358,27 +359,40 @@ def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: 
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from chameleon_assets.defs.launch import GPU_POOL
+    from chameleon_assets.settings import load_profile
 
     # Spawned, not forked: the parent holds threads (Dagster, torch) that a fork would copy
     # in an arbitrary state. Each child reads the same environment (profile, data, home)
     # and gets an equal share of the cores: torch's default of every core per process
     # makes two concurrent trainings on two cores about ten times slower, not half as fast.
     gpus = visible_gpus()
-    workers = min(parallel, len(wave))
-    if gpus and defs.resolve_assets_def(wave[0][0]).op.pool == GPU_POOL:
-        workers = min(workers, len(gpus))
+    training = load_profile().training
+    training_sets = gpu_sets(gpus, training.nproc_per_node if training.distributed else 1)
+    trains = bool(gpus) and defs.resolve_assets_def(wave[0][0]).op.pool == GPU_POOL
+    sets = training_sets if trains else [[g] for g in gpus]
+    workers = min(parallel, len(wave), len(sets) if trains else parallel)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    initialise_pools(instance, len(gpus))
+    initialise_pools(instance, len(training_sets))
     context = multiprocessing.get_context("spawn")
     slots = context.Queue()
     for slot in range(workers):
         slots.put(slot)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_child,
-                             initargs=(slots, gpus, threads)) as pool:
+                             initargs=(slots, [",".join(s) for s in sets], threads)) as pool:
         futures = {pool.submit(_materialize_in_child, k.to_user_string(), p): (k, p) for k, p in wave}
         for future in as_completed(futures):
             ok, message, seconds = future.result()
             yield futures[future], ok, message, seconds
+
+
+def gpu_sets(gpus: list[str], per_training: int) -> list[list[str]]:
+    """The GPUs split into disjoint sets of ``per_training`` (what one training uses: its
+    DDP processes); all of them as one set when there are fewer."""
+    if not gpus:
+        return []
+    if per_training >= len(gpus):
+        return [gpus]
+    return [gpus[i * per_training:(i + 1) * per_training] for i in range(len(gpus) // per_training)]
 
 
 def visible_gpus() -> list[str]:
@@ -397,8 +411,9 @@ def visible_gpus() -> list[str]:
 
 
 def initialise_pools(instance: dg.DagsterInstance, gpus: int = 0) -> None:
-    """Give the ``gpu`` pool its slots before concurrent runs start: one per GPU on a machine
-    with GPUs, else the instance's default limit.
+    """Give the ``gpu`` pool its slots before concurrent runs start: ``gpus`` (one per GPU,
+    or per set of GPUs one training uses) on a machine with GPUs, else the instance's
+    default limit.
 
     Dagster creates a pool lazily, on its first claim, by counting its slots and adding the
     missing ones; two runs claiming at the same moment can both count none and both add
@@ -418,7 +433,8 @@ def initialise_pools(instance: dg.DagsterInstance, gpus: int = 0) -> None:
 
 def _start_child(slots, gpus: list[str], threads: int) -> None:  # noqa: ANN001 (a multiprocessing queue)
     """A worker process of ``_materialize_wave``: its share of the cores and, with GPUs, its
-    own one (set before torch is imported, so CUDA never sees the others)."""
+    own (``gpus``: one ``CUDA_VISIBLE_DEVICES`` value per slot; set before torch is
+    imported, so CUDA never sees the others)."""
     slot = slots.get()
     os.environ["CHAMELEON_DEVICE_SLOT"] = str(slot)
     if gpus:

@@ -160,3 +160,16 @@ def test_concurrent_trainings_are_each_given_their_own_gpu(project: Path, monkey
     assert sorted(slot for _, slot in given.values()) == ["0", "1"]
     (start_a, end_a), (start_b, end_b) = sorted(_step_spans(instance, "base_model"))
     assert start_b < end_a, "the two trainings did not run at the same time"
+
+
+def test_a_training_under_torchrun_is_given_a_set_of_gpus_of_its_process_count() -> None:
+    """8 GPUs, 4 DDP processes per training: two trainings at once, on GPUs 0-3 and 4-7; 8
+    processes per training: one at a time on all eight; one process: one GPU each."""
+    from chameleon_assets.runner import gpu_sets
+
+    gpus = [str(i) for i in range(8)]
+    assert gpu_sets(gpus, 4) == [["0", "1", "2", "3"], ["4", "5", "6", "7"]]
+    assert gpu_sets(gpus, 8) == gpu_sets(gpus, 16) == [gpus]
+    assert gpu_sets(gpus, 1) == [[g] for g in gpus]
+    assert gpu_sets(gpus, 3) == [["0", "1", "2"], ["3", "4", "5"]]
+    assert gpu_sets([], 2) == []
