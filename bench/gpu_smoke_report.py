@@ -125,7 +125,7 @@ def main() -> int:
         "install_s": args.install_seconds,
         "run_s": round(args.run_seconds, 1),
         "target_s": TARGET_S,
-        "within_target": args.run_seconds <= TARGET_S,
+        "within_target": args.exit_code == 0 and args.run_seconds <= TARGET_S,
         "steps_by_asset_s": dict(sorted(by_asset.items(), key=lambda kv: -kv[1])),
         "training": {asset: metadata_of(instance, asset, TRAINING_KEYS) for asset in TRAINING_ASSETS},
         "corpus": {asset: metadata_of(instance, asset, CORPUS_KEYS) for asset in ("domain_corpus", "finetune_corpus")},
