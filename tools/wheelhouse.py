@@ -281,9 +281,15 @@ def make_venv(path: Path) -> None:
     ``--system-site-packages`` alone reaches the base interpreter's packages only; on a
     node whose packages live in a virtual environment (the CUDA image's /opt/torch/.venv),
     a ``.pth`` file adds that environment's site-packages after the new one's own, so pip
-    counts them as installed and the wheelhouse need not carry them.
+    counts them as installed and the wheelhouse need not carry them. Where the base Python
+    has no ``ensurepip`` (Debian's without python3-venv), the venv gets no pip of its own
+    and runs the maker's, which the ``.pth`` makes importable (it installs into the venv).
     """
-    venv.EnvBuilder(system_site_packages=True, with_pip=True, symlinks=True).create(path)
+    try:
+        venv.EnvBuilder(system_site_packages=True, with_pip=True, symlinks=True).create(path)
+    except subprocess.CalledProcessError:
+        shutil.rmtree(path, ignore_errors=True)
+        venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(path)
     here = [p for p in dict.fromkeys(site.getsitepackages() + [sysconfig.get_paths()["purelib"]]) if Path(p).is_dir()]
     result = subprocess.run([str(path / "bin" / "python"), "-c",
                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
