@@ -13,7 +13,9 @@ times, per number of workers:
 * ``build_all``: ``build_shards`` for the whole dataset, unfiltered.
 
 Throughput is MB of document text kept per second (the issue's measure), and MB of the
-source as stored covered per second. Writes ``bench/results/corpus_read.json``.
+source as stored covered per second. One worker is this process, whose Rust tokenizer
+encodes each batch on every core; N workers are N processes of one core each. Writes
+``bench/results/corpus_read.json``.
 
     python bench/bench_corpus_read.py [--mb 24] [--shards 8] [--tokenizer bpe-8k] [--out FILE]
 """
