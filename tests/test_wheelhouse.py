@@ -99,7 +99,8 @@ def test_the_carried_evaluation_data_scores_the_same_examples(tmp_path: Path, mo
 def _python312() -> str | None:
     """A Python 3.12 on this machine: on the PATH, or one that pyenv installed (its shim
     answers only where 3.12 is the selected version)."""
-    candidates = [shutil.which("python3.12"), *map(str, sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")))]
+    pyenv = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"))
+    candidates = [shutil.which("python3.12"), *map(str, pyenv)]
     for found in filter(None, candidates):
         probe = subprocess.run([found, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
                                capture_output=True, text=True)

@@ -190,8 +190,9 @@ def _validate_where(value: Any, kind: str, where: str) -> tuple[tuple[str, tuple
     if value is None:
         return ()
     if kind in ("txt_dir", "hf_disk"):
+        what = "folder of .txt files" if kind == "txt_dir" else "saved dataset"
         raise RegistryError(f"{where}: field 'where': a filter applies to .jsonl and .parquet records (files or a "
-                            f"glob of them), not to a {'folder of .txt files' if kind == 'txt_dir' else 'saved dataset'}")
+                            f"glob of them), not to a {what}")
     if not isinstance(value, dict) or not value:
         raise RegistryError(f"{where}: field 'where': expected a mapping of field to value, e.g. "
                             "{meta.redpajama_set_name: RedPajamaArXiv}")
