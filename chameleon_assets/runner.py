@@ -13,8 +13,10 @@ With ``parallel > 1`` the partitions of one wave (the domains of ``domain_corpus
 mixtures of ``base_model``...) run as that many concurrent Dagster runs, one per
 partition, each in its own process. Every artefact is a pure function of its inputs, so
 they come out the same as in a sequential run (``tests/test_parallel.py``). Training
-steps carry the concurrency pool ``gpu``: an instance limit on it (``dagster instance
-concurrency set gpu 1``) keeps concurrent runs from sharing a device.
+steps carry the concurrency pool ``gpu``: on a machine with GPUs it gets one slot per GPU
+and each process its own GPU, so N trainings run at once on N devices; elsewhere an
+instance limit on it (``dagster instance concurrency set gpu 1``) keeps concurrent runs
+from sharing a device.
 
 It never decides staleness itself. Runs land in the instance that ``make ui`` shows.
 """
@@ -280,6 +282,9 @@ def _converge(
             break
         key = wanted[0][0]
         wave = [w for w in wanted if w[0] == key]
+        if mode == "run" and key.to_user_string() in REPEAT_CHECKS:
+            for line in repeat_warnings(instance, chameleon, key.to_user_string(), [p for _, p in wave]):
+                print(line, flush=True)
         for k, p in wave:
             if (k, p) in done:
                 name = k.to_user_string() + (f"[{p}]" if p else "")
@@ -304,12 +309,45 @@ def _converge(
     return report
 
 
+# Before a wave of trainings: the table their weights come from and the budget they spend.
+REPEAT_CHECKS = {"base_model": ("mixture_table", "base_model.train.tokens"),
+                 "finetuned_model": ("finetune_weights", "finetune.train.tokens")}
+
+
+def repeat_warnings(instance: dg.DagsterInstance, chameleon, asset: str, partitions: Sequence[str]) -> list[str]:  # noqa: ANN001
+    """One warning per mixture of ``partitions`` (``<mixture>|<seed>``) whose training
+    budget would read a domain more than ``core.epochs.MAX_EPOCHS`` times, from the stored
+    weights table; none when there is no table yet (its asset fails on its own)."""
+    from chameleon_assets.core.epochs import expected_epochs, repeat_warning
+    from chameleon_assets.defs.io import load_value
+
+    table_asset, budget_field = REPEAT_CHECKS[asset]
+    try:
+        table = load_value(instance, table_asset)
+    except FileNotFoundError:
+        return []
+    profile = chameleon.profile()
+    budget = profile.base_model.train.tokens if asset == "base_model" else profile.finetune.train.tokens
+    lines = []
+    for mixture in sorted({p.split("|")[0] for p in partitions if p}):
+        if mixture in table.weights:
+            epochs = expected_epochs(dict(zip(table.domains, table.weights[mixture])), table.train_tokens, budget)
+            line = repeat_warning(f"{asset}[{mixture}]", epochs, budget, budget_field)
+            if line:
+                lines.append(line)
+    return lines
+
+
 def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: list, parallel: int):  # noqa: ANN202
     """Materialise each (asset key, partition) of ``wave``, one run each; yield
     ``((key, partition), success, failure message, seconds)`` as each finishes.
 
     Sequential in this process when ``parallel`` is 1 or there is one partition; else up
-    to ``parallel`` at a time, each in a fresh (spawned) process of its own.
+    to ``parallel`` at a time, each in a fresh (spawned) process of its own. On a machine
+    with GPUs each process is given its own (``CUDA_VISIBLE_DEVICES``): a wave of steps
+    that train (the ``gpu`` pool) runs one process per set of ``training.nproc_per_node``
+    GPUs (one GPU each for in-process training), so concurrent trainings never share a
+    device; other waves' processes take one GPU each, round robin.
     """
     if parallel <= 1 or len(wave) <= 1:
         for k, p in wave:
@@ -320,22 +358,62 @@ def _materialize_wave(defs: dg.Definitions, instance: dg.DagsterInstance, wave: 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from chameleon_assets.defs.launch import GPU_POOL
+    from chameleon_assets.settings import load_profile
+
     # Spawned, not forked: the parent holds threads (Dagster, torch) that a fork would copy
     # in an arbitrary state. Each child reads the same environment (profile, data, home)
     # and gets an equal share of the cores: torch's default of every core per process
     # makes two concurrent trainings on two cores about ten times slower, not half as fast.
-    workers = min(parallel, len(wave))
+    gpus = visible_gpus()
+    training = load_profile().training
+    training_sets = gpu_sets(gpus, training.nproc_per_node if training.distributed else 1)
+    trains = bool(gpus) and defs.resolve_assets_def(wave[0][0]).op.pool == GPU_POOL
+    sets = training_sets if trains else [[g] for g in gpus]
+    workers = min(parallel, len(wave), len(sets) if trains else parallel)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    initialise_pools(instance)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_materialize_in_child, k.to_user_string(), p, threads): (k, p) for k, p in wave}
+    initialise_pools(instance, len(training_sets))
+    context = multiprocessing.get_context("spawn")
+    slots = context.Queue()
+    for slot in range(workers):
+        slots.put(slot)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_child,
+                             initargs=(slots, [",".join(s) for s in sets], threads)) as pool:
+        futures = {pool.submit(_materialize_in_child, k.to_user_string(), p): (k, p) for k, p in wave}
         for future in as_completed(futures):
             ok, message, seconds = future.result()
             yield futures[future], ok, message, seconds
 
 
-def initialise_pools(instance: dg.DagsterInstance) -> None:
-    """Give the ``gpu`` pool its slots at the instance's default limit before concurrent runs start.
+def gpu_sets(gpus: list[str], per_training: int) -> list[list[str]]:
+    """The GPUs split into disjoint sets of ``per_training`` (what one training uses: its
+    DDP processes); all of them as one set when there are fewer."""
+    if not gpus:
+        return []
+    if per_training >= len(gpus):
+        return [gpus]
+    return [gpus[i * per_training:(i + 1) * per_training] for i in range(len(gpus) // per_training)]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs concurrent steps are spread over: ``$CHAMELEON_GPUS`` (a count, or ids such
+    as ``0,2,3``), else those ``CUDA_VISIBLE_DEVICES`` names, else every GPU torch counts
+    (without initialising CUDA in this process). None on a machine without one."""
+    given = os.environ.get("CHAMELEON_GPUS", "").strip()
+    if given:
+        return [str(i) for i in range(int(given))] if given.isdigit() else [g.strip() for g in given.split(",")]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and not g.strip().startswith("-")]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def initialise_pools(instance: dg.DagsterInstance, gpus: int = 0) -> None:
+    """Give the ``gpu`` pool its slots before concurrent runs start: ``gpus`` (one per GPU,
+    or per set of GPUs one training uses) on a machine with GPUs, else the instance's
+    default limit.
 
     Dagster creates a pool lazily, on its first claim, by counting its slots and adding the
     missing ones; two runs claiming at the same moment can both count none and both add
@@ -345,18 +423,30 @@ def initialise_pools(instance: dg.DagsterInstance) -> None:
     from chameleon_assets.defs.launch import GPU_POOL
 
     storage = instance.event_log_storage
-    if instance.global_op_concurrency_default_limit is None or not storage.supports_global_concurrency_limits:
+    if not storage.supports_global_concurrency_limits or GPU_POOL in storage.get_concurrency_keys():
         return
-    if GPU_POOL not in storage.get_concurrency_keys():
+    if gpus:
+        storage.set_concurrency_slots(GPU_POOL, gpus)
+    elif instance.global_op_concurrency_default_limit is not None:
         storage.initialize_concurrency_limit_to_default(GPU_POOL)
 
 
-def _materialize_in_child(key: str, partition: str | None, threads: int) -> tuple[bool, str, float]:
-    """One partition's run in a worker process of ``_materialize_wave``, on ``threads`` CPU threads."""
+def _start_child(slots, gpus: list[str], threads: int) -> None:  # noqa: ANN001 (a multiprocessing queue)
+    """A worker process of ``_materialize_wave``: its share of the cores and, with GPUs, its
+    own (``gpus``: one ``CUDA_VISIBLE_DEVICES`` value per slot; set before torch is
+    imported, so CUDA never sees the others)."""
+    slot = slots.get()
+    os.environ["CHAMELEON_DEVICE_SLOT"] = str(slot)
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    os.environ["RAYON_NUM_THREADS"] = str(threads)  # the Rust tokenizers' pool (core.tokenizer.rust_threads)
     import torch
 
     torch.set_num_threads(threads)
-    os.environ["RAYON_NUM_THREADS"] = str(threads)  # the Rust tokenizers' pool (core.tokenizer.rust_threads)
+
+
+def _materialize_in_child(key: str, partition: str | None) -> tuple[bool, str, float]:
+    """One partition's run in a worker process of ``_materialize_wave``."""
     t0 = time.perf_counter()
     result = materialize(load_defs(), get_instance(), [dg.AssetKey.from_user_string(key)], partition_key=partition,
                          raise_on_error=False)

@@ -146,6 +146,11 @@ class Profile:
     # Settings of the mixing methods that train proxies (DoReMi, DoGE, RegMix), by method
     # name; each entry is validated by that method's own ``Params`` (``core.methods``).
     methods: dict[NonEmptyStr, dict[NonEmptyStr, Any]] = field(default_factory=dict)
+    # The domain registry this profile runs on (relative: the repository root), for a profile
+    # made for one corpus (gpu-paper: SlimPajama); $CHAMELEON_REGISTRY wins over it, and
+    # without either it is conf/domains.yaml. In no section: the domains' own data versions
+    # already say what they hold.
+    registry: NonEmptyStr | None = None
 
     @model_validator(mode="after")
     def _methods_are_known(self) -> Profile:

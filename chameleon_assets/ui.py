@@ -127,17 +127,38 @@ def stop(procs: list[subprocess.Popen], grace: float = GRACE_S) -> None:
         p.poll()
 
 
+def require_ui_packages(mlflow_server: bool = True) -> None:
+    """Refuse in one line when the ``ui`` extra is not installed: a node set up from the
+    wheelhouse runs the graph without the two servers' built web apps (about 25 MB)."""
+    # mlflow-skinny (the tracking client the graph needs) has no mlflow/server/js: the full mlflow does.
+    wanted = [("dagster-webserver", "dagster_webserver")] + ([("mlflow", "mlflow.server.js")] if mlflow_server else [])
+    missing = [name for name, module in wanted if _find(module) is None]
+    if missing:
+        raise RuntimeError(f"the UIs need {' and '.join(missing)}, which this environment lacks: "
+                           "pip install -e '.[ui]' (the wheelhouse for GPU nodes leaves them out)")
+
+
+def _find(module: str):  # noqa: ANN202
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        return None
+
+
 def serve(dagster_port: int, mlflow_port: int) -> int:
     """Start both UIs, print their URLs once they answer, and stop both on Ctrl-C, SIGTERM or SIGHUP.
 
     With an ``http(s)`` ``MLFLOW_TRACKING_URI`` no MLflow server is started: the URL
     printed is that server's.
     """
+    tracking_uri = paths.mlflow_tracking_uri()
+    remote = tracking_uri.startswith(("http://", "https://"))
+    require_ui_packages(mlflow_server=not remote)
     env = {**os.environ, "DAGSTER_HOME": str(paths.dagster_home())}
     paths.dagster_home().mkdir(parents=True, exist_ok=True)
     bindir = os.path.dirname(sys.executable)
-    tracking_uri = paths.mlflow_tracking_uri()
-    remote = tracking_uri.startswith(("http://", "https://"))
     servers: list[tuple[str, subprocess.Popen]] = []
     stopping: list[int] = []
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

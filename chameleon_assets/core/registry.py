@@ -3,10 +3,17 @@
 A domain's source is one of:
 
 * a folder of ``.txt`` files (one document per file, read in sorted order),
-* a ``.jsonl`` or ``.jsonl.gz`` file with one JSON object per line,
+* a ``.jsonl``, ``.jsonl.gz`` or ``.jsonl.zst`` file with one JSON object per line,
 * a ``.parquet`` file,
+* a glob of such files (``/data/slimpajama/train/*.parquet``, ``**`` for sub-folders),
+  read in sorted order as one source: how real corpora come, one sharded dataset,
 * a Hugging Face dataset saved with ``save_to_disk`` (a folder with ``dataset_info.json``
   or, for a ``DatasetDict``, ``dataset_dict.json`` plus a ``split``).
+
+A record source (jsonl, parquet, a glob of them) may carry a filter, ``where``: the
+records whose (dotted) fields equal the given values, as in ``{meta.redpajama_set_name:
+RedPajamaArXiv}``; a list of values matches any of them. This is how one dataset with a
+source label per document becomes several domains. ``core.documents`` reads them.
 
 Two groups share one entry format: ``domains:`` (the pretraining domains: the proxy, the
 affinity and the pretraining weights) and an optional ``finetune_domains:`` (embedded
@@ -18,7 +25,7 @@ Everything is validated on load; each error names the domain and the field at fa
 
 from __future__ import annotations
 
-import gzip
+import glob
 import json
 import os
 import re
@@ -34,7 +41,12 @@ if TYPE_CHECKING:
     from chameleon_assets.core.fingerprint import FingerprintCache
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-KNOWN_FIELDS = {"name", "source", "text_field", "max_documents", "split", "licence", "description"}
+KNOWN_FIELDS = {"name", "source", "text_field", "max_documents", "split", "licence", "description", "where"}
+# Files a record source (or a glob's matches) may be, by how their names end.
+RECORD_SUFFIXES = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".jsonl.zst": "jsonl", ".parquet": "parquet"}
+GLOB_CHARS = re.compile(r"[*?\[]")
+# A filter value: what a JSON or Parquet field can equal.
+WhereValue = str | int | float | bool
 GROUPS = {"domains": "pretrain", "finetune_domains": "finetune"}  # registry key -> DomainSpec.group
 
 
@@ -47,14 +59,23 @@ class DomainSpec:
     """One validated registry entry."""
 
     name: str
-    source: Path
-    kind: str  # "txt_dir" | "jsonl" | "parquet" | "hf_disk"
+    source: Path  # a file or folder; for kind "glob", the pattern
+    kind: str  # "txt_dir" | "jsonl" | "parquet" | "hf_disk" | "glob"
     text_field: str = "text"
     max_documents: int | None = None
     split: str = "train"
     licence: str = ""
     description: str = ""
     group: str = "pretrain"  # "pretrain" (``domains:``) or "finetune" (``finetune_domains:``)
+    # ((dotted field, (accepted values...)), ...) in the entry's order; () reads every record
+    where: tuple[tuple[str, tuple[WhereValue, ...]], ...] = ()
+
+    def where_text(self) -> str:
+        """The filter as a person reads it: ``meta.set = 'A' and lang in ('en', 'de')``."""
+        parts = []
+        for name, values in self.where:
+            parts.append(f"{name} = {values[0]!r}" if len(values) == 1 else f"{name} in {values!r}")
+        return " and ".join(parts)
 
 
 def load_registry(path: Path | None = None, base: Path | None = None, group: str | None = "pretrain"
@@ -116,11 +137,16 @@ def _validate_entry(entry: dict, name: str, where: str, base: Path | None, group
     if not isinstance(source, str) or not source.strip():
         raise RegistryError(f"{where}: field 'source': required, a path")
     src = paths.resolve(source, base)
-    if not src.exists():
-        raise RegistryError(f"{where}: field 'source': {src} does not exist")
-    if not os.access(src, os.R_OK):
-        raise RegistryError(f"{where}: field 'source': {src} is not readable")
-    kind = _source_kind(src, where)
+    if GLOB_CHARS.search(str(src)):
+        kind = "glob"
+        _check_glob(src, where)
+    else:
+        if not src.exists():
+            raise RegistryError(f"{where}: field 'source': {src} does not exist")
+        if not os.access(src, os.R_OK):
+            raise RegistryError(f"{where}: field 'source': {src} is not readable")
+        kind = _source_kind(src, where)
+    filters = _validate_where(entry.get("where"), kind, where)
     text_field = entry.get("text_field", "text")
     if not isinstance(text_field, str) or not text_field:
         raise RegistryError(f"{where}: field 'text_field': must be a non-empty string")
@@ -140,7 +166,70 @@ def _validate_entry(entry: dict, name: str, where: str, base: Path | None, group
         licence=str(entry.get("licence", "")),
         description=str(entry.get("description", "")),
         group=group,
+        where=filters,
     )
+
+
+def _check_glob(pattern: Path, where: str) -> None:
+    """A glob must match at least one file, and every match must be a record file."""
+    matches = glob_files(pattern)
+    if not matches:
+        raise RegistryError(f"{where}: field 'source': pattern {pattern} matches no file")
+    for f in matches:
+        if record_format(f) is None:
+            raise RegistryError(
+                f"{where}: field 'source': {f} (matched by {pattern.name}) is not a supported shard "
+                f"({', '.join(RECORD_SUFFIXES)}); narrow the pattern, e.g. *.parquet"
+            )
+        if not os.access(f, os.R_OK):
+            raise RegistryError(f"{where}: field 'source': {f} (matched by {pattern.name}) is not readable")
+
+
+def _validate_where(value: Any, kind: str, where: str) -> tuple[tuple[str, tuple[WhereValue, ...]], ...]:
+    """``{dotted.field: value or [values]}`` -> ``((field, (values...)), ...)``; () when absent."""
+    if value is None:
+        return ()
+    if kind in ("txt_dir", "hf_disk"):
+        what = "folder of .txt files" if kind == "txt_dir" else "saved dataset"
+        raise RegistryError(f"{where}: field 'where': a filter applies to .jsonl and .parquet records (files or a "
+                            f"glob of them), not to a {what}")
+    if not isinstance(value, dict) or not value:
+        raise RegistryError(f"{where}: field 'where': expected a mapping of field to value, e.g. "
+                            "{meta.redpajama_set_name: RedPajamaArXiv}")
+    out = []
+    for name, accepted in value.items():
+        if not isinstance(name, str) or not name or any(not part for part in name.split(".")):
+            raise RegistryError(f"{where}: field 'where': {name!r} is not a field name (dotted, as meta.source)")
+        values = tuple(accepted) if isinstance(accepted, list) else (accepted,)
+        if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+            raise RegistryError(f"{where}: field 'where': {name}: expected a string, number or boolean, or a "
+                                f"non-empty list of them (got {accepted!r})")
+        out.append((name, values))
+    return tuple(out)
+
+
+def record_format(path: Path | str) -> str | None:
+    """``jsonl`` or ``parquet`` by the file name's ending (``.jsonl``, ``.jsonl.gz``,
+    ``.jsonl.zst``, ``.parquet``), else None."""
+    name = str(path).lower()
+    for suffix, fmt in RECORD_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def glob_files(pattern: Path) -> list[Path]:
+    """The files ``pattern`` matches (``**`` crosses folders), sorted: a glob source's order."""
+    return sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
+
+
+def glob_root(pattern: Path) -> Path:
+    """The folder above a pattern's first wildcard: what a match's name is relative to."""
+    parts = pattern.parts
+    for i, part in enumerate(parts):
+        if GLOB_CHARS.search(part):
+            return Path(*parts[:i])
+    return pattern.parent
 
 
 def _source_kind(src: Path, where: str) -> str:
@@ -153,14 +242,12 @@ def _source_kind(src: Path, where: str) -> str:
                 "dataset saved with save_to_disk"
             )
         return "txt_dir"
-    name = src.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz")):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
+    fmt = record_format(src)
+    if fmt is not None:
+        return fmt
     raise RegistryError(
         f"{where}: field 'source': {src.name} is not a supported source "
-        "(.txt folder, .jsonl, .jsonl.gz, .parquet, or a save_to_disk dataset folder)"
+        "(.txt folder, .jsonl, .jsonl.gz, .jsonl.zst, .parquet, a glob of such files, or a save_to_disk dataset folder)"
     )
 
 
@@ -170,18 +257,25 @@ def source_files(spec: DomainSpec) -> list[Path]:
         return sorted(spec.source.glob("*.txt"))
     if spec.kind == "hf_disk":
         return sorted(p for p in spec.source.rglob("*") if p.is_file())
+    if spec.kind == "glob":
+        return glob_files(spec.source)
     return [spec.source]
 
 
 def source_fingerprint(spec: DomainSpec, cache: "FingerprintCache | None" = None) -> str:
     """sha256 over the raw bytes of every source file plus the fields that change the text.
 
-    With a ``cache``, a file whose size and mtime are unchanged is not read again.
+    With a ``cache``, a file whose size and mtime are unchanged is not read again; the
+    files that are (new or changed ones) are hashed on every core. A filter joins the
+    hash only when there is one, so the entries without one keep the versions they had.
     """
     from chameleon_assets.core.fingerprint import FingerprintCache, files_fingerprint
 
-    named = [(str(f.relative_to(spec.source)) if spec.source.is_dir() else f.name, f) for f in source_files(spec)]
+    root = glob_root(spec.source) if spec.kind == "glob" else spec.source
+    named = [(str(f.relative_to(root)) if root.is_dir() else f.name, f) for f in source_files(spec)]
     extra = f"|{spec.kind}|{spec.text_field}|{spec.max_documents}|{spec.split}"
+    if spec.where:
+        extra += "|where=" + json.dumps([[name, list(values)] for name, values in spec.where])
     return files_fingerprint(named, cache or FingerprintCache(None), extra)
 
 
@@ -190,74 +284,10 @@ def iter_documents(spec: DomainSpec) -> Iterator[str]:
 
     A document that is empty or holds only whitespace counts as empty and is skipped, so a
     source of whitespace-only documents has no documents, exactly like an empty source.
-    Non-empty documents are yielded unchanged (their whitespace is kept).
+    Non-empty documents are yielded unchanged (their whitespace is kept). With a filter
+    that no record matches, a ``RegistryError`` names the filter and the values seen.
+    (``core.documents`` reads the sources; this is its sequential form.)
     """
-    count = 0
-    for text in _raw_documents(spec):
-        if not text or text.isspace():
-            continue
-        yield text
-        count += 1
-        if spec.max_documents is not None and count >= spec.max_documents:
-            return
+    from chameleon_assets.core.documents import iter_documents as read
 
-
-def _raw_documents(spec: DomainSpec) -> Iterator[str]:
-    where = f"domain '{spec.name}'"
-    if spec.kind == "txt_dir":
-        for f in source_files(spec):
-            try:
-                yield f.read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:
-                raise RegistryError(f"{where}: file {f}: not UTF-8 text ({exc})") from exc
-    elif spec.kind == "jsonl":
-        opener = gzip.open if spec.source.name.lower().endswith(".gz") else open
-        with opener(spec.source, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RegistryError(f"{where}: file {spec.source} line {lineno}: invalid JSON ({exc})") from exc
-                yield _text_of(record, spec, f"file {spec.source} line {lineno}")
-    elif spec.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(spec.source)
-        if spec.text_field not in table.column_names:
-            raise RegistryError(
-                f"{where}: field 'text_field': column {spec.text_field!r} not in {spec.source} "
-                f"(columns: {table.column_names})"
-            )
-        for i, value in enumerate(table.column(spec.text_field).to_pylist()):
-            yield _text_of({spec.text_field: value}, spec, f"file {spec.source} row {i}")
-    elif spec.kind == "hf_disk":
-        import datasets
-
-        ds = datasets.load_from_disk(str(spec.source))
-        if isinstance(ds, datasets.DatasetDict):
-            if spec.split not in ds:
-                raise RegistryError(f"{where}: field 'split': {spec.split!r} not in {sorted(ds)}")
-            ds = ds[spec.split]
-        if spec.text_field not in ds.column_names:
-            raise RegistryError(
-                f"{where}: field 'text_field': column {spec.text_field!r} not in dataset "
-                f"{spec.source} (columns: {ds.column_names})"
-            )
-        for i, value in enumerate(ds[spec.text_field]):
-            yield _text_of({spec.text_field: value}, spec, f"dataset {spec.source} row {i}")
-
-
-def _text_of(record: Any, spec: DomainSpec, where: str) -> str:
-    if not isinstance(record, dict) or spec.text_field not in record:
-        raise RegistryError(f"domain '{spec.name}': {where}: field 'text_field': no {spec.text_field!r} key")
-    value = record[spec.text_field]
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise RegistryError(
-            f"domain '{spec.name}': {where}: field 'text_field': {spec.text_field!r} is "
-            f"{type(value).__name__}, expected a string"
-        )
-    return value
+    return read(spec)

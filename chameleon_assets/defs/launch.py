@@ -62,6 +62,7 @@ def train(context: dg.AssetExecutionContext | dg.OpExecutionContext, profile: Pr
     from chameleon_assets.core.model import resolve_device
     from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
 
+    context.add_output_metadata(device_assignment())
     if profile.training.distributed:
         result = _torchrun(context, profile, model, job)
     else:
@@ -72,6 +73,17 @@ def train(context: dg.AssetExecutionContext | dg.OpExecutionContext, profile: Pr
                                  log=context.log.info)
         context.add_output_metadata(training_metadata(result.extra, result.tokens_per_s))
     return result
+
+
+def device_assignment() -> dict[str, str]:
+    """Which device this step was given: ``chameleon run --parallel N`` hands each of its
+    processes a slot and, on a machine with GPUs, its own GPU (``CUDA_VISIBLE_DEVICES``,
+    under which the step's ``cuda:0`` is that GPU); empty outside such a process."""
+    import os
+
+    return {name: os.environ[var] for name, var in (("device_slot", "CHAMELEON_DEVICE_SLOT"),
+                                                     ("cuda_visible_devices", "CUDA_VISIBLE_DEVICES"))
+            if var in os.environ}
 
 
 def mlflow_metrics(result) -> dict[str, float]:  # noqa: ANN001 (a TrainResult)

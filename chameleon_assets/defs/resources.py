@@ -17,8 +17,8 @@ class ChameleonConfig(dg.ConfigurableResource):
     """Which profile to run and where the registry lives.
 
     Empty fields are resolved when used, not when the code location loads:
-    ``$CHAMELEON_PROFILE`` (default ``cpu``) and ``$CHAMELEON_REGISTRY`` (default
-    ``conf/domains.yaml``).
+    ``$CHAMELEON_PROFILE`` (default ``cpu``) and ``$CHAMELEON_REGISTRY`` (default: the
+    profile's ``registry``, else ``conf/domains.yaml``).
     """
 
     profile_name: str = ""
@@ -35,7 +35,12 @@ class ChameleonConfig(dg.ConfigurableResource):
         return section_version(section, self.profile(), self.mixtures() if section == "mixing" else None)
 
     def registry_file(self) -> Path:
-        return Path(self.registry_path or os.environ.get("CHAMELEON_REGISTRY") or paths.conf_dir() / "domains.yaml")
+        """The registry in force: this resource's, ``$CHAMELEON_REGISTRY``, the profile's, or ``conf/domains.yaml``."""
+        chosen = self.registry_path or os.environ.get("CHAMELEON_REGISTRY")
+        if chosen:
+            return Path(chosen)
+        profile_registry = self.profile().registry
+        return paths.resolve(profile_registry) if profile_registry else paths.conf_dir() / "domains.yaml"
 
     def registry(self) -> list[DomainSpec]:
         """The pretraining domains (``domains:``)."""

