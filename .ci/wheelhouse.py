@@ -2,7 +2,7 @@
 
 Build (on a machine that reaches PyPI; ``make wheelhouse`` runs it)::
 
-    python tools/wheelhouse.py build [--out wheelhouse] [--python 3.12] [--glibc 2.28]
+    python .ci/wheelhouse.py build [--out wheelhouse] [--python 3.12] [--glibc 2.28]
                                      [--node conf/gpu-node-packages.txt] [--profile gpu-smoke] [--no-data]
 
 1. Resolve pyproject's dependencies for the node's Python and platform (``uv pip
@@ -22,7 +22,7 @@ Build (on a machine that reaches PyPI; ``make wheelhouse`` runs it)::
    has: the resolver's versions where the list named none) and ``manifest.json``.
 
 On the node, ``make run`` sees ``wheelhouse/manifest.json`` built for its Python and
-installs from it with no index (``python tools/wheelhouse.py install .venv``): into a
+installs from it with no index (``python .ci/wheelhouse.py install .venv``): into a
 virtual environment that also sees the packages of the Python that made it, the project
 (editable) and what the wheelhouse holds, then the tokenizer files without dependencies.
 """
@@ -237,7 +237,7 @@ def build(args: argparse.Namespace) -> int:
         for wheel in sorted(staging.glob("*.whl")) + fallbacks:
             shutil.move(str(wheel), out / wheel.name)
     (out / "requirements.txt").write_text(
-        "# What this wheelhouse holds (tools/wheelhouse.py); the node provides node.txt.\n"
+        "# What this wheelhouse holds (.ci/wheelhouse.py); the node provides node.txt.\n"
         + "".join(f"{r}\n" for r in carried))
     (out / "node.txt").write_text(
         "# What the wheelhouse assumes the node has (its list, or the resolver's versions where it named none)\n"
