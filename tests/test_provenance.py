@@ -311,7 +311,7 @@ def test_a_run_killed_mid_step_is_redone_by_the_next_run(project: Path) -> None:
     killer = (
         "import os, signal\n"
         "import chameleon_assets.core.corpus as c\n"
-        "c.write_shards = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "c.build_shards = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
         "from chameleon_assets.runner import sync\n"
         "sync()\n"
     )
