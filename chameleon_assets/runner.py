@@ -170,34 +170,31 @@ def _converge(
     from chameleon_assets.defs.partitions import partition_changes, remove_unregistered_domain_artefacts
     from chameleon_assets.defs.resources import ChameleonConfig
     from chameleon_assets.defs.sources import record_observations, source_observations
-    from chameleon_assets.settings import ConfigError
 
-    instance = instance or get_instance()
     chameleon = ChameleonConfig()
-    chameleon.profile()  # every step reads it: a bad value stops here, as one ConfigError naming file and field
+    # Every step reads the profile and the mixtures: a bad value in either stops here, before
+    # anything is planned, as one ConfigError naming the file and the field.
+    chameleon.profile()
+    chameleon.mixtures()
+    instance = instance or get_instance()
     report = ConvergeReport()
-    try:
-        mixture_names: list[str] | None = chameleon.mixtures().mixtures
-    except ConfigError as exc:
-        # Domain work goes on; mixture_weights fails with this same message when it runs.
-        mixture_names = None
-        report.source_errors["conf/mixtures.yaml"] = str(exc)
-    finetune_names = None if mixture_names is None else chameleon.mixtures().finetune_mixtures
+    mixture_names: list[str] = chameleon.mixtures().mixtures
+    finetune_names = chameleon.mixtures().finetune_mixtures
     finetune_mixtures: list[str] | None = []
     finetune_domains = [s.name for s in chameleon.finetune_registry()]
     if mode == "run":
         ft = chameleon.profile().finetune
         mixtures = list(mixtures or chameleon.profile().base_model.mixtures)
-        unknown = [m for m in mixtures if mixture_names is not None and m not in mixture_names]
+        unknown = [m for m in mixtures if m not in mixture_names]
         if unknown:
             raise ValueError(f"mixtures {unknown} are not in conf/mixtures.yaml (known: {mixture_names})")
         finetune_mixtures = list(ft.mixtures) if finetune_domains else []
-        unknown = [m for m in finetune_mixtures if finetune_names is not None and m not in finetune_names]
+        unknown = [m for m in finetune_mixtures if m not in finetune_names]
         if unknown:
             raise ValueError(f"finetune.mixtures {unknown} of the profile are not in finetune_mixtures of "
                              f"conf/mixtures.yaml (known: {finetune_names})")
         if finetune_mixtures and not ft.checkpoint:
-            if mixture_names is not None and ft.base not in mixture_names:
+            if ft.base not in mixture_names:
                 raise ValueError(f"finetune.base: '{ft.base}' is not a mixture of conf/mixtures.yaml "
                                  f"({', '.join(mixture_names)}); name one, or set finetune.checkpoint to a local "
                                  "Hugging Face model folder")
@@ -208,12 +205,12 @@ def _converge(
         print(f"warning: {len(domains)} domains: Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} "
               "or more partitions, so an edited domain will not mark affinity_matrix stale (see README)", flush=True)
     seeds = chameleon.profile().seeds
-    models = len(mixture_names or []) * len(seeds)
+    models = len(mixture_names) * len(seeds)
     if models >= STALENESS_PARTITION_LIMIT:
-        print(f"warning: {len(mixture_names or [])} mixtures x {len(seeds)} seeds = {models} model partitions: Dagster's "
+        print(f"warning: {len(mixture_names)} mixtures x {len(seeds)} seeds = {models} model partitions: Dagster's "
               f"stale status ignores edges from {STALENESS_PARTITION_LIMIT} or more partitions, so a retrained model "
               "will not mark mixture_comparison stale (see README)", flush=True)
-    finetune_models = len(finetune_names or []) * len(seeds)
+    finetune_models = len(finetune_names) * len(seeds)
     if max(len(finetune_domains), finetune_models) >= STALENESS_PARTITION_LIMIT:
         print(f"warning: {len(finetune_domains)} finetuning domains, {finetune_models} finetuned-model partitions: "
               f"Dagster's stale status ignores edges from {STALENESS_PARTITION_LIMIT} or more partitions (see README)",

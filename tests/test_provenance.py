@@ -157,22 +157,26 @@ def test_a_new_lambda_reaches_the_weights_and_a_model_whose_weights_did_not_chan
     assert record.asset_materialization.metadata["reused_existing_version"].value is True
 
 
-def test_a_failed_weights_step_is_completed_once_the_configuration_is_fixed(ran) -> None:
+def test_a_failed_weights_step_is_completed_once_its_cause_is_fixed(ran, monkeypatch: pytest.MonkeyPatch) -> None:
     from chameleon_assets.defs import policy
+    from chameleon_assets.defs.mixing import weights as weights_module
     from chameleon_assets.runner import load_defs, sync
 
     project, instance = ran
-    write_registry(project, DOMAINS + ["delta"])
-    _edit(project / "conf/mixtures.yaml", "lam: 10.0", "lam: 0")
+    write_registry(project, DOMAINS + ["delta"])  # a new domain: the affinity and the weights are stale
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("planted: the weights step broke")
+
+    monkeypatch.setattr(weights_module, "_compute_weights", broken)
     report = sync(instance=instance)
     assert report.materialized == ["domain_corpus[delta]", "domain_embeddings[delta]", "affinity_matrix"]
     assert list(report.failed) == ["mixture_weights"]
-    assert "chameleon.lam: must be greater than 0 (got 0)" in report.failed["mixture_weights"]
-    assert "config_mixing" in report.source_errors
+    assert "planted: the weights step broke" in report.failed["mixture_weights"]
     # The daemon's policy asks for it again at its next evaluation: a failure is not forgotten.
     assert (dg.AssetKey("mixture_weights"), None) in policy.requested(load_defs(), instance)
 
-    _edit(project / "conf/mixtures.yaml", "lam: 0", "lam: 10.0")
+    monkeypatch.undo()
     # The daemon (its automation conditions) and the CLI ask for the same work.
     from chameleon_assets.defs.resources import ChameleonConfig
     from chameleon_assets.defs.sources import record_observations, source_observations
@@ -322,3 +326,19 @@ def test_a_run_killed_mid_step_is_redone_by_the_next_run(project: Path) -> None:
     report = sync(instance=instance)
     assert "domain_corpus[alpha]" in report.materialized and not report.failed
     assert sorted(r.status.value for r in instance.get_runs()) == ["FAILURE"] + ["SUCCESS"] * len(report.materialized)
+
+
+def test_a_bad_mixtures_value_stops_the_cli_before_anything_is_planned(project: Path) -> None:
+    """Like a bad profile value: one ConfigError naming file and field, no run, no partition."""
+    from chameleon_assets.runner import get_instance, sync
+    from chameleon_assets.settings import ConfigError
+
+    (project / "conf/profiles/tiny.yaml").write_text(PROFILE)
+    write_domain(project / "raw", "alpha")
+    write_registry(project, ["alpha"])
+    _edit(project / "conf/mixtures.yaml", "lam: 10.0", "lam: 0")
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError, match=r"mixtures.yaml: chameleon.lam: must be greater than 0 \(got 0\)$"):
+            sync(dry_run=dry_run)
+    instance = get_instance()
+    assert instance.get_runs() == [] and instance.get_dynamic_partitions("domain") == []
