@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "chameleon_assets"
-# Issue 29 part 4: the staleness policy still reads Dagster's stale-status resolver and
-# automation evaluator from dagster._core; it moves to public record queries next.
-PENDING = {"chameleon_assets/defs/policy.py"}
 
 
 def private_imports(source: str) -> list[str]:
@@ -50,10 +47,5 @@ def test_the_scan_sees_every_form_of_private_import():
                                     "dagster._core.x", "dagster._utils"]
 
 
-def test_no_module_outside_the_pending_policy_imports_dagster_internals():
-    assert {f: m for f, m in offenders().items() if f not in PENDING} == {}
-
-
-@pytest.mark.xfail(strict=True, reason="issue 29 part 4: defs/policy.py still on dagster._core (PENDING)")
-def test_no_module_imports_dagster_internals():
+def test_no_module_of_the_package_imports_dagster_internals():
     assert offenders() == {}
