@@ -9,6 +9,10 @@ STAMP       := $(VENV)/.installed
 # nvidia-smi gets the CUDA build that pyproject's range selects. Override with TORCH_SPEC=...
 TORCH_SPEC  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo "torch==2.13.0")
 PROFILE     ?= cpu
+# pyproject asks for dagster>=1.13,<1.14; `make venv` installs the version the suite is run on,
+# and `make test-dagster-range` runs the policy tests at both ends of the range.
+DAGSTER_VERSION ?= 1.13.27
+DAGSTER_RANGE   ?= 1.13.0 1.13.28
 # `make run MIXTURES="uniform doremi"` trains these mixtures' base models instead of the profile's list.
 MIXTURES    ?=
 # `make run PARALLEL=4` materialises up to 4 partitions of an asset at once (docs/pages/scaling.md).
@@ -26,7 +30,7 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 # (`import dagster` 2.7 s against 1.0 s). Let the venv keep the .pyc files it compiles.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: venv run run-methods test test-fast corpus sync ui docs bench bench-methods bench-gpu wheelhouse clean
+.PHONY: test-dagster-range venv run run-methods test test-fast corpus sync ui docs bench bench-methods bench-gpu wheelhouse clean
 
 # Offline: where wheelhouse/ holds a wheelhouse built for this machine's Python (`make
 # wheelhouse` on a machine that reaches PyPI writes one; .ci/wheelhouse.py), the venv is
@@ -57,7 +61,7 @@ else
 $(STAMP): pyproject.toml requirements-corpus.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv
-	$(UV_INSTALL) $(if $(TORCH_SPEC),"$(TORCH_SPEC)") -e ".[dev]"
+	$(UV_INSTALL) $(if $(TORCH_SPEC),"$(TORCH_SPEC)") -e ".[dev]" "dagster==$(DAGSTER_VERSION)"
 	$(UV_INSTALL) --no-deps -r requirements-corpus.txt
 	touch $(STAMP)
 endif
@@ -105,6 +109,22 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
+
+# The staleness policy, provenance and partition tests at each end of the dagster range, each
+# in a throwaway venv under /tmp (only dagster differs from .venv's packages).
+RANGE_TESTS ?= tests/test_public_api.py tests/test_provenance.py tests/test_sync.py
+test-dagster-range: $(STAMP)
+	set -e; for v in $(DAGSTER_RANGE); do \
+	  d=$$(mktemp -d /tmp/chameleon-dagster-$$v.XXXX); \
+	  $(VENV)/bin/uv venv -q --python $(PY) $$d; \
+	  $(VENV)/bin/uv pip freeze --python $(PY) --exclude-editable | grep -v '^dagster' > $$d/base.txt; \
+	  $(VENV)/bin/uv pip install -q --python $$d/bin/python --index-strategy unsafe-best-match \
+	    $$(.ci/uv-flags $(PY)) -r $$d/base.txt --no-deps; \
+	  $(VENV)/bin/uv pip install -q --python $$d/bin/python --index-strategy unsafe-best-match \
+	    $$(.ci/uv-flags $(PY)) -e ".[dev]" "dagster==$$v" "dagster-webserver==$$v"; \
+	  echo "dagster $$v"; $$d/bin/python -m pytest -q -n 1 -p no:cacheprovider $(RANGE_TESTS); \
+	  rm -rf $$d; \
+	done
 
 ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)

@@ -45,7 +45,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # its partitions "in progress", forever).
 PID_TAG, HOST_TAG = "chameleon/pid", "chameleon/host"
 MAX_WAVES = 200
-# dagster._core.definitions.data_version.SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD
+# Dagster stops tracking partition-level data version dependencies beyond this many partitions.
 STALENESS_PARTITION_LIMIT = 100
 
 

@@ -3,7 +3,9 @@
 *Out of date* is Dagster's stale status: an asset partition is STALE when its code
 version changed or when an input's data version differs from the one recorded when it
 was materialised (data versions carry the configuration sections and the domains'
-bytes, see ``defs.sources``). MISSING when never materialised. One more state, which
+bytes, see ``defs.sources``). ``Staleness`` computes it from the provenance Dagster
+records on each materialisation, through the instance's public record queries, the
+same rules as the UI's stale marks. MISSING when never materialised. One more state, which
 Dagster cannot see: DAMAGED, when the files behind the recorded version were deleted,
 truncated or never completed (``DamagedCondition``); it is rebuilt like a missing one,
 under the same version, so nothing downstream goes stale.
@@ -44,11 +46,148 @@ from typing import Iterable, Sequence
 
 import dagster as dg
 
+from chameleon_assets.runner import STALENESS_PARTITION_LIMIT
+
 AC = dg.AutomationCondition
 
 
+class Staleness:
+    """Dagster's stale status, read from the instance's public record queries.
+
+    An asset partition is STALE when its latest materialisation carries a code version
+    (``dagster/code_version``) other than its definition's, records an input that is no
+    longer a dependency, lacks one that is, or recorded an input whose data version has
+    changed since: for an unpartitioned input, the recorded ``dagster/input_data_version/<input>``
+    differs from the input's current data version; for an input partition, a record newer
+    than the recorded ``dagster/input_event_pointer/<input>`` carries another data version
+    than the one the pointer names. Inputs with ``STALENESS_PARTITION_LIMIT`` partitions or
+    more for one partition are not compared (Dagster's own limit). One instance serves one
+    evaluation: it caches every record it reads.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, graph) -> None:  # noqa: ANN001 - Definitions' asset graph
+        self.instance, self.graph = instance, graph
+        self._latest: dict[tuple[dg.AssetKey, str | None], object] = {}
+        self._damage: dict[tuple[dg.AssetKey, str | None], str | None] = {}
+
+    def _fetch(self, key: dg.AssetKey, partition: str | None, limit: int = 1, **bounds: int):  # noqa: ANN202
+        records_filter = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None,
+                                               **bounds)
+        fetch = self.instance.fetch_observations if self.graph.get(key).is_external \
+            else self.instance.fetch_materializations
+        return fetch(records_filter, limit=limit).records
+
+    def latest(self, key: dg.AssetKey, partition: str | None = None):  # noqa: ANN201 - dg.EventLogRecord | None
+        """The latest materialisation (observation for a source) of ``key[partition]``, or None."""
+        if (key, partition) not in self._latest:
+            records = self._fetch(key, partition)
+            self._latest[(key, partition)] = records[0] if records else None
+        return self._latest[(key, partition)]
+
+    @staticmethod
+    def _tags(record) -> dict[str, str]:  # noqa: ANN001
+        return dict(record.event_log_entry.tags or {}) if record is not None else {}
+
+    def data_version(self, key: dg.AssetKey, partition: str | None = None) -> str:
+        """The current data version, with Dagster's defaults: NULL never materialised, INITIAL untagged."""
+        record = self.latest(key, partition)
+        if record is None:
+            return "INITIAL" if self.graph.get(key).is_external else "NULL"
+        return self._tags(record).get("dagster/data_version", "INITIAL")
+
+    def is_stale(self, key: dg.AssetKey, partition: str | None = None) -> bool:
+        """Whether ``key[partition]`` is materialised and STALE in Dagster's sense."""
+        node = self.graph.get(key)
+        if node.is_external or (node.partitions_def is not None and not partition):
+            return False
+        tags = self._tags(self.latest(key, partition))
+        if not tags:
+            return False  # missing, not stale
+        code = tags.get("dagster/code_version")
+        if code is None:  # no provenance: an input materialised after it makes it stale
+            return self._any_input_newer(key, partition, self.latest(key, partition).timestamp)
+        if node.code_version and node.code_version != code:
+            return True
+        versions = {k.split("/", 2)[2]: v for k, v in tags.items() if k.startswith("dagster/input_data_version/")}
+        pointers = {k.split("/", 2)[2]: v for k, v in tags.items() if k.startswith("dagster/input_event_pointer/")}
+        parents = {p.to_user_string() for p in node.parent_keys}
+        if set(versions) - parents:
+            return True
+        for dep, dep_partition in self._inputs(key, partition):
+            name = dep.to_user_string()
+            if name not in versions or name not in pointers:
+                return True
+            if dep_partition is None:
+                if versions[name] != self.data_version(dep) and not (
+                        versions[name] == "INITIAL" and self.data_version(dep) == "NULL"):
+                    return True
+            elif self._updated_since(dep, dep_partition, None if pointers[name] == "NULL" else int(pointers[name])):
+                return True
+        return False
+
+    def _inputs(self, key: dg.AssetKey, partition: str | None) -> list[tuple[dg.AssetKey, str | None]]:
+        """The input partitions ``key[partition]`` reads, inputs with too many of them left out."""
+        out = []
+        for dep in sorted(self.graph.get(key).parent_keys):
+            if self.graph.get(dep).partitions_def is None:
+                out.append((dep, None))
+                continue
+            if dep == key:
+                continue
+            keys = list(self.graph.get_parent_partition_keys_for_child(
+                partition, dep, key).partitions_subset.get_partition_keys())
+            if len(keys) < STALENESS_PARTITION_LIMIT:
+                out += [(dep, p) for p in keys]
+        return out
+
+    def _updated_since(self, dep: dg.AssetKey, partition: str, pointer: int | None) -> bool:
+        """Whether ``dep[partition]`` has a record after ``pointer`` with another data version than
+        the record ``pointer`` names (no pointer: nothing to compare, as in Dagster)."""
+        if pointer is None:
+            return False
+        newer = self._fetch(dep, partition, after_storage_id=pointer)
+        if not newer:
+            return False
+        before = self._fetch(dep, partition, before_storage_id=pointer + 1)
+        previous = self._tags(before[0]).get("dagster/data_version") if before else None
+        return previous != self._tags(newer[0]).get("dagster/data_version")
+
+    def _any_input_newer(self, key: dg.AssetKey, partition: str | None, timestamp: float) -> bool:
+        for dep, dep_partition in self._inputs(key, partition):
+            if self.graph.get(dep).is_external:
+                continue
+            record = self.latest(dep, dep_partition)
+            if record is None or record.timestamp > timestamp:
+                return True
+        return False
+
+    def damage(self, key: dg.AssetKey, partition: str | None = None) -> str | None:
+        """``io.damage`` of the files behind ``key[partition]``'s latest materialisation."""
+        from chameleon_assets.defs.io import DATA_VERSION_TAG, damage
+
+        if (key, partition) not in self._damage:
+            record = self.latest(key, partition)
+            version = self._tags(record).get(DATA_VERSION_TAG) if record is not None else None
+            self._damage[(key, partition)] = damage(key, partition, version)
+        return self._damage[(key, partition)]
+
+
+# One Staleness per evaluation: an evaluation is told apart by its instance and start time.
+_current: dict[tuple[int, object], Staleness] = {}
+
+
+def staleness_of(context: dg.AutomationContext) -> Staleness:
+    """The evaluation's ``Staleness`` (records read once per evaluation, shared by every condition)."""
+    instance = context.asset_graph_view.instance
+    token = (id(instance), context.evaluation_time)
+    if token not in _current:
+        _current.clear()
+        _current[token] = Staleness(instance, context.asset_graph)
+    return _current[token]
+
+
 class StaleCondition(AC):
-    """True for the candidate partitions whose Dagster stale status is STALE."""
+    """True for the candidate partitions whose stale status (``Staleness``) is STALE."""
 
     @property
     def name(self) -> str:
@@ -58,30 +197,16 @@ class StaleCondition(AC):
     def description(self) -> str:
         return "Dagster's stale status: new code version or an input with a new data version"
 
-    def evaluate(self, context):  # noqa: ANN001 (AutomationContext is internal)
-        resolver = _resolver(context.asset_graph_view, context.asset_graph)
-        return _candidates_where(context, lambda ap: resolver.get_status(ap.asset_key, ap.partition_key).value
-                                 == "STALE")
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        staleness = staleness_of(context)
+        return _candidates_where(context, lambda ap: staleness.is_stale(ap.asset_key, ap.partition_key))
 
 
-def _candidates_where(context, holds) -> dg.AutomationResult:  # noqa: ANN001
+def _candidates_where(context: dg.AutomationContext, holds) -> dg.AutomationResult:  # noqa: ANN001
     """The result holding the candidate partitions for which ``holds(asset_partition)`` is true."""
     view = context.asset_graph_view
     chosen = {ap for ap in context.candidate_subset.expensively_compute_asset_partitions() if holds(ap)}
     return dg.AutomationResult(context, view.get_asset_subset_from_asset_partitions(context.key, chosen))
-
-
-def _resolver(view, asset_graph):  # noqa: ANN001, ANN202
-    """One stale-status resolver per evaluation, kept on the evaluation's view and sharing its
-    instance queryer (whose asset records the evaluator has prefetched)."""
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-
-    resolver = getattr(view, "_chameleon_stale_resolver", None)
-    if resolver is None:
-        queryer = view.get_inner_queryer_for_back_compat()
-        resolver = CachingStaleStatusResolver(view.instance, asset_graph, view, instance_queryer=queryer)
-        view._chameleon_stale_resolver = resolver
-    return resolver
 
 
 class DamagedCondition(AC):
@@ -95,25 +220,11 @@ class DamagedCondition(AC):
     def description(self) -> str:
         return "the files of the latest materialisation are missing, truncated or incomplete"
 
-    def evaluate(self, context):  # noqa: ANN001 (AutomationContext is internal)
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         if context.key not in context.asset_graph.materializable_asset_keys:  # sources have no files of ours
             return _candidates_where(context, lambda ap: False)
-        return _candidates_where(context, lambda ap: damage_of(context.asset_graph_view, ap) is not None)
-
-
-def damage_of(view, ap) -> str | None:  # noqa: ANN001
-    """``io.damage`` of an asset partition's latest materialisation, once per evaluation."""
-    from chameleon_assets.defs.io import DATA_VERSION_TAG, damage
-
-    cache = getattr(view, "_chameleon_damage", None)
-    if cache is None:
-        cache = view._chameleon_damage = {}
-    if ap not in cache:
-        record = view.get_inner_queryer_for_back_compat().get_latest_materialization_or_observation_record(ap)
-        materialization = record.asset_materialization if record is not None else None
-        version = materialization.tags.get(DATA_VERSION_TAG) if materialization is not None else None
-        cache[ap] = damage(ap.asset_key, ap.partition_key, version)
-    return cache[ap]
+        staleness = staleness_of(context)
+        return _candidates_where(context, lambda ap: staleness.damage(ap.asset_key, ap.partition_key) is not None)
 
 
 MISSING_OR_STALE = (AC.missing() | StaleCondition() | DamagedCondition()).with_label("missing, stale or damaged")
@@ -169,8 +280,6 @@ class StartModelReady(AC):
         return "the base model it starts from (finetune.base) is materialised, current and intact"
 
     def evaluate(self, context):  # noqa: ANN001 (AutomationContext is internal)
-        from dagster._core.definitions.events import AssetKeyPartitionKey
-
         from chameleon_assets.defs.partitions import split_model_key
         from chameleon_assets.settings import ConfigError, load_profile
 
@@ -180,18 +289,15 @@ class StartModelReady(AC):
             return _candidates_where(context, lambda ap: False)  # the step would fail with the same message
         if ft.checkpoint:
             return _candidates_where(context, lambda ap: True)
-        view, graph = context.asset_graph_view, context.asset_graph
-        resolver = _resolver(view, graph)
+        staleness = staleness_of(context)
         base_key = dg.AssetKey("base_model")
-        queryer = view.get_inner_queryer_for_back_compat()
 
         def ready(ap) -> bool:  # noqa: ANN001
             _, seed = split_model_key(ap.partition_key)
-            base = AssetKeyPartitionKey(base_key, dg.MultiPartitionKey({"mixture": ft.base, "seed": str(seed)}))
-            if queryer.get_latest_materialization_or_observation_record(base) is None:
+            base = dg.MultiPartitionKey({"mixture": ft.base, "seed": str(seed)})
+            if staleness.latest(base_key, base) is None:
                 return False
-            return (resolver.get_status(base_key, base.partition_key).value != "STALE"
-                    and damage_of(view, base) is None)
+            return not staleness.is_stale(base_key, base) and staleness.damage(base_key, base) is None
 
         return _candidates_where(context, ready)
 
@@ -260,34 +366,16 @@ def requested(
 
     ``mixtures`` limits base_model to the partitions of those mixtures, every seed (the
     rest stay as they are), and the computed methods' assets to those of these mixtures;
-    ``finetune_mixtures`` does the same for finetuned_model. This
-    is ``dg.evaluate_automation_conditions`` without its cursor round-trip, which a
-    one-off evaluation does not need and which costs more than the evaluation itself.
+    ``finetune_mixtures`` does the same for finetuned_model. This is one tick of the
+    automation sensor: ``dg.evaluate_automation_conditions`` from an empty cursor.
     """
-    import logging
-
     from chameleon_assets.defs.partitions import split_model_key
-    from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
-    from dagster._core.definitions.declarative_automation.automation_condition_evaluator import (
-        AutomationConditionEvaluator,
-    )
 
     graph = defs.resolve_asset_graph()
-    evaluator = AutomationConditionEvaluator(
-        asset_graph=graph,
-        instance=instance,
-        entity_keys={k for k in graph.materializable_asset_keys if graph.get(k).automation_condition is not None},
-        evaluation_time=None,
-        emit_backfills=False,
-        logger=logging.getLogger("chameleon.policy"),
-        cursor=AssetDaemonCursor.empty(),
-        evaluation_id=0,
-    )
-    _, subsets = evaluator.evaluate()
-    wanted: dict[dg.AssetKey, set] = {}
-    for subset in subsets:
-        for ap in subset.expensively_compute_asset_partitions():
-            wanted.setdefault(ap.asset_key, set()).add(ap.partition_key)
+    conditioned = [k for k in graph.materializable_asset_keys if graph.get(k).automation_condition is not None]
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                               asset_selection=dg.AssetSelection.assets(*conditioned))
+    wanted = {key: set(result.get_requested_partitions(key)) for key in conditioned}
     out = []
     serves = method_assets()
     for key in graph.toposorted_asset_keys:
@@ -304,18 +392,16 @@ def requested(
 
 def stale_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> set[tuple[str, str | None]]:
     """Every (asset, partition) that Dagster's stale status marks STALE: what the UI shows."""
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-    from dagster._core.loader import LoadingContextForTest
-
     graph = defs.resolve_asset_graph()
-    resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+    staleness = Staleness(instance, graph)
     out = set()
-    for key in graph.materializable_asset_keys:
-        pdef = graph.get(key).partitions_def
-        keys = pdef.get_partition_keys(dynamic_partitions_store=instance) if pdef else [None]
-        for p in keys:
-            if resolver.get_status(key, p).value == "STALE":
-                out.add((key.to_user_string(), p))
+    with dg.partition_loading_context(dynamic_partitions_store=instance):  # the domains are dynamic partitions
+        for key in graph.materializable_asset_keys:
+            pdef = graph.get(key).partitions_def
+            keys = pdef.get_partition_keys(dynamic_partitions_store=instance) if pdef else [None]
+            for p in keys:
+                if staleness.is_stale(key, p):
+                    out.add((key.to_user_string(), p))
     return out
 
 

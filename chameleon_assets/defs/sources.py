@@ -209,8 +209,6 @@ def _recorded_versions(
 ) -> dict[tuple[str, str | None], str]:
     """The latest observed data version of each source (one query per partitioned source for
     all its partitions; ``partitions``: ``{source: its partition keys}``)."""
-    from dagster._core.events import DagsterEventType
-
     out: dict[tuple[str, str | None], str] = {}
     for key in keys:
         if key not in partitions:
@@ -219,7 +217,7 @@ def _recorded_versions(
                 out[(key, None)] = version
         elif partitions[key]:
             tags = instance.event_log_storage.get_latest_tags_by_partition(
-                dg.AssetKey(key), DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG], partitions[key]
+                dg.AssetKey(key), dg.DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG], partitions[key]
             )
             out.update({(key, p): t[DATA_VERSION_TAG] for p, t in tags.items() if DATA_VERSION_TAG in t})
     return out
