@@ -99,3 +99,49 @@ def test_frozen_ratios_stay_exactly() -> None:
     grid = grid[np.abs(grid[:, 0] - 0.25) < 1e-9]
     best = grid[np.argmin(_objective(grid, prior, 0.05))]
     assert r == pytest.approx(best, abs=0.002)
+
+
+# --- Mixture reuse -----------------------------------------------------------------------------
+
+NAMES4 = ["a", "b", "c", "new"]
+FULL = LogLinearLaw(c=np.array([2.0, 2.5, 3.0, 1.5]), k=np.array([0.5, 0.4, 0.6, 0.8]),
+                    t=np.array([[-1.5, 0.5, 0.5, 0.5], [0.5, -1.5, 0.5, 0.5], [0.5, 0.5, -1.5, 0.5],
+                                [0.8, 0.8, 0.8, -2.4]]))
+
+
+def test_reuse_after_adding_a_domain_runs_only_the_new_swarm_and_keeps_the_frozen_ratios() -> None:
+    from chameleon_assets.core.methods.olmix import reuse
+
+    previous = {"a": 0.5, "b": 0.3, "c": 0.2}
+    calls: list[np.ndarray] = []
+
+    def run(w: np.ndarray) -> np.ndarray:
+        calls.append(w)
+        return FULL.predict(w)
+
+    tokens = np.array([4000.0, 3000.0, 2000.0, 1000.0])
+    out = reuse(previous, NAMES4, ["new"], tokens, run, runs=8, lam=0.0, budget_tokens=1000.0, max_repetition=4.0)
+    assert out.runs == 8 and len(calls) == 8  # only the reduced swarm: 8 runs over (unaffected, new)
+    for w in calls:  # every run keeps the frozen ratios among a, b, c
+        assert w[:3] / w[:3].sum() == pytest.approx([0.5, 0.3, 0.2], abs=1e-12)
+    w = out.weights
+    assert w.sum() == pytest.approx(1.0) and w[:3] / w[:3].sum() == pytest.approx([0.5, 0.3, 0.2], abs=1e-12)
+    assert out.frozen == pytest.approx(previous)
+    # The new domain's share is the planted law's best along the frozen direction.
+    s = np.linspace(0, 1, 2001)
+    line = np.stack([np.concatenate([si * np.array([0.5, 0.3, 0.2]), [1 - si]]) for si in s])
+    best = line[np.argmin(FULL.predict(line).mean(axis=1))]
+    assert w[3] == pytest.approx(best[3], abs=0.01)
+
+
+def test_reuse_after_removing_a_domain_trains_nothing() -> None:
+    from chameleon_assets.core.methods.olmix import reuse
+
+    def run(w: np.ndarray) -> np.ndarray:
+        raise AssertionError("removing a domain must train no run")
+
+    out = reuse({"a": 0.5, "b": 0.3, "c": 0.2}, ["a", "b"], [], np.array([1.0, 1.0]), run, runs=8, lam=0.0,
+                budget_tokens=1.0, max_repetition=4.0)
+    assert out.runs == 0 and out.weights == pytest.approx([0.625, 0.375], abs=1e-15)
+    with pytest.raises(ValueError, match="domain zzz"):
+        reuse({"a": 1.0}, ["a", "zzz"], [], np.array([1.0, 1.0]), run, 8, 0.0, 1.0, 4.0)

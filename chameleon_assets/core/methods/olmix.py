@@ -22,16 +22,21 @@ multiplied by exp(-a); ``fit_law`` fixes sum_j t_ij = 0, which makes the paramet
 identifiable. Fit quality is reported out of sample: each domain's law is refitted
 without a fold of runs and scored on it (``held_out_quality``).
 
-This module holds the law, its held-out check and the proposer (functions callable from
-a notebook, no method registered): an ``olmix`` mixture over the ``regmix_run``
-partitions, and ``olmix_reuse`` (``propose`` with ``fixed``: the unaffected domains'
-ratios frozen), are to be registered on them.
+Mixture reuse (``reuse``): after domains are added, edited or removed, the previous
+proposal's ratios among the unaffected domains are frozen, those domains act as one
+virtual domain, and a swarm over the |affected| + 1 remaining coordinates (far smaller
+than a full one) is fitted and optimised; removing a domain trains nothing.
+
+This module holds the law, its held-out check, the proposer and reuse (functions callable
+from a notebook; no method is registered yet): the ``olmix`` mixture over the
+``regmix_run`` partitions and the ``olmix_reuse`` mixture are to be registered on them.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -211,3 +216,75 @@ def propose(law: LogLinearLaw, prior: np.ndarray, lam: float, caps: np.ndarray |
             best, best_value = x, value
     best = np.where(best <= 1e-12, 0.0, best)
     return best / best.sum()
+
+
+@dataclass
+class Reuse:
+    """Mixture reuse after domains change: the new mixture, the runs it took and what it kept."""
+
+    weights: np.ndarray  # (k,) over the new domains
+    runs: int  # swarm runs trained (0 when only domains were removed)
+    frozen: dict[str, float]  # the previous proposal's ratios among the unaffected domains (summing to 1)
+    reduced: list[str]  # the reduced space's coordinates: "<unaffected>" then the affected domains
+
+
+def frozen_ratios(previous: dict[str, float], unaffected: list[str]) -> np.ndarray:
+    """f_j = w_j / sum_{l in U} w_l for j in U: the previous proposal renormalised over the
+    unaffected domains U (a ValueError naming one that the previous proposal lacks)."""
+    missing = [d for d in unaffected if d not in previous]
+    if missing:
+        raise ValueError(f"olmix_reuse: domain {missing[0]} is unaffected but has no weight in the previous proposal")
+    w = np.array([float(previous[d]) for d in unaffected])
+    if not w.sum() > 0:
+        raise ValueError("olmix_reuse: the previous proposal gives the unaffected domains no weight")
+    return w / w.sum()
+
+
+def expand(reduced: np.ndarray, frozen: np.ndarray, unaffected: list[str], affected: list[str],
+           names: list[str]) -> np.ndarray:
+    """The full mixture of a reduced one (s, a_1 .. a_A): w_j = s f_j on the unaffected
+    domains (frozen ratios f), w_a = a_a on the affected ones, in the order of ``names``."""
+    out = dict(zip(unaffected, reduced[0] * frozen))
+    out.update(zip(affected, reduced[1:]))
+    return np.array([out[d] for d in names])
+
+
+def reuse(previous: dict[str, float], names: list[str], affected: list[str], train_tokens: np.ndarray,
+          run: Callable[[np.ndarray], np.ndarray], runs: int, lam: float, budget_tokens: float,
+          max_repetition: float, seed: int = 0, delta: float = 0.01) -> Reuse:
+    """Olmix's mixture reuse. The domains ``names`` (now) are split into the affected A
+    (added or edited) and the unaffected U (kept, unchanged). U's ratios are frozen at the
+    previous proposal's (``frozen_ratios``) and U becomes one virtual domain, so the
+    problem has |A| + 1 coordinates (s, a): ``runs`` swarm runs on Dirichlet(1) draws over
+    them (expanded by ``expand`` and scored by ``run``, a full mixture -> its per-domain
+    losses), the log-linear law fitted on the reduced coordinates, and ``propose`` over
+    them with the prior q = (sum_U n, n_A) / sum n and the repetition caps (U's the sum of
+    its domains'). With no affected domain (only removals) the previous ratios over the
+    remaining domains are the answer and no run is trained."""
+    names = list(names)
+    unknown = [d for d in affected if d not in names]
+    if unknown:
+        raise ValueError(f"olmix_reuse: affected domain {unknown[0]} is not among the domains {', '.join(names)}")
+    unaffected = [d for d in names if d not in affected]
+    if not unaffected:
+        raise ValueError("olmix_reuse: every domain is affected; recompute the full olmix mixture instead")
+    frozen = frozen_ratios(previous, unaffected)
+    reduced_names = ["<unaffected>", *affected]
+    if not affected:
+        return Reuse(expand(np.array([1.0]), frozen, unaffected, [], names), 0,
+                     dict(zip(unaffected, frozen.tolist())), reduced_names)
+    n = np.asarray(train_tokens, dtype=np.float64)
+    index = {d: i for i, d in enumerate(names)}
+    n_reduced = np.array([sum(n[index[d]] for d in unaffected), *(n[index[d]] for d in affected)])
+    caps_full = repetition_caps(n, budget_tokens, max_repetition)
+    caps = np.array([min(1.0, sum(caps_full[index[d]] for d in unaffected)), *(caps_full[index[d]] for d in affected)])
+    if runs < len(reduced_names) + 2:
+        raise ValueError(f"olmix_reuse: runs = {runs}, but a law over {len(reduced_names)} coordinates needs "
+                         f"runs >= {len(reduced_names) + 2}")
+    rng = np.random.default_rng([seed, 2])
+    R = rng.dirichlet(np.ones(len(reduced_names)), size=runs)
+    Y = np.stack([np.asarray(run(expand(r, frozen, unaffected, affected, names)), dtype=np.float64) for r in R])
+    law = fit_law(R, Y, delta, seed)
+    reduced = propose(law, n_reduced / n_reduced.sum(), lam, caps)
+    return Reuse(expand(reduced, frozen, unaffected, affected, names), runs, dict(zip(unaffected, frozen.tolist())),
+                 reduced_names)
