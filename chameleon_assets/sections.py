@@ -176,7 +176,10 @@ def _method_sections() -> dict[str, Section]:
 
             def fit(profile: Profile, mixtures: MixturesConfig | None, params=params, method=method) -> dict:  # noqa: ANN001
                 data = params(profile)
-                return {"params": {k: data[k] for k in method.fit_fields}}
+                fitted = {k: data[k] for k in method.fit_fields}
+                # A method may hash what its fit settings mean rather than how they are written.
+                hashed = getattr(method, "fit_section", None)
+                return {"params": hashed(fitted) if hashed else fitted}
 
             out[f"{name}_run"] = Section(f"{name}_run", f"what one {name} swarm run reads: `methods.{name}` without "
                                          f"the fit's settings, with the tokenizer and seed.",

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 # cpu "base_model" and "finetune" (train.precision: bfloat16, a faster step on the CPU; then
 # bfloat16_if_native, since on a CPU without bf16 in hardware it was ~20x slower); gpu "proxy",
 # "base_model", "doremi" and "doge" (model.vocab_multiple: 64, the output layer on whole
-# tensor-core tiles; never trained before).
+# tensor-core tiles; never trained before); gpu "regmix" (its 64-run swarm is fitted by
+# LightGBM, RegMix's own regression, no longer by the linear law; the runs stay).
 # Added since: the computed methods' sections (doremi, doge, regmix_run, regmix); listing
 # doremi, doge and regmix in conf/mixtures.yaml left "mixing" unchanged (mixture_weights
 # does not compute them).
@@ -59,7 +60,7 @@ PINNED_SECTION_VERSIONS = {
         "doremi": "eaa3db228793d256ccf9e2fd",
         "doge": "6bbf317b516bfd35e2d9309a",
         "regmix_run": "4cba114ef3422cda0f446932",
-        "regmix": "f236e9f837e574dd8d9d1855",
+        "regmix": "3c679b039c20b9e2b8584954",
     },
 }
 

@@ -12,9 +12,10 @@ import pytest
 from chameleon_assets.core import methods
 from chameleon_assets.core.cost import Cost
 from chameleon_assets.core.methods import DomainSet, ProxyRecipe
-from chameleon_assets.core.methods.regmix import (LinearMixtureLaw, RegMix, SwarmRun, candidate_mixtures,
-                                                  fit_and_propose, fit_regression, held_out_rank_correlation,
-                                                  propose, swarm_mixture, target_of, train_run)
+from chameleon_assets.core.methods.regmix import (GradientBoostedMixtureLaw, LinearMixtureLaw, RegMix, SwarmRun,
+                                                  candidate_mixtures, fit_and_propose, fit_lightgbm, fit_regression,
+                                                  held_out_rank_correlation, propose, swarm_mixture, target_of,
+                                                  train_run, uses_lightgbm)
 from chameleon_assets.core.model import build_model, count_parameters
 from chameleon_assets.settings import ModelConfig, TrainConfig
 
@@ -182,6 +183,58 @@ def test_fit_and_propose_fits_the_chosen_target_and_adds_up_the_swarms_cost() ->
                  for r in range(8)]
     result = fit_and_propose(runs_on_d, PRIOR, Params(), seed=0)
     assert result.weights == pytest.approx([0.0, 0.0, 0.0, 1.0]) and "domain d alone" in result.notes[-1]
+
+
+# A planted non-linear law: the target is lowest at an interior mixture M, a bowl no plane fits.
+BOWL_MINIMUM = np.array([0.1, 0.2, 0.3, 0.4])
+
+
+def _bowl(W: np.ndarray) -> np.ndarray:
+    return 2.0 + 10.0 * ((W - BOWL_MINIMUM) ** 2).sum(axis=-1)
+
+
+def test_lightgbm_beats_the_linear_law_on_a_planted_non_linear_law() -> None:
+    W = np.random.default_rng(3).dirichlet(np.ones(4), size=96)
+    y = _bowl(W)
+    law = fit_lightgbm(W, y)
+    assert isinstance(law, GradientBoostedMixtureLaw) and law.trees == 1000
+    linear_rho = held_out_rank_correlation(W, y, 8)
+    trees_rho = held_out_rank_correlation(W, y, 8, fit=fit_lightgbm)
+    assert trees_rho > 0.85 and trees_rho > linear_rho + 0.15
+    # Held out, the trees' predictions also err less than the plane's.
+    test = np.random.default_rng(4).dirichlet(np.ones(4), size=200)
+    err = {name: np.abs(f(W, y).predict(test) - _bowl(test)).mean() for name, f in
+           (("trees", fit_lightgbm), ("linear", fit_regression))}
+    assert err["trees"] < 0.6 * err["linear"]
+    # Deterministic: the same runs and seed fit the same trees.
+    assert np.array_equal(fit_lightgbm(W, y).predict(test), law.predict(test))
+
+
+def test_auto_regression_switches_to_lightgbm_at_the_documented_threshold() -> None:
+    assert Params().lightgbm_min_runs == 64 and Params().regression == "auto"
+    assert not uses_lightgbm(Params(), 63) and uses_lightgbm(Params(), 64)
+    assert uses_lightgbm(Params(regression="lightgbm"), 8) and not uses_lightgbm(Params(regression="linear"), 512)
+    names = ["a", "b", "c", "d"]
+    X = np.random.default_rng(5).dirichlet(np.ones(4), size=64)
+    runs = [SwarmRun(r, X[r].tolist(), dict.fromkeys(names, float(_bowl(X[r]))), 0.0, Cost.of("swarm", 100.0, 1.0, 10))
+            for r in range(64)]
+    params = Params(candidates=2_000, top_k=20)
+    trees = fit_and_propose(runs, PRIOR, params, seed=0)
+    assert trees.details["regression"] == "lightgbm"
+    rhos = trees.details["rank_correlations"]
+    assert set(rhos) == {"linear", "lightgbm"} and rhos["lightgbm"] > rhos["linear"]
+    assert trees.details["rank_correlation"] == rhos["lightgbm"]
+    # The trees find the bowl's interior minimum, which a plane cannot: it proposes a corner.
+    linear = fit_and_propose(runs[:63], PRIOR, params, seed=0)
+    assert linear.details["regression"] == "linear" and linear.details["rank_correlations"]["lightgbm"] is None
+    assert _bowl(trees.weights) < _bowl(linear.weights)
+    # The cost counts 64 runs and each candidate's passage through the trees.
+    per_prediction = 1000 * 5  # ceil(log2 31) levels per tree
+    assert trees.cost.flops == pytest.approx(64 * 100 + 2_000 * per_prediction)
+    with pytest.raises(ValueError, match="runs >= 8"):
+        fit_and_propose(runs[:6], PRIOR, Params(candidates=1_000, top_k=5, regression="lightgbm"), seed=0)
+    with pytest.raises(ValueError, match="regression"):
+        Params(regression="forest")
 
 
 def test_params_refuse_inconsistent_ranges() -> None:

@@ -25,12 +25,18 @@ and sample it; and the cap is checked after the small weights are zeroed (theirs
 before), so it holds for the mixture actually trained. The authors also round weights
 to multiples of their minimum, only to write them into config files; not done here.
 
-Regression: the authors fit LightGBM; this module fits the variant the paper reports
-beside it, linear regression of the target on the weights (``fit_regression``). A linear
-law is minimised at a corner of the simplex (all weight on the domain with the lowest
-coefficient), so the proposal moves towards that domain as far as the candidates (their
-Dirichlet and the ``max_usage`` cap) reach; averaging the best ``top_k`` only smooths
-where the predicted target is flat among them.
+Regression (``regression``): the authors fit LightGBM, gradient-boosted regression trees
+(``fit_lightgbm``: L(w) = sum_t f_t(w), each f_t a tree fitted to the residuals, their
+``regression_fitting`` recipe of 1000 rounds at learning rate 0.01); the paper reports
+beside it linear regression of the target on the weights (``fit_regression``). Trees
+need many runs to split the simplex usefully, so ``"auto"`` (the default) fits LightGBM
+when the swarm has at least ``lightgbm_min_runs`` runs (64: the gpu profile's swarm) and
+the linear law below that. Whenever LightGBM is fitted the linear law is fitted too, and
+both held-out rank correlations are reported. A linear law is minimised at a corner of
+the simplex (all weight on the domain with the lowest coefficient), so the proposal
+moves towards that domain as far as the candidates (their Dirichlet and the
+``max_usage`` cap) reach; averaging the best ``top_k`` only smooths where the predicted
+target is flat among them. Trees can place the minimum inside the simplex.
 
 Torch is imported inside functions: ``registered()`` imports this module when the Dagster
 code location loads.
@@ -38,10 +44,12 @@ code location loads.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from types import SimpleNamespace
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -57,6 +65,10 @@ _SWARM, _CANDIDATES = 0, 1
 # Rounds of redrawing the mixtures the max_usage cap rejects before giving up.
 _MAX_ROUNDS = 1000
 _MIN_BATCH = 256
+# LightGBM's recipe (the RegMix authors' regression_fitting notebook): rounds and step.
+_LGBM_ROUNDS, _LGBM_LEARNING_RATE = 1000, 1e-2
+# Folds of LightGBM's held-out rank correlation (the linear law's is leave-one-out).
+_LGBM_FOLDS = 8
 
 
 @dataclass
@@ -81,6 +93,29 @@ class LinearMixtureLaw:
     def predict(self, mixtures: np.ndarray) -> np.ndarray:
         """L(W) = W c for an (n, k) array of mixtures (or L(w) for one (k,) mixture)."""
         return np.asarray(mixtures, dtype=np.float64) @ self.coefficients
+
+
+@dataclass
+class GradientBoostedMixtureLaw:
+    """L(w) = sum_t f_t(w): LightGBM's boosted regression trees over the k weights."""
+
+    model: Any  # lightgbm.LGBMRegressor, fitted
+    trees: int
+    num_leaves: int
+
+    def predict(self, mixtures: np.ndarray) -> np.ndarray:
+        """L(W) = sum_t f_t(W) for an (n, k) array of mixtures (or L(w) for one (k,) mixture)."""
+        W = np.asarray(mixtures, dtype=np.float64)
+        out = self.model.predict(np.atleast_2d(W))
+        return np.asarray(out, dtype=np.float64) if W.ndim == 2 else np.float64(out[0])
+
+    def comparisons_per_prediction(self) -> float:
+        """trees * ceil(log2 num_leaves): the splits a prediction passes, one per level of
+        each tree (a balanced tree's depth; the cost's estimate of a prediction)."""
+        return float(self.trees * max(1, math.ceil(math.log2(max(self.num_leaves, 2)))))
+
+
+MixtureLaw = LinearMixtureLaw | GradientBoostedMixtureLaw
 
 
 def min_runs(k: int) -> int:
@@ -200,11 +235,43 @@ def fit_regression(mixtures: np.ndarray, targets: np.ndarray) -> LinearMixtureLa
     return LinearMixtureLaw(coefficients)
 
 
-def held_out_rank_correlation(mixtures: np.ndarray, targets: np.ndarray, folds: int | None = None) -> float:
+def fit_lightgbm(mixtures: np.ndarray, targets: np.ndarray, seed: int = 0) -> GradientBoostedMixtureLaw:
+    """Gradient-boosted trees, L(w) = sum_{t=1}^{T} eta f_t(w) with T = 1000 rounds at eta =
+    0.01, each f_t a regression tree (at most 31 leaves) fitted to the residuals
+    y - sum_{s<t} eta f_s(W) under the squared loss (the RegMix authors' LightGBM recipe).
+    A leaf holds at least max(2, min(20, n // 8)) runs: LightGBM's default 20 where the
+    swarm is large, fewer for the 64-run swarms here, so that trees can split at all.
+    Deterministic (one thread, ``seed``)."""
+    import lightgbm
+
+    W = np.asarray(mixtures, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if W.ndim != 2 or y.shape != (W.shape[0],) or W.shape[0] < 2:
+        raise ValueError(f"regmix LightGBM regression needs an (n, k) array of mixtures (n >= 2) and n targets, "
+                         f"got {W.shape} and {y.shape}")
+    leaves = 31
+    model = lightgbm.LGBMRegressor(
+        objective="regression", n_estimators=_LGBM_ROUNDS, learning_rate=_LGBM_LEARNING_RATE, num_leaves=leaves,
+        min_child_samples=max(2, min(20, len(y) // 8)), min_data_in_bin=1, random_state=seed, n_jobs=1,
+        deterministic=True, force_row_wise=True, verbose=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # feature-name and "no further splits" chatter
+        model.fit(W, y)
+    return GradientBoostedMixtureLaw(model, int(model.booster_.num_trees()), leaves)
+
+
+def uses_lightgbm(params, runs: int) -> bool:  # noqa: ANN001 - RegMix.Params
+    """Whether the fit is LightGBM: ``regression`` "lightgbm", or "auto" with runs >=
+    ``lightgbm_min_runs``; otherwise the linear law."""
+    return params.regression == "lightgbm" or (params.regression == "auto" and runs >= params.lightgbm_min_runs)
+
+
+def held_out_rank_correlation(mixtures: np.ndarray, targets: np.ndarray, folds: int | None = None,
+                              fit: Callable[[np.ndarray, np.ndarray], MixtureLaw] = fit_regression) -> float:
     """Spearman's rho between the observed targets and out-of-fold predictions: run r is
-    predicted by the law fitted to the runs outside its fold (fold = r mod ``folds``;
-    ``folds`` = None: leave one out). NaN when the ranks are undefined (constant targets
-    or predictions).
+    predicted by the law ``fit`` (default the linear one) fitted to the runs outside its
+    fold (fold = r mod ``folds``; ``folds`` = None: leave one out). NaN when the ranks are
+    undefined (constant targets or predictions).
     """
     from scipy.stats import spearmanr
 
@@ -218,13 +285,13 @@ def held_out_rank_correlation(mixtures: np.ndarray, targets: np.ndarray, folds: 
     predicted = np.empty(n)
     for f in range(folds):
         out = fold == f
-        predicted[out] = fit_regression(W[~out], y[~out]).predict(W[out])
+        predicted[out] = fit(W[~out], y[~out]).predict(W[out])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a constant input: rho is undefined, NaN says so
         return float(spearmanr(predicted, y).statistic)
 
 
-def propose(law: LinearMixtureLaw, prior: np.ndarray, params, seed: int) -> tuple[np.ndarray, dict]:  # noqa: ANN001
+def propose(law: MixtureLaw, prior: np.ndarray, params, seed: int) -> tuple[np.ndarray, dict]:  # noqa: ANN001
     """The mean of the ``top_k`` candidates (``candidate_mixtures``) with the lowest predicted
     target: w* = (1 / K) sum_{j in top K of argsort L(W_cand)} W_cand[j]. RegMix averages
     the best-predicted mixtures rather than taking the single best, for robustness to the
@@ -240,15 +307,20 @@ def propose(law: LinearMixtureLaw, prior: np.ndarray, params, seed: int) -> tupl
 
 def fit_and_propose(runs: Sequence[SwarmRun], prior: np.ndarray, params, seed: int,  # noqa: ANN001
                     names: Sequence[str] | None = None) -> MethodResult:
-    """Fit the linear law to the swarm's (mixture, target) pairs and propose its minimiser.
+    """Fit the mixture law to the swarm's (mixture, target) pairs and propose its minimiser.
 
-    The targets are recomputed from each run's ``val_nll`` with ``params.target`` (the
-    target is a setting of the fit, not of the runs). ``names`` (default: the domains of the
-    first run's ``val_nll``, in its order) label the coefficients. The cost is the runs'
-    plus the regression's, counted as the candidates' predictions (2 k FLOPs each; the
-    least-squares solves are smaller). ``details["rank_correlation"]`` is
-    ``held_out_rank_correlation`` (None where it is undefined), with a note when it is not
-    positive; another note says when the proposal is a single domain.
+    The law is LightGBM's trees when ``uses_lightgbm(params, runs)`` (then the linear law
+    is fitted beside it, for comparison), else the linear law. The targets are recomputed
+    from each run's ``val_nll`` with ``params.target`` (the target is a setting of the fit,
+    not of the runs). ``names`` (default: the domains of the first run's ``val_nll``, in
+    its order) label the coefficients. The cost is the runs' plus the regression's,
+    counted as the candidates' predictions (2 k FLOPs each for the linear law; for trees,
+    ``comparisons_per_prediction`` each; the fits themselves are smaller).
+    ``details["rank_correlation"]`` is the chosen law's ``held_out_rank_correlation``
+    (None where it is undefined; leave-one-out for the linear law, 8-fold for trees),
+    ``details["rank_correlations"]`` both laws' (LightGBM's None when it was not fitted),
+    with a note when the chosen one is not positive; another note says when the proposal
+    is a single domain.
     """
     k = len(prior)
     if len(runs) < min_runs(k):
@@ -267,22 +339,33 @@ def fit_and_propose(runs: Sequence[SwarmRun], prior: np.ndarray, params, seed: i
     W = np.array([r.mixture for r in runs], dtype=np.float64)
     y = np.array([target_of(r.val_nll, params.target) for r in runs])
     t0 = time.perf_counter()
-    law = fit_regression(W, y)
-    rho = held_out_rank_correlation(W, y)
+    linear = fit_regression(W, y)
+    rhos: dict[str, float | None] = {"linear": held_out_rank_correlation(W, y), "lightgbm": None}
+    law: MixtureLaw = linear
+    regression = "linear"
+    if uses_lightgbm(params, len(runs)):
+        if len(runs) < _LGBM_FOLDS:
+            raise ValueError(f"regmix: regression = lightgbm needs runs >= {_LGBM_FOLDS} (its {_LGBM_FOLDS}-fold "
+                             f"held-out check), got {len(runs)}")
+        law, regression = fit_lightgbm(W, y, seed), "lightgbm"
+        rhos["lightgbm"] = held_out_rank_correlation(W, y, _LGBM_FOLDS, fit=lambda a, b: fit_lightgbm(a, b, seed))
+    rho = rhos[regression]
     weights, found = propose(law, prior, params, seed)
-    fit_cost = Cost.of("regression", 2.0 * found["candidates"] * k, time.perf_counter() - t0, 0)
+    per_prediction = 2.0 * k if regression == "linear" else law.comparisons_per_prediction()
+    fit_cost = Cost.of("regression", per_prediction * found["candidates"], time.perf_counter() - t0, 0)
     cost = sum((r.cost for r in runs), Cost()) + fit_cost
     best = int(np.argmin(y))
     notes = []
     if not rho > 0:
-        notes.append(f"the linear law's held-out rank correlation is {rho:.3f}: it does not rank the swarm's runs "
-                     "better than chance, so its proposal is not supported by the swarm")
-    if weights.max() > 1 - 1e-9:
+        notes.append(f"the {regression} law's held-out rank correlation is {rho:.3f}: it does not rank the swarm's "
+                     "runs better than chance, so its proposal is not supported by the swarm")
+    if weights.max() > 1 - 1e-9 and regression == "linear":
         notes.append(f"the proposal is domain {names[int(weights.argmax())]} alone: a linear law is lowest at a "
                      "corner of the simplex, and every one of the best candidates sits there; methods.regmix.max_usage "
                      "bounds each domain at that many times its natural share")
-    details = {"rank_correlation": rho if np.isfinite(rho) else None,
-               "coefficients": {d: float(c) for d, c in zip(names, law.coefficients)}, "runs": len(runs),
+    rhos = {m: (r if r is not None and np.isfinite(r) else None) for m, r in rhos.items()}
+    details = {"rank_correlation": rhos[regression], "regression": regression, "rank_correlations": rhos,
+               "coefficients": {d: float(c) for d, c in zip(names, linear.coefficients)}, "runs": len(runs),
                "target": params.target, "predicted_target": found["predicted_target"],
                "best_candidate_predicted": found["best_candidate_predicted"], "candidates": found["candidates"],
                "top_k": found["top_k"], "best_run": {"run": runs[best].run, "target": float(y[best])}}
@@ -298,7 +381,8 @@ class RegMix:
     name = "regmix"
     needs = frozenset({"tokens", "corpora", "proxy"})
     proxy_recipe = False  # its Params carry the swarm's small model and budget
-    fit_fields = ("runs", "target", "candidates", "top_k")  # adding runs or refitting retrains no run
+    # adding runs or refitting retrains no run
+    fit_fields = ("runs", "target", "candidates", "top_k", "regression", "lightgbm_min_runs")
 
     @settings
     class Params:
@@ -310,7 +394,8 @@ class RegMix:
         ``max_concentration``] (small: sparse mixtures, large: near the centre); weights
         under ``min_weight`` are zeroed; no weight exceeds ``max_usage`` times the domain's
         natural share. The fit: ``target`` ("mean" over domains or a domain's name), and
-        the proposal is the mean of the ``top_k`` best of ``candidates`` draws."""
+        the proposal is the mean of the ``top_k`` best of ``candidates`` draws; ``regression``
+        the law ("auto": LightGBM from ``lightgbm_min_runs`` runs on, linear below)."""
 
         runs: PositiveInt = 16
         model: ModelConfig = field(default_factory=lambda: ModelConfig(
@@ -327,6 +412,8 @@ class RegMix:
         target: NonEmptyStr = "mean"
         candidates: PositiveInt = 100_000
         top_k: PositiveInt = 100
+        regression: Literal["auto", "linear", "lightgbm"] = "auto"
+        lightgbm_min_runs: PositiveInt = 64
 
         def check(self) -> None:
             if self.min_concentration > self.max_concentration:
@@ -337,6 +424,17 @@ class RegMix:
             if self.max_usage <= 1:
                 raise InvalidSetting("max_usage", "must exceed 1: at 1 only the natural mixture itself stays "
                                      "under every cap", self.max_usage)
+
+    @staticmethod
+    def fit_section(fitted: dict) -> dict:
+        """The fit's settings as their section hashes them: the law the fit uses in place of
+        ``regression`` and ``lightgbm_min_runs``, left out when it is the linear law (the only
+        one before LightGBM), so that linear fits keep their data versions and a change of
+        law, and only that, stales the weights."""
+        params = {k: v for k, v in fitted.items() if k not in ("regression", "lightgbm_min_runs")}
+        if uses_lightgbm(SimpleNamespace(**fitted), fitted["runs"]):
+            params["regression"] = "lightgbm"
+        return params
 
     def compute(self, domains: DomainSet, params: Params, proxy: ProxyRecipe | None = None) -> MethodResult:
         target_of(dict.fromkeys(domains.names, 0.0), params.target)
