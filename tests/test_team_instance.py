@@ -1,0 +1,91 @@
+"""The team instance (conf/instance/postgres.yaml) against a real PostgreSQL server (issue 32).
+
+One throwaway server per worker (module fixture ``pg``), installed from Debian's package when
+missing and run as an unprivileged user; the tests skip, saying why, where that cannot be done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+import pytest
+
+from tests.conftest import REPO, make_project, write_domain
+from tests.pg_server import PgServer, ensure_installed
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgres")]
+
+TEAM_YAML = REPO / "conf" / "instance" / "postgres.yaml"
+DOMAINS = ("alpha", "beta", "gamma")
+KEYS = ("domain_corpus", "domain_embeddings", "proxy_model", "affinity_matrix", "mixture_weights")
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer]:
+    """A PostgreSQL server on a free loopback port, stopped and removed at the end."""
+    bin_dir, why = ensure_installed()
+    if bin_dir is None:
+        print(f"skipping the PostgreSQL tests: {why}")
+        pytest.skip(why)
+    server = PgServer.create(bin_dir)
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def _team_project(root: Path, raw: Path, monkeypatch: pytest.MonkeyPatch, pg: PgServer | None, db: str) -> Path:
+    """A tiny project whose registry reads ``raw``; on ``pg`` (Dagster and MLflow) when given, else SQLite."""
+    project = make_project(root, monkeypatch)
+    lines = ["domains:"] + [f"  - {{name: {d}, source: {raw / d / 'documents.jsonl'}}}" for d in DOMAINS]
+    (project / "conf" / "domains.yaml").write_text("\n".join(lines) + "\n")
+    if pg is None:
+        monkeypatch.delenv("CHAMELEON_INSTANCE", raising=False)
+        return project
+    pg.createdb(db)
+    pg.createdb(db + "_mlflow")
+    for k, v in pg.env(db).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("CHAMELEON_INSTANCE", str(TEAM_YAML))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg.url(db + "_mlflow"))
+    return project
+
+
+def _data_versions(instance: dg.DagsterInstance) -> dict[tuple[str, str], str]:
+    """The data version of the latest materialisation of every (asset, partition)."""
+    versions = {}
+    for key in KEYS:
+        records = instance.fetch_materializations(dg.AssetKey(key), limit=10_000, ascending=True).records
+        for r in records:
+            tags = r.asset_materialization.tags or {}
+            versions[(key, r.partition_key or "")] = tags["dagster/data_version"]
+    return versions
+
+
+def test_tiny_graph_on_postgres_has_the_data_versions_of_sqlite(pg: PgServer, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster_postgres import PostgresEventLogStorage
+
+    from chameleon_assets.runner import get_instance, sync
+
+    raw = tmp_path / "raw"
+    for d in DOMAINS:
+        write_domain(raw, d)
+
+    _team_project(tmp_path / "lite", raw, monkeypatch, None, "")
+    lite = get_instance()
+    assert not isinstance(lite.event_log_storage, PostgresEventLogStorage)
+    sync(instance=lite)
+    expected = _data_versions(lite)
+
+    _team_project(tmp_path / "team", raw, monkeypatch, pg, "e2e")
+    team = get_instance()
+    assert isinstance(team.event_log_storage, PostgresEventLogStorage)
+    assert (tmp_path / "team" / "dagster_home" / "dagster.yaml").read_text() == TEAM_YAML.read_text()
+    assert not list((tmp_path / "team" / "dagster_home").rglob("*.db"))  # nothing on SQLite
+    sync(instance=team)
+    got = _data_versions(team)
+    assert {k for k, _ in got} == set(KEYS)
+    assert got == expected
