@@ -89,3 +89,20 @@ def test_tiny_graph_on_postgres_has_the_data_versions_of_sqlite(pg: PgServer, tm
     got = _data_versions(team)
     assert {k for k, _ in got} == set(KEYS)
     assert got == expected
+
+    # MLflow on the server too: a trained model's run lands in the PostgreSQL backend store,
+    # its artefacts under the data directory (the shared volume), none in the SQLite default.
+    import mlflow
+
+    from chameleon_assets.defs.models.assets import base_model
+    from chameleon_assets.runner import load_defs, materialize
+
+    materialize(load_defs(), team, [base_model], partition_key="uniform|0")
+    mlflow.set_tracking_uri(pg.url("e2e_mlflow"))
+    runs = mlflow.search_runs(experiment_names=["chameleon"], filter_string="tags.asset_partition = 'uniform|0'")
+    assert len(runs) == 1
+    artifacts = Path(mlflow.get_experiment_by_name("chameleon").artifact_location.removeprefix("file://"))
+    assert artifacts == tmp_path / "team" / "data" / "mlflow" / "artifacts"
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs.iloc[0]["run_id"])}
+    assert {"weights.csv", "README.md"} <= logged
+    assert not (tmp_path / "team" / "data" / "mlflow" / "mlflow.db").exists()
