@@ -106,3 +106,58 @@ def test_tiny_graph_on_postgres_has_the_data_versions_of_sqlite(pg: PgServer, tm
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs.iloc[0]["run_id"])}
     assert {"weights.csv", "README.md"} <= logged
     assert not (tmp_path / "team" / "data" / "mlflow" / "mlflow.db").exists()
+
+
+def _materialised(instance: dg.DagsterInstance) -> dict[str, list[str]]:
+    return {k: sorted(r.partition_key or "" for r in
+                      instance.fetch_materializations(dg.AssetKey(k), limit=10_000).records) for k in KEYS}
+
+
+def _diff(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Per asset, the materialisations in ``after`` beyond those in ``before``."""
+    diff = {}
+    for k, partitions in after.items():
+        rest = list(partitions)
+        for p in before[k]:
+            rest.remove(p)
+        diff[k] = rest
+    return diff
+
+
+def test_daemon_alone_materialises_an_added_domain(pg: PgServer, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """dagster-daemon, with no CLI, runs the registry sensor and the automation: the added
+    domain's partitions and the weights, nothing else."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from chameleon_assets.runner import get_instance, sync
+
+    raw = tmp_path / "raw"
+    for d in (*DOMAINS, "delta"):
+        write_domain(raw, d)
+    project = _team_project(tmp_path / "team", raw, monkeypatch, pg, "daemon")
+    instance = get_instance()
+    sync(instance=instance)
+    before = _materialised(instance)
+    registry = project / "conf" / "domains.yaml"
+    registry.write_text(registry.read_text() + f"  - {{name: delta, source: {raw / 'delta' / 'documents.jsonl'}}}\n")
+
+    log = (tmp_path / "daemon.log").open("w")
+    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+                               str(REPO / "workspace.yaml")], cwd=REPO, env=dict(os.environ),
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    expected = {"domain_corpus": ["delta"], "domain_embeddings": ["delta"], "proxy_model": [],
+                "affinity_matrix": [""], "mixture_weights": [""]}
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and _diff(before, _materialised(instance)) != expected:
+            time.sleep(3)
+        time.sleep(35)  # one more automation tick: nothing further is requested
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        log.close()
+    assert _diff(before, _materialised(instance)) == expected, (tmp_path / "daemon.log").read_text()[-3000:]
