@@ -28,6 +28,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import dagster as dg
@@ -50,10 +51,22 @@ STALENESS_PARTITION_LIMIT = 100
 
 
 def get_instance() -> dg.DagsterInstance:
-    """The persistent instance under ``$DAGSTER_HOME`` (default ``data/dagster_home``)."""
+    """The persistent instance under ``$DAGSTER_HOME`` (default ``data/dagster_home``).
+
+    With ``$CHAMELEON_INSTANCE`` set (a dagster.yaml such as conf/instance/postgres.yaml, the
+    team instance), that file becomes the instance's dagster.yaml; otherwise the embedded
+    SQLite defaults are used.
+    """
     home = paths.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
+    chosen = os.environ.get("CHAMELEON_INSTANCE")
+    if chosen:
+        source = Path(chosen)
+        if not source.is_file():
+            raise FileNotFoundError(f"CHAMELEON_INSTANCE={chosen}: no such instance configuration file")
+        if not (home / "dagster.yaml").exists() or (home / "dagster.yaml").read_text() != source.read_text():
+            (home / "dagster.yaml").write_text(source.read_text())
+    elif not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()

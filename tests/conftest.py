@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 # The costliest work units first (an xdist_group or module, measured on 2 cores: 100-420 s
 # each). pytest-xdist hands units to the workers in collection order, so one of these
 # handed out last would leave a worker running it alone at the end of `make test`.
-HEAVY_FIRST = ["test_provenance", "test_ui", "test_faults", "test_finetune", "test_gpu_smoke", "test_ddp",
-               "test_parallel", "test_sync", "test_methods_assets", "test_end_to_end", "test_wheelhouse"]
+HEAVY_FIRST = ["test_provenance", "test_ui", "test_team_instance", "test_faults", "test_finetune", "test_gpu_smoke",
+               "test_ddp", "test_parallel", "test_sync", "test_methods_assets", "test_end_to_end", "test_wheelhouse"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
