@@ -168,15 +168,17 @@ def test_a_failed_weights_step_is_completed_once_its_cause_is_fixed(ran, monkeyp
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("planted: the weights step broke")
 
-    monkeypatch.setattr(weights_module, "_compute_weights", broken)
-    report = sync(instance=instance)
-    assert report.materialized == ["domain_corpus[delta]", "domain_embeddings[delta]", "affinity_matrix"]
-    assert list(report.failed) == ["mixture_weights"]
-    assert "planted: the weights step broke" in report.failed["mixture_weights"]
-    # The daemon's policy asks for it again at its next evaluation: a failure is not forgotten.
-    assert (dg.AssetKey("mixture_weights"), None) in policy.requested(load_defs(), instance)
+    # A context of its own: undoing the fixture-wide monkeypatch would also undo the restored
+    # project's environment (its profile, its registry).
+    with monkeypatch.context() as patch:
+        patch.setattr(weights_module, "_compute_weights", broken)
+        report = sync(instance=instance)
+        assert report.materialized == ["domain_corpus[delta]", "domain_embeddings[delta]", "affinity_matrix"]
+        assert list(report.failed) == ["mixture_weights"]
+        assert "planted: the weights step broke" in report.failed["mixture_weights"]
+        # The daemon's policy asks for it again at its next evaluation: a failure is not forgotten.
+        assert (dg.AssetKey("mixture_weights"), None) in policy.requested(load_defs(), instance)
 
-    monkeypatch.undo()
     # The daemon (its automation conditions) and the CLI ask for the same work.
     from chameleon_assets.defs.resources import ChameleonConfig
     from chameleon_assets.defs.sources import record_observations, source_observations
