@@ -112,7 +112,7 @@ class FinetuneConfig:
 @dataclass(config=SCHEMA)
 class TrainingLaunch:
     """How training runs: in the Dagster step's process, or as ``nproc_per_node`` DDP
-    processes under ``torchrun``, launched through Dagster Pipes (README, "Scaling out").
+    processes under ``torchrun``, launched through Dagster Pipes (docs/pages/scaling.md).
 
     Like ``device``, this is in no configuration section: how a model is trained does not
     change what it is (the global batch, schedule and sample stream are the same for any
