@@ -38,7 +38,7 @@ import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 import numpy as np
 
@@ -229,6 +229,20 @@ def check_weights(weights: np.ndarray, k: int, method: str) -> np.ndarray:
     if not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
         raise ValueError(f"method '{method}' returned weights that are not a distribution: {w.tolist()}")
     return w / w.sum()
+
+
+def out_of_fold_predictions(X: np.ndarray, Y: np.ndarray, folds: int, fit: Callable[[np.ndarray, np.ndarray], Any],
+                            ) -> np.ndarray:
+    """k-fold held-out predictions of a swarm regression: run r (fold = r mod ``folds``)
+    is predicted by ``fit(X[~out], Y[~out]).predict(X[out])``, the law fitted to the runs
+    outside its fold, so Y_hat[r] = L^(-fold(r))(X[r]). ``Y`` may be (n,) or (n, m); the
+    caller checks 2 <= folds <= n."""
+    fold = np.arange(len(X)) % folds
+    predicted = np.empty(np.shape(Y), dtype=np.float64)
+    for f in range(folds):
+        out = fold == f
+        predicted[out] = fit(X[~out], Y[~out]).predict(X[out])
+    return predicted
 
 
 def run(name: str, domains: DomainSet, params: Any = None, proxy: ProxyRecipe | None = None) -> MethodResult:

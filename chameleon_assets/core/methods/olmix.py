@@ -40,6 +40,8 @@ from typing import Callable
 
 import numpy as np
 
+from chameleon_assets.core.methods import out_of_fold_predictions
+
 # Restarts of the law's fit: the exponent's scale is unknown, so the fit starts from
 # several (t = 0 and random directions of these norms) and keeps the lowest robust loss.
 _START_SCALES = (0.0, 1.0, 3.0, 6.0)
@@ -132,11 +134,7 @@ def held_out_quality(mixtures: np.ndarray, losses: np.ndarray, folds: int = 5, d
     n = len(R)
     if not 2 <= folds <= n:
         raise ValueError(f"olmix held-out quality needs 2 <= folds <= runs ({n}), got {folds}")
-    fold = np.arange(n) % folds
-    predicted = np.empty_like(Y)
-    for f in range(folds):
-        out = fold == f
-        predicted[out] = fit_law(R[~out], Y[~out], delta, seed).predict(R[out])
+    predicted = out_of_fold_predictions(R, Y, folds, lambda a, b: fit_law(a, b, delta, seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rho = float(spearmanr(predicted.mean(axis=1), Y.mean(axis=1)).statistic)
