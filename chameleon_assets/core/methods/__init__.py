@@ -28,6 +28,9 @@ what they are part of, so that the application needs no list of methods:
   false, their ``Params`` carry the models they train). ``fit_fields``: for a swarm of
   small runs and a fit over them (RegMix), the settings only the fit reads; they form a
   section of their own, so changing them retrains no run.
+  ``swarm``: a method that trains no swarm of its own but fits another's (Olmix on
+  RegMix's runs) names it; its whole section is its fit's. ``also_serves``: further
+  mixtures its assets compute (Olmix's ``olmix_reuse``), valid in conf/mixtures.yaml too.
 
 No Dagster here: callable from a notebook.
 """
@@ -159,6 +162,8 @@ class MixingMethod(Protocol):
     stages: ClassVar[frozenset[str]]  # closed-form: the weights it serves (default both)
     proxy_recipe: ClassVar[bool]  # trained: its section holds the profile's proxy recipe (default true)
     fit_fields: ClassVar[tuple[str, ...]]  # trained swarm: the Params fields only its fit reads (default none)
+    swarm: ClassVar[str | None]  # trained: the swarm method whose runs its fit reads (default none)
+    also_serves: ClassVar[tuple[str, ...]]  # trained: further mixtures its assets compute (default none)
 
     def compute(self, domains: DomainSet, params: Any, proxy: ProxyRecipe | None = None) -> MethodResult: ...
 
@@ -176,7 +181,7 @@ def _settings_under_methods(self: Any, mixtures: Mapping[str, Any], budget_token
 
 def register(cls: type) -> type:
     """Class decorator: register one instance of a method under its ``name``."""
-    defaults = {"stages": STAGES, "proxy_recipe": True, "fit_fields": (),
+    defaults = {"stages": STAGES, "proxy_recipe": True, "fit_fields": (), "swarm": None, "also_serves": (),
                 "mixture_settings": _settings_under_methods}
     for attribute, value in defaults.items():
         if not hasattr(cls, attribute):
@@ -213,6 +218,16 @@ def get(name: str) -> MixingMethod:
 def trained_methods() -> list[str]:
     """Names of the methods that train proxy models (each gets its own assets)."""
     return sorted(n for n, m in registered().items() if "proxy" in m.needs)
+
+
+def computed_mixtures() -> list[str]:
+    """Every mixture the trained methods compute: each method's own, then those it ``also_serves``."""
+    return [*trained_methods(), *(x for m in trained_methods() for x in get(m).also_serves)]
+
+
+def swarm_users(swarm: str) -> list[str]:
+    """The trained methods whose fit reads method ``swarm``'s runs (``swarm`` itself first)."""
+    return [swarm, *(n for n in trained_methods() if get(n).swarm == swarm)]
 
 
 def closed_form_methods(stage: str) -> list[str]:
