@@ -122,6 +122,7 @@ GENERATORS = {
     "provenance": results.provenance,
     "methods-cost": results.methods_cost,
     "methods-add-domain": results.methods_add_domain,
+    "methods-olmix-reuse": results.methods_olmix_reuse,
     "gpu": results.gpu,
     "results-index": results.results_index,
     "value": results.value,
