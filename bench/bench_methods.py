@@ -17,7 +17,8 @@ methods' k-domain versions are still stored and are reused). Writes
 
 `--olmix` measures Olmix's mixture reuse instead, in a project of its own (a temporary
 folder: conf/, data, Dagster home and MLflow store; the default corpus's raw files are
-read in place) on a profile (`BENCH_PROFILE`, default `cpu`): CHAMELEON's weights and
+read in place) on a profile (`BENCH_PROFILE`, default `cpu`; `small`: the cpu profile with
+a small proxy and swarm, `SMALL`): CHAMELEON's weights and
 Olmix's (RegMix's swarm, then the fit) on the k default domains, then the same unseen
 domain added and the three updates timed and costed: `chameleon sync` (the new domain's
 corpus and embedding, the weights), `olmix_reuse` (its reduced swarm and fit) and a full
@@ -111,16 +112,41 @@ def main() -> int:
     return 0
 
 
+# `BENCH_PROFILE=small`: the cpu profile (same tokenizer, seed and split, so the same
+# corpus) with a proxy, embedding and RegMix swarm small enough to finish in minutes on a
+# shared 2-core machine; the swarm keeps runs >= k + 3 for the k + 1 = 8 domains.
+SMALL = {
+    "proxy": {"model": {"arch": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
+                        "context_length": 64},
+              "train": {"tokens": 16384, "batch_size": 8, "lr": 1.0e-2, "warmup_steps": 2, "checkpoint_every": 100}},
+    "embedding": {"num_samples": 16, "sample_length": 64, "batch_size": 16},
+    "methods": {"regmix": {"runs": 12, "model": {"arch": "llama", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+                                                 "intermediate_size": 32, "context_length": 64},
+                           "train": {"tokens": 8192, "batch_size": 8, "lr": 1.0e-2, "warmup_steps": 2,
+                                     "checkpoint_every": 100},
+                           "max_usage": 3.0, "val_windows": 8, "candidates": 2000, "top_k": 10},
+                "olmix": {"lam": 0.05, "max_repetition": 4.0, "reuse_runs": 5}},
+}
+
+
 def _olmix_project(root: Path, profile: str) -> Path:
     """A project of its own under ``root`` (conf/ with the repository's mixtures and profile,
-    the default registry with absolute sources); the environment points at it."""
+    the default registry with absolute sources); the environment points at it. An existing
+    ``root`` (``BENCH_DIR``) is reused: its corpus is not tokenised again."""
     import shutil
 
+    import yaml
+
     conf = root / "conf"
-    (conf / "profiles").mkdir(parents=True)
+    (conf / "profiles").mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "conf" / "mixtures.yaml", conf / "mixtures.yaml")
-    shutil.copy(REPO / "conf" / "profiles" / f"{profile}.yaml", conf / "profiles" / f"{profile}.yaml")
-    (root / "dagster_home").mkdir()
+    if profile == "small":
+        data = yaml.safe_load((REPO / "conf" / "profiles" / "cpu.yaml").read_text())
+        data.update(SMALL)
+        (conf / "profiles" / "small.yaml").write_text(yaml.safe_dump(data))
+    else:
+        shutil.copy(REPO / "conf" / "profiles" / f"{profile}.yaml", conf / "profiles" / f"{profile}.yaml")
+    (root / "dagster_home").mkdir(exist_ok=True)
     os.environ.update(CHAMELEON_CONF_DIR=str(conf), CHAMELEON_DATA_DIR=str(root / "data"),
                       DAGSTER_HOME=str(root / "dagster_home"), CHAMELEON_PROFILE=profile,
                       CHAMELEON_REGISTRY=str(conf / "domains.yaml"),
@@ -139,7 +165,8 @@ def _absolute_registry(path: Path, extra: bool) -> None:
 def olmix_main() -> int:
     """Olmix's reuse against a full recomputation and CHAMELEON's update (module docstring)."""
     profile = os.environ.get("BENCH_PROFILE", "cpu")
-    registry = _olmix_project(Path(tempfile.mkdtemp(prefix="bench-olmix-")), profile)
+    root = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="bench-olmix-"))
+    registry = _olmix_project(root, profile)
     _absolute_registry(registry, extra=False)
 
     import dagster as dg
