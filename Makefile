@@ -18,7 +18,7 @@ MIXTURES    ?=
 # `make run PARALLEL=4` materialises up to 4 partitions of an asset at once (docs/pages/scaling.md).
 PARALLEL    ?= 1
 # What `make run-methods` trains: the default three and the computed competitors.
-METHOD_MIXTURES := uniform natural chameleon_pretrain doremi doge regmix
+METHOD_MIXTURES := uniform natural chameleon_pretrain doremi doge regmix olmix olmix_reuse
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false

@@ -71,12 +71,16 @@ def diagnostics_dir(version: str, stage: str = "pretrain") -> Path:
 
 
 def method_dir(method: str, version: str) -> Path:
-    """A computed method's weights (``doremi``, ``doge``, ``regmix``)."""
+    """A computed method's weights (``doremi``, ``doge``, ``regmix``, ``olmix``, ``olmix_reuse``)."""
     return artifacts_dir() / "methods" / method / version
 
 
 def regmix_run_dir(run: int, version: str) -> Path:
     return artifacts_dir() / "methods" / "regmix_swarm" / f"run-{run}" / version
+
+
+def olmix_reuse_run_dir(run: int, version: str) -> Path:
+    return artifacts_dir() / "methods" / "olmix_reuse_swarm" / f"run-{run}" / version
 
 
 def mixture_table_dir(version: str) -> Path:

@@ -231,7 +231,9 @@ def _converge(
     from chameleon_assets.settings import method_params
 
     runs = method_params(chameleon.profile(), "regmix").runs
-    changes = partition_changes(instance, domains, mixture_names, seeds, finetune_domains, finetune_names, runs)
+    reuse_runs = method_params(chameleon.profile(), "olmix").reuse_runs
+    changes = partition_changes(instance, domains, mixture_names, seeds, finetune_domains, finetune_names, runs,
+                                reuse_runs)
     if not dry_run:
         for run_id in fail_orphaned_runs(instance):
             print(f"run {run_id} was killed before it finished: marked failed, its work is redone", flush=True)
@@ -555,7 +557,7 @@ def weights_report(instance: dg.DagsterInstance | None = None, asset: str = "mix
     if asset == "mixture_table":
         from chameleon_assets.defs.policy import method_assets
 
-        computed = set(method_assets().values())
+        computed = {m for served in method_assets().values() for m in served}
         lines += [f"not in the table: {m}: {why}" for m, why in table.skipped.items() if m in computed]
     return "\n".join(lines)
 

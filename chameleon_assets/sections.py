@@ -16,7 +16,10 @@ The fixed sections are declared below with ``@section``. The mixing methods that
 declare theirs (``core.methods``): a section ``<method>`` of the profile's
 ``methods.<method>`` (with the proxy's recipe when the method trains proxies of it), or
 for a swarm method two: ``<method>_run`` (what one run reads) and ``<method>`` (what only
-the fit reads), so adding runs or refitting retrains no run.
+the fit reads), so adding runs or refitting retrains no run. A method that fits another's
+swarm (Olmix on RegMix's) has one section ``<method>``, its settings with their defaults
+resolved (``settings.fit_params``), read by its weights and those it ``also_serves``; those
+assets read the swarm's ``<swarm>_run`` section too (they check which runs are current).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from chameleon_assets.settings import (MixturesConfig, Profile, checkpoint_fingerprint, computed_mixtures,
-                                       load_mixtures, method_params)
+                                       fit_params, load_mixtures, method_params)
 
 
 @dataclass(frozen=True)
@@ -158,11 +161,19 @@ def _finetune(profile: Profile, mixtures: MixturesConfig | None) -> dict:
 
 def _method_sections() -> dict[str, Section]:
     """The sections of the methods that train, as each declares them (module docstring)."""
-    from chameleon_assets.core.methods import get, trained_methods
+    from chameleon_assets.core.methods import get, swarm_users, trained_methods
 
     out: dict[str, Section] = {}
     for name in trained_methods():
         method = get(name)
+        if method.swarm is not None:
+            def fitted(profile: Profile, mixtures: MixturesConfig | None, name=name) -> dict:  # noqa: ANN001
+                return {**_common(profile), "method": name, "params": dataclasses.asdict(fit_params(profile, name))}
+
+            out[name] = Section(name, f"the {name} fit's settings: `methods.{name}`, its runs and token budget "
+                                f"resolved (default: all of `methods.{method.swarm}.runs`, the base models' budget).",
+                                tuple(f"{m}_weights" for m in (name, *method.also_serves)), fitted)
+            continue
 
         def params(profile: Profile, name: str = name) -> dict:
             data = dataclasses.asdict(method_params(profile, name))
@@ -181,9 +192,14 @@ def _method_sections() -> dict[str, Section]:
                 hashed = getattr(method, "fit_section", None)
                 return {"params": hashed(fitted) if hashed else fitted}
 
+            # The methods that fit this swarm check its runs against it; the mixtures they also
+            # serve train reduced swarms of the same small models.
+            users = swarm_users(name)
+            served = [x for m in users[1:] for x in get(m).also_serves]
             out[f"{name}_run"] = Section(f"{name}_run", f"what one {name} swarm run reads: `methods.{name}` without "
                                          f"the fit's settings, with the tokenizer and seed.",
-                                         (f"{name}_run", f"{name}_weights"), run)
+                                         (f"{name}_run", *(f"{m}_weights" for m in users),
+                                          *(f"{x}_{a}" for x in served for a in ("run", "weights"))), run)
             out[name] = Section(name, f"the {name} fit's settings: `methods.{name}`: "
                                 f"{', '.join(method.fit_fields)}.", (f"{name}_weights",), fit)
             continue

@@ -162,6 +162,13 @@ class Profile:
             if name not in known:
                 raise _invalid(f"methods.{name}", f"unknown method; methods with settings: {', '.join(known)}", name)
             _check_method_values(f"methods.{name}", name, values)
+        from chameleon_assets.core.methods import get
+
+        for name in known:  # a fit reads no more runs than its swarm has
+            swarm, runs = get(name).swarm, (self.methods.get(name) or {}).get("runs")
+            if swarm is not None and runs is not None and runs > _method_params(swarm, self.methods.get(swarm)).runs:
+                raise _invalid(f"methods.{name}.runs", f"must not exceed methods.{swarm}.runs (the fit reads that "
+                               "swarm's runs)", runs)
         return self
 
     @model_validator(mode="after")
@@ -292,6 +299,21 @@ def method_params(profile: Profile, name: str) -> Any:
     return _method_params(name, profile.methods.get(name, {}))
 
 
+def fit_params(profile: Profile, name: str) -> Any:
+    """The settings of method ``name`` that fits another's swarm (``swarm``, core.methods),
+    with its defaults resolved from the profile: ``runs`` None -> the swarm's ``runs``,
+    ``budget_tokens`` None -> the base models' token budget (``base_model.train.tokens``)."""
+    from chameleon_assets.core.methods import get
+
+    method = get(name)
+    if method.swarm is None:
+        raise ValueError(f"method '{name}' fits no other method's swarm")
+    params = method_params(profile, name)
+    runs = method_params(profile, method.swarm).runs
+    return dataclasses.replace(params, runs=params.runs or runs,
+                               budget_tokens=params.budget_tokens or profile.base_model.train.tokens)
+
+
 def mixture_method_params(mixtures: MixturesConfig, name: str, budget_tokens: int) -> Any:
     """The ``Params`` of closed-form method ``name`` from conf/mixtures.yaml (the method
     says where its settings are: ``mixture_settings``); ``budget_tokens``: the base models'."""
@@ -301,11 +323,11 @@ def mixture_method_params(mixtures: MixturesConfig, name: str, budget_tokens: in
 
 
 def computed_mixtures() -> tuple[str, ...]:
-    """Mixtures computed by methods that train proxies (``core.methods.trained_methods``),
+    """Mixtures computed by methods that train proxies (``core.methods.computed_mixtures``),
     valid in conf/mixtures.yaml's ``mixtures`` beside the built-in ones."""
-    from chameleon_assets.core.methods import trained_methods
+    from chameleon_assets.core.methods import computed_mixtures as computed
 
-    return tuple(trained_methods())
+    return tuple(computed())
 
 
 # --- Loading and error messages --------------------------------------------------------

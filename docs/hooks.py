@@ -123,6 +123,7 @@ GENERATORS = {
     "provenance": results.provenance,
     "methods-cost": results.methods_cost,
     "methods-add-domain": results.methods_add_domain,
+    "methods-olmix-reuse": results.methods_olmix_reuse,
     "gpu": results.gpu,
     "gpu-smoke": results.gpu_smoke,
     "results-index": results.results_index,

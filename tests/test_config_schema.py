@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 # LightGBM, RegMix's own regression, no longer by the linear law; the runs stay).
 # Added since: the computed methods' sections (doremi, doge, regmix_run, regmix); listing
 # doremi, doge and regmix in conf/mixtures.yaml left "mixing" unchanged (mixture_weights
-# does not compute them).
+# does not compute them); then olmix (its fit on RegMix's runs, resolved runs and budget),
+# with olmix and olmix_reuse listed in conf/mixtures.yaml ("mixing" unchanged again).
 PINNED_SECTION_VERSIONS = {
     "cpu": {
         "corpus": "9c963d450a4322fb2af2c43c",
@@ -47,6 +48,7 @@ PINNED_SECTION_VERSIONS = {
         "doge": "b9d19034dc22e222e7f9769f",
         "regmix_run": "d5945b9f9dc9f48739936c7e",
         "regmix": "1ef4667066df0ca3253a41ba",
+        "olmix": "17fd006d872d382887ce7bb2",
     },
     "gpu": {
         "corpus": "7f4b4092e87253dce321cc33",
@@ -61,6 +63,7 @@ PINNED_SECTION_VERSIONS = {
         "doge": "6bbf317b516bfd35e2d9309a",
         "regmix_run": "4cba114ef3422cda0f446932",
         "regmix": "3c679b039c20b9e2b8584954",
+        "olmix": "6d6ece606245380a25d82266",
     },
 }
 
@@ -182,7 +185,10 @@ BAD_PROFILE_VALUES = [
     ("methods.regmix.runs", 0, "greater than or equal to 1"),
     ("methods.regmix.model.hidden_size", 0, "greater than or equal to 1"),
     ("methods.regmix.colour", 1, "unknown key"),
-    ("methods.dorami", {}, "unknown method; methods with settings: doge, doremi, regmix"),
+    ("methods.olmix.lam", -0.1, "greater than or equal to 0"),
+    ("methods.olmix.folds", 1, "must be at least 2"),
+    ("methods.olmix.runs", 99, "must not exceed methods.regmix.runs"),
+    ("methods.dorami", {}, "unknown method; methods with settings: doge, doremi, olmix, regmix"),
     # top level
     ("val_fraction", 1.0, "less than 1"),
     ("val_fraction", -0.05, "greater than or equal to 0"),

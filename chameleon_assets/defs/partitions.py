@@ -34,6 +34,8 @@ finetune_model_partitions = dg.MultiPartitionsDefinition(
 # RegMix's swarm: one partition per run ("0", "1", ...), as many as the profile's
 # `methods.regmix.runs`; raising it adds runs and changes none that exist.
 regmix_run_partitions = dg.DynamicPartitionsDefinition(name="regmix_run")
+# Olmix's reuse swarm: one partition per reduced run, as many as `methods.olmix.reuse_runs`.
+olmix_reuse_run_partitions = dg.DynamicPartitionsDefinition(name="olmix_reuse_run")
 
 # finetuned_model[<mixture>|<seed>] depends on the finetune_start source of its seed.
 SEED_OF_MODEL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="seed")
@@ -87,7 +89,8 @@ class PartitionChanges:
     def requests(self) -> list:
         """The same changes as sensor dynamic-partition requests."""
         defs = {p.name: p for p in (domain_partitions, mixture_partitions, seed_partitions,
-                                    finetune_domain_partitions, finetune_mixture_partitions, regmix_run_partitions)}
+                                    finetune_domain_partitions, finetune_mixture_partitions, regmix_run_partitions,
+                                    olmix_reuse_run_partitions)}
         out = [defs[n].build_add_request(keys) for n, keys in self.add.items() if keys]
         out += [defs[n].build_delete_request(keys) for n, keys in self.delete.items() if keys]
         return out
@@ -101,20 +104,24 @@ def partition_changes(
     finetune_domains: Sequence[str] | None = None,
     finetune_mixtures: Sequence[str] | None = None,
     regmix_runs: int | None = None,
+    olmix_reuse_runs: int | None = None,
 ) -> PartitionChanges:
     """What to add and delete so that partitions equal the registered domains, mixtures and
-    seeds, the finetuning domains and mixtures, and RegMix's swarm runs.
+    seeds, the finetuning domains and mixtures, RegMix's swarm runs and Olmix's reuse runs.
 
     ``None`` leaves that definition's partitions as they are: ``mixtures`` and
-    ``finetune_mixtures`` when ``conf/mixtures.yaml`` does not load, ``seeds`` and
-    ``regmix_runs`` when the profile does not, ``finetune_domains`` when not given.
+    ``finetune_mixtures`` when ``conf/mixtures.yaml`` does not load, ``seeds``,
+    ``regmix_runs`` and ``olmix_reuse_runs`` when the profile does not, ``finetune_domains``
+    when not given.
     """
     changes = PartitionChanges()
     wanted_seeds = None if seeds is None else [str(s) for s in seeds]
     wanted_runs = None if regmix_runs is None else [str(r) for r in range(regmix_runs)]
+    wanted_reuse = None if olmix_reuse_runs is None else [str(r) for r in range(olmix_reuse_runs)]
     for pdef, wanted in ((domain_partitions, domains), (mixture_partitions, mixtures), (seed_partitions, wanted_seeds),
                          (finetune_domain_partitions, finetune_domains),
-                         (finetune_mixture_partitions, finetune_mixtures), (regmix_run_partitions, wanted_runs)):
+                         (finetune_mixture_partitions, finetune_mixtures), (regmix_run_partitions, wanted_runs),
+                         (olmix_reuse_run_partitions, wanted_reuse)):
         if wanted is None:
             continue
         existing = list(instance.get_dynamic_partitions(pdef.name))

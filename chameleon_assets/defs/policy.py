@@ -311,14 +311,20 @@ FINETUNE_ON_RUN = (
     & StartModelReady()
 ).with_label("follows its inputs and its start model")
 
-def method_assets() -> dict[str, str]:
-    """The assets of the mixing methods that train proxies, with the mixture each serves:
-    ``<method>_weights`` per method, and RegMix's swarm ``regmix_run``."""
-    from chameleon_assets.core.methods import trained_methods
+def method_assets() -> dict[str, tuple[str, ...]]:
+    """The assets of the mixing methods that train proxies, with the mixtures each serves:
+    ``<method>_weights`` per method and per mixture it also serves, a swarm's ``<method>_run``
+    (RegMix's ``regmix_run``, which Olmix's fit reads too) and a served mixture's own runs
+    (``olmix_reuse_run``)."""
+    from chameleon_assets.core.methods import get, swarm_users, trained_methods
 
-    out = {f"{m}_weights": m for m in trained_methods()}
-    if "regmix" in out.values():
-        out["regmix_run"] = "regmix"
+    out: dict[str, tuple[str, ...]] = {}
+    for m in trained_methods():
+        out[f"{m}_weights"] = (m,)
+        if get(m).fit_fields:
+            out[f"{m}_run"] = tuple(swarm_users(m))
+        for served in get(m).also_serves:
+            out[f"{served}_weights"] = out[f"{served}_run"] = (served,)
     return out
 
 
@@ -350,7 +356,7 @@ def with_requests(assets: Iterable, mode: str, mixtures: Sequence[str] | None = 
     conditions = request_conditions(mode)
     if mixtures is not None:
         serves = method_assets()
-        conditions = {k: c for k, c in conditions.items() if k not in serves or serves[k] in mixtures}
+        conditions = {k: c for k, c in conditions.items() if k not in serves or set(serves[k]) & set(mixtures)}
     out = []
     for a in assets:
         key = a.key.to_user_string() if isinstance(a, dg.AssetsDefinition) and len(a.keys) == 1 else None
@@ -380,7 +386,8 @@ def requested(
     serves = method_assets()
     for key in graph.toposorted_asset_keys:
         partitions = wanted.get(key, set())
-        if key.to_user_string() in serves and mixtures is not None and serves[key.to_user_string()] not in mixtures:
+        if key.to_user_string() in serves and mixtures is not None and not set(serves[key.to_user_string()]) & set(
+                mixtures):
             partitions = set()
         if key == dg.AssetKey("base_model") and mixtures is not None:
             partitions = {p for p in partitions if split_model_key(p)[0] in mixtures}

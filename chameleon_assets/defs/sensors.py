@@ -33,11 +33,12 @@ def domain_registry_sensor(context: dg.SensorEvaluationContext, chameleon: Chame
     try:
         seeds: list[int] | None = chameleon.profile().seeds
         runs: int | None = method_params(chameleon.profile(), "regmix").runs
+        reuse_runs: int | None = method_params(chameleon.profile(), "olmix").reuse_runs
     except ConfigError as exc:  # the steps that read the profile fail with this message
         context.log.error(str(exc))
-        seeds = runs = None
+        seeds = runs = reuse_runs = None
     changes = partition_changes(context.instance, [s.name for s in chameleon.registry()], mixtures, seeds,
-                                [s.name for s in chameleon.finetune_registry()], finetune_mixtures, runs)
+                                [s.name for s in chameleon.finetune_registry()], finetune_mixtures, runs, reuse_runs)
     if not changes.empty:
         # Observe after the partitions exist (next tick): an observation of an unknown
         # partition would be dropped.

@@ -349,6 +349,20 @@ def methods_add_domain() -> str:
         f"\n\nThe added domain: `{r.get('new_domain', '')}`, to {r.get('domains_before', '')} domains."
 
 
+def methods_olmix_reuse() -> str:
+    """Olmix's reuse after adding one domain, against a full Olmix recomputation and CHAMELEON's update."""
+    r = load("methods.json").get("olmix_reuse")
+    if r is None:
+        return ("**Not measured yet.** `bench/results/methods.json` has no `olmix_reuse` record: "
+                "`python bench/bench_methods.py --olmix` writes it.")
+    body = [(name, f"{c['flops']:.3g}", "" if c.get("runs") is None else str(c["runs"]), seconds(c["wall_s"]))
+            for name, c in r["after_adding"].items()]
+    return table(["after adding one domain", "FLOPs", "swarm runs", "wall s"], body, ["l", "r", "r", "r"]) + \
+        f"\n\nThe added domain: `{r['new_domain']}`, to {r['domains_before']} domains; profile `{r['profile']}`; " \
+        f"the frozen ratios differ from the previous proposal's by at most {r['reuse_frozen_ratio_max_error']:.1e}; " \
+        f"recorded {r.get('date', '')} on {_machine(r)}. Quality of the three mixtures: {r.get('quality', '')}."
+
+
 # --- GPU ---------------------------------------------------------------------------------
 
 def gpu() -> str:

@@ -28,6 +28,9 @@ what they are part of, so that the application needs no list of methods:
   false, their ``Params`` carry the models they train). ``fit_fields``: for a swarm of
   small runs and a fit over them (RegMix), the settings only the fit reads; they form a
   section of their own, so changing them retrains no run.
+  ``swarm``: a method that trains no swarm of its own but fits another's (Olmix on
+  RegMix's runs) names it; its whole section is its fit's. ``also_serves``: further
+  mixtures its assets compute (Olmix's ``olmix_reuse``), valid in conf/mixtures.yaml too.
 
 No Dagster here: callable from a notebook.
 """
@@ -38,7 +41,7 @@ import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 import numpy as np
 
@@ -159,6 +162,8 @@ class MixingMethod(Protocol):
     stages: ClassVar[frozenset[str]]  # closed-form: the weights it serves (default both)
     proxy_recipe: ClassVar[bool]  # trained: its section holds the profile's proxy recipe (default true)
     fit_fields: ClassVar[tuple[str, ...]]  # trained swarm: the Params fields only its fit reads (default none)
+    swarm: ClassVar[str | None]  # trained: the swarm method whose runs its fit reads (default none)
+    also_serves: ClassVar[tuple[str, ...]]  # trained: further mixtures its assets compute (default none)
 
     def compute(self, domains: DomainSet, params: Any, proxy: ProxyRecipe | None = None) -> MethodResult: ...
 
@@ -176,7 +181,7 @@ def _settings_under_methods(self: Any, mixtures: Mapping[str, Any], budget_token
 
 def register(cls: type) -> type:
     """Class decorator: register one instance of a method under its ``name``."""
-    defaults = {"stages": STAGES, "proxy_recipe": True, "fit_fields": (),
+    defaults = {"stages": STAGES, "proxy_recipe": True, "fit_fields": (), "swarm": None, "also_serves": (),
                 "mixture_settings": _settings_under_methods}
     for attribute, value in defaults.items():
         if not hasattr(cls, attribute):
@@ -215,6 +220,16 @@ def trained_methods() -> list[str]:
     return sorted(n for n, m in registered().items() if "proxy" in m.needs)
 
 
+def computed_mixtures() -> list[str]:
+    """Every mixture the trained methods compute: each method's own, then those it ``also_serves``."""
+    return [*trained_methods(), *(x for m in trained_methods() for x in get(m).also_serves)]
+
+
+def swarm_users(swarm: str) -> list[str]:
+    """The trained methods whose fit reads method ``swarm``'s runs (``swarm`` itself first)."""
+    return [swarm, *(n for n in trained_methods() if get(n).swarm == swarm)]
+
+
 def closed_form_methods(stage: str) -> list[str]:
     """Names of the closed-form methods that can be listed as mixtures of ``stage``
     (``pretrain`` or ``finetune``), in the order they registered."""
@@ -229,6 +244,20 @@ def check_weights(weights: np.ndarray, k: int, method: str) -> np.ndarray:
     if not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
         raise ValueError(f"method '{method}' returned weights that are not a distribution: {w.tolist()}")
     return w / w.sum()
+
+
+def out_of_fold_predictions(X: np.ndarray, Y: np.ndarray, folds: int, fit: Callable[[np.ndarray, np.ndarray], Any],
+                            ) -> np.ndarray:
+    """k-fold held-out predictions of a swarm regression: run r (fold = r mod ``folds``)
+    is predicted by ``fit(X[~out], Y[~out]).predict(X[out])``, the law fitted to the runs
+    outside its fold, so Y_hat[r] = L^(-fold(r))(X[r]). ``Y`` may be (n,) or (n, m); the
+    caller checks 2 <= folds <= n."""
+    fold = np.arange(len(X)) % folds
+    predicted = np.empty(np.shape(Y), dtype=np.float64)
+    for f in range(folds):
+        out = fold == f
+        predicted[out] = fit(X[~out], Y[~out]).predict(X[out])
+    return predicted
 
 
 def run(name: str, domains: DomainSet, params: Any = None, proxy: ProxyRecipe | None = None) -> MethodResult:

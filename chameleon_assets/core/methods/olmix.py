@@ -27,18 +27,28 @@ proposal's ratios among the unaffected domains are frozen, those domains act as 
 virtual domain, and a swarm over the |affected| + 1 remaining coordinates (far smaller
 than a full one) is fitted and optimised; removing a domain trains nothing.
 
-This module holds the law, its held-out check, the proposer and reuse (functions callable
-from a notebook; no method is registered yet): the ``olmix`` mixture over the
-``regmix_run`` partitions and the ``olmix_reuse`` mixture are to be registered on them.
+The method ``olmix`` is registered here. In the asset graph it trains nothing of its own:
+``olmix_weights`` fits the law to the ``regmix_run`` partitions (RegMix's swarm, settings
+``methods.regmix``) with ``fit_and_propose``, and ``olmix_reuse_weights`` runs ``reuse``'s
+steps over a reduced swarm of its own (``olmix_reuse_run``: ``plan_reuse``,
+``reduced_mixture``, ``fit_reuse``). Called on its own (``core.methods.run``), ``compute``
+trains its swarm first, from the same Dirichlet as RegMix's, with models of the given
+``ProxyRecipe``.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
+
+from chameleon_assets.core import baselines
+from chameleon_assets.core.cost import Cost
+from chameleon_assets.core.methods import DomainSet, MethodResult, ProxyRecipe, out_of_fold_predictions, register
+from chameleon_assets.core.schema import InvalidSetting, NonNegativeFloat, PositiveFloat, PositiveInt, settings
 
 # Restarts of the law's fit: the exponent's scale is unknown, so the fit starts from
 # several (t = 0 and random directions of these norms) and keeps the lowest robust loss.
@@ -132,11 +142,7 @@ def held_out_quality(mixtures: np.ndarray, losses: np.ndarray, folds: int = 5, d
     n = len(R)
     if not 2 <= folds <= n:
         raise ValueError(f"olmix held-out quality needs 2 <= folds <= runs ({n}), got {folds}")
-    fold = np.arange(n) % folds
-    predicted = np.empty_like(Y)
-    for f in range(folds):
-        out = fold == f
-        predicted[out] = fit_law(R[~out], Y[~out], delta, seed).predict(R[out])
+    predicted = out_of_fold_predictions(R, Y, folds, lambda a, b: fit_law(a, b, delta, seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rho = float(spearmanr(predicted.mean(axis=1), Y.mean(axis=1)).statistic)
@@ -249,6 +255,80 @@ def expand(reduced: np.ndarray, frozen: np.ndarray, unaffected: list[str], affec
     return np.array([out[d] for d in names])
 
 
+@dataclass
+class ReusePlan:
+    """What reuse keeps and what it searches: the domains ``names`` (now), the ``affected``
+    (added or edited), the ``unaffected`` with their ``frozen`` ratios."""
+
+    names: list[str]
+    affected: list[str]
+    unaffected: list[str]
+    frozen: np.ndarray
+
+    @property
+    def reduced_names(self) -> list[str]:
+        """The reduced space's coordinates: the unaffected domains as one, then the affected."""
+        return ["<unaffected>", *self.affected]
+
+    def expand(self, reduced: np.ndarray) -> np.ndarray:
+        """The full mixture of reduced coordinates (``expand``)."""
+        return expand(np.asarray(reduced, dtype=np.float64), self.frozen, self.unaffected, self.affected, self.names)
+
+    def reduce(self, mixture: np.ndarray) -> np.ndarray:
+        """The reduced coordinates of a full mixture: (sum_U w_j, w_a for a in A)."""
+        by_name = dict(zip(self.names, np.asarray(mixture, dtype=np.float64)))
+        return np.array([sum(by_name[d] for d in self.unaffected), *(by_name[d] for d in self.affected)])
+
+
+def plan_reuse(previous: dict[str, float], names: Sequence[str], affected: Sequence[str]) -> ReusePlan:
+    """Split ``names`` into the ``affected`` and the unaffected U, whose ratios are frozen at
+    the previous proposal's (``frozen_ratios``); a ValueError naming an affected domain that
+    is not among ``names``, or when every domain is affected (nothing to reuse)."""
+    names, affected = list(names), list(affected)
+    unknown = [d for d in affected if d not in names]
+    if unknown:
+        raise ValueError(f"olmix_reuse: affected domain {unknown[0]} is not among the domains {', '.join(names)}")
+    unaffected = [d for d in names if d not in affected]
+    if not unaffected:
+        raise ValueError("olmix_reuse: every domain is affected; recompute the full olmix mixture instead")
+    return ReusePlan(names, affected, unaffected, frozen_ratios(previous, unaffected))
+
+
+def reduced_mixture(coordinates: int, run: int, seed: int) -> np.ndarray:
+    """Reduced run ``run``'s mixture: r ~ Dirichlet(1, ..., 1) over the ``coordinates``
+    (uniform on their simplex), from a generator seeded by (``seed``, 2, ``run``) alone, so a
+    run's mixture depends on no other run (resumable, one partition per run)."""
+    return np.random.default_rng([seed, 2, run]).dirichlet(np.ones(coordinates))
+
+
+def reuse_caps_and_prior(plan: ReusePlan, train_tokens: np.ndarray, budget_tokens: float | None,
+                         max_repetition: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The reduced problem's prior q = (sum_U n_j, n_A) / sum n and repetition caps
+    (U's: min(1, sum_U u_j); ``repetition_caps``; None without a budget)."""
+    n = np.asarray(train_tokens, dtype=np.float64)
+    index = {d: i for i, d in enumerate(plan.names)}
+    n_reduced = np.array([sum(n[index[d]] for d in plan.unaffected), *(n[index[d]] for d in plan.affected)])
+    if budget_tokens is None:
+        return n_reduced / n_reduced.sum(), None
+    full = repetition_caps(n, budget_tokens, max_repetition)
+    caps = np.array([min(1.0, sum(full[index[d]] for d in plan.unaffected)), *(full[index[d]] for d in plan.affected)])
+    return n_reduced / n_reduced.sum(), caps
+
+
+def fit_reuse(plan: ReusePlan, reduced: np.ndarray, losses: np.ndarray, train_tokens: np.ndarray, lam: float,
+              budget_tokens: float | None, max_repetition: float, seed: int = 0,
+              delta: float = 0.01) -> tuple[np.ndarray, LogLinearLaw]:
+    """The log-linear law fitted on the reduced swarm (``reduced``: (n, |A| + 1) coordinates,
+    ``losses``: (n, m)) and ``propose`` over the reduced coordinates with
+    ``reuse_caps_and_prior``; returns the expanded full mixture and the law."""
+    if len(reduced) < len(plan.reduced_names) + 2:
+        raise ValueError(f"olmix_reuse: {len(reduced)} runs, but a law over {len(plan.reduced_names)} coordinates "
+                         f"needs runs >= {len(plan.reduced_names) + 2}: raise methods.olmix.reuse_runs")
+    law = fit_law(reduced, losses, delta, seed)
+    prior, caps = reuse_caps_and_prior(plan, train_tokens, budget_tokens, max_repetition)
+    return plan.expand(propose(law, prior, lam, caps)), law
+
+
 def reuse(previous: dict[str, float], names: list[str], affected: list[str], train_tokens: np.ndarray,
           run: Callable[[np.ndarray], np.ndarray], runs: int, lam: float, budget_tokens: float,
           max_repetition: float, seed: int = 0, delta: float = 0.01) -> Reuse:
@@ -256,35 +336,154 @@ def reuse(previous: dict[str, float], names: list[str], affected: list[str], tra
     (added or edited) and the unaffected U (kept, unchanged). U's ratios are frozen at the
     previous proposal's (``frozen_ratios``) and U becomes one virtual domain, so the
     problem has |A| + 1 coordinates (s, a): ``runs`` swarm runs on Dirichlet(1) draws over
-    them (expanded by ``expand`` and scored by ``run``, a full mixture -> its per-domain
-    losses), the log-linear law fitted on the reduced coordinates, and ``propose`` over
-    them with the prior q = (sum_U n, n_A) / sum n and the repetition caps (U's the sum of
-    its domains'). With no affected domain (only removals) the previous ratios over the
-    remaining domains are the answer and no run is trained."""
+    them (``reduced_mixture``, expanded by ``expand`` and scored by ``run``, a full mixture
+    -> its per-domain losses), the log-linear law fitted on the reduced coordinates, and
+    ``propose`` over them with the prior q = (sum_U n, n_A) / sum n and the repetition caps
+    (U's the sum of its domains'). With no affected domain (only removals) the previous
+    ratios over the remaining domains are the answer and no run is trained."""
+    plan = plan_reuse(previous, names, affected)
+    frozen = dict(zip(plan.unaffected, plan.frozen.tolist()))
+    if not plan.affected:
+        return Reuse(plan.expand(np.array([1.0])), 0, frozen, plan.reduced_names)
+    if runs < len(plan.reduced_names) + 2:
+        raise ValueError(f"olmix_reuse: runs = {runs}, but a law over {len(plan.reduced_names)} coordinates needs "
+                         f"runs >= {len(plan.reduced_names) + 2}")
+    R = np.stack([reduced_mixture(len(plan.reduced_names), r, seed) for r in range(runs)])
+    Y = np.stack([np.asarray(run(plan.expand(r)), dtype=np.float64) for r in R])
+    weights, _ = fit_reuse(plan, R, Y, train_tokens, lam, budget_tokens, max_repetition, seed, delta)
+    return Reuse(weights, runs, frozen, plan.reduced_names)
+
+
+# --- The registered method ---------------------------------------------------------------------
+
+
+def held_out_runs_needed(k: int, folds: int | None) -> int:
+    """The fewest runs n for which the law over k weights (k + 1 parameters per evaluation
+    domain) is determined on the whole swarm (n >= k + 2) and on every fold's complement
+    (n - ceil(n / folds) >= k + 2; leave-one-out when ``folds`` is None: n - 1 >= k + 2)."""
+    n = k + 2
+    while n - (1 if folds is None else -(-n // folds)) < k + 2:
+        n += 1
+    return n
+
+
+def fit_and_propose(mixtures: np.ndarray, losses: np.ndarray, names: Sequence[str], train_tokens: np.ndarray,
+                    params, swarm_cost: Cost, seed: int, what: str = "olmix") -> MethodResult:  # noqa: ANN001
+    """Olmix on a swarm: ``fit_law`` to the runs' (mixture, per-domain loss) pairs, its
+    ``held_out_quality`` (leave-one-out unless ``params.folds``), and ``propose`` with
+    lam = ``params.lam``, the natural distribution q as prior and the repetition caps
+    u_j = min(1, rho n_j / B) (rho = ``params.max_repetition``, B = ``params.budget_tokens``;
+    no cap when B is None). The cost is ``swarm_cost`` plus the fit's wall time (its FLOPs,
+    a few thousand evaluations of an (n x k) law, are negligible beside one run's)."""
+    R = np.asarray(mixtures, dtype=np.float64)
+    Y = np.asarray(losses, dtype=np.float64)
     names = list(names)
-    unknown = [d for d in affected if d not in names]
-    if unknown:
-        raise ValueError(f"olmix_reuse: affected domain {unknown[0]} is not among the domains {', '.join(names)}")
-    unaffected = [d for d in names if d not in affected]
-    if not unaffected:
-        raise ValueError("olmix_reuse: every domain is affected; recompute the full olmix mixture instead")
-    frozen = frozen_ratios(previous, unaffected)
-    reduced_names = ["<unaffected>", *affected]
-    if not affected:
-        return Reuse(expand(np.array([1.0]), frozen, unaffected, [], names), 0,
-                     dict(zip(unaffected, frozen.tolist())), reduced_names)
-    n = np.asarray(train_tokens, dtype=np.float64)
-    index = {d: i for i, d in enumerate(names)}
-    n_reduced = np.array([sum(n[index[d]] for d in unaffected), *(n[index[d]] for d in affected)])
-    caps_full = repetition_caps(n, budget_tokens, max_repetition)
-    caps = np.array([min(1.0, sum(caps_full[index[d]] for d in unaffected)), *(caps_full[index[d]] for d in affected)])
-    if runs < len(reduced_names) + 2:
-        raise ValueError(f"olmix_reuse: runs = {runs}, but a law over {len(reduced_names)} coordinates needs "
-                         f"runs >= {len(reduced_names) + 2}")
-    rng = np.random.default_rng([seed, 2])
-    R = rng.dirichlet(np.ones(len(reduced_names)), size=runs)
-    Y = np.stack([np.asarray(run(expand(r, frozen, unaffected, affected, names)), dtype=np.float64) for r in R])
-    law = fit_law(R, Y, delta, seed)
-    reduced = propose(law, n_reduced / n_reduced.sum(), lam, caps)
-    return Reuse(expand(reduced, frozen, unaffected, affected, names), runs, dict(zip(unaffected, frozen.tolist())),
-                 reduced_names)
+    n, k = R.shape
+    need = held_out_runs_needed(k, params.folds)
+    if n < need:
+        raise ValueError(f"{what}: {n} swarm runs, but the law over {k} domains and its held-out check need "
+                         f"runs >= {need}: raise methods.regmix.runs (or lower methods.olmix.folds)")
+    t0 = time.perf_counter()
+    law = fit_law(R, Y, params.delta, seed)
+    quality = held_out_quality(R, Y, n if params.folds is None else params.folds, params.delta, seed)
+    caps = None if params.budget_tokens is None else repetition_caps(train_tokens, params.budget_tokens,
+                                                                       params.max_repetition)
+    weights = propose(law, baselines.natural(train_tokens), params.lam, caps)
+    cost = swarm_cost + Cost.of(f"{what}_fit", 0.0, time.perf_counter() - t0, 0)
+    observed = Y.mean(axis=1)
+    best = int(np.argmin(observed))
+    notes = []
+    if not (quality["rank_correlation"] or 0) > 0:
+        notes.append(f"the law's held-out rank correlation is {quality['rank_correlation']}: it does not rank the "
+                     "swarm's runs better than chance, so its proposal is not supported by the swarm")
+    if caps is None:
+        notes.append("no token budget given: no repetition cap")
+    details = {"runs": n, "held_out_mae": quality["mae"], "rank_correlation": quality["rank_correlation"],
+               "folds": params.folds or n, "lam": params.lam, "max_repetition": params.max_repetition,
+               "budget_tokens": params.budget_tokens,
+               "caps": None if caps is None else {d: float(u) for d, u in zip(names, caps)},
+               "predicted_mean_loss": law.mean_loss(weights),
+               "best_run": {"index": best, "mean_loss": float(observed[best])},
+               "law": {"c": law.c.tolist(), "k": law.k.tolist(), "t": law.t.tolist()}}
+    return MethodResult(weights, cost, trajectory=None, details=details, notes=notes)
+
+
+def reuse_result(plan: ReusePlan, reduced: np.ndarray, losses: np.ndarray, train_tokens: np.ndarray, params,  # noqa: ANN001
+                 swarm_cost: Cost, seed: int, removed: Sequence[str] = ()) -> MethodResult:
+    """``olmix_reuse``'s mixture from its reduced swarm (``reduced``: (n, |A| + 1), ``losses``:
+    (n, m); none when no domain is affected): ``fit_reuse`` with ``params``' lam, delta,
+    repetition limit and budget, its ``held_out_quality`` on the reduced coordinates where
+    the runs allow it, and the frozen ratios, affected and ``removed`` domains in the details.
+    The cost is the reduced swarm's plus the fit's wall time."""
+    t0 = time.perf_counter()
+    details: dict = {"affected": list(plan.affected), "removed": list(removed),
+                     "frozen": dict(zip(plan.unaffected, plan.frozen.tolist())), "runs": len(reduced),
+                     "held_out_mae": None, "rank_correlation": None}
+    notes = []
+    if not plan.affected:
+        weights = plan.expand(np.array([1.0]))
+        notes.append("no domain added or edited: the previous proposal's ratios over the remaining domains, no run")
+    else:
+        R = np.asarray(reduced, dtype=np.float64)
+        Y = np.asarray(losses, dtype=np.float64)
+        weights, law = fit_reuse(plan, R, Y, train_tokens, params.lam, params.budget_tokens, params.max_repetition,
+                                 seed, params.delta)
+        if len(R) >= held_out_runs_needed(R.shape[1], params.folds):
+            quality = held_out_quality(R, Y, len(R) if params.folds is None else params.folds, params.delta, seed)
+            details.update(held_out_mae=quality["mae"], rank_correlation=quality["rank_correlation"])
+        else:
+            notes.append(f"{len(R)} runs are too few for the held-out check over {R.shape[1]} coordinates")
+        details.update(predicted_mean_loss=law.mean_loss(plan.reduce(weights)),
+                       reduced={n: float(v) for n, v in zip(plan.reduced_names, plan.reduce(weights))})
+    cost = swarm_cost + Cost.of("olmix_reuse_fit", 0.0, time.perf_counter() - t0, 0)
+    return MethodResult(weights, cost, trajectory=None, details=details, notes=notes)
+
+
+@register
+class Olmix:
+    """Olmix: a log-linear law L_i(r) = c_i + k_i exp(t_i . r) per domain, fitted to RegMix's
+    swarm runs, and the mixture minimising the mean predicted loss plus a KL pull towards
+    the natural distribution, each domain repeated at most ``max_repetition`` times."""
+
+    name = "olmix"
+    needs = frozenset({"tokens", "corpora", "proxy"})
+    proxy_recipe = False  # in the graph it fits RegMix's swarm; its section holds only the fit's settings
+    swarm = "regmix"  # whose swarm runs (partitions ``<swarm>_run``) its fit reads
+    also_serves = ("olmix_reuse",)  # the reuse mixture: its own reduced swarm and fit (module docstring)
+
+    @settings
+    class Params:
+        """The fit: ``delta`` the Huber threshold, ``folds`` of the held-out check (None:
+        leave one out). The proposal: ``lam`` the KL weight, ``max_repetition`` rho the
+        epochs any domain may be repeated over ``budget_tokens`` B (None: the base models'
+        budget in the graph, no cap in ``compute``). ``runs``: the first runs of the swarm
+        the fit reads (None: all of ``methods.regmix.runs``; in ``compute``, how many it
+        trains, None: ``held_out_runs_needed``). ``reuse_runs``: the reduced swarm of
+        ``olmix_reuse`` (at least the affected domains + 3)."""
+
+        lam: NonNegativeFloat = 0.05
+        max_repetition: PositiveFloat = 4.0
+        delta: PositiveFloat = 0.01
+        folds: PositiveInt | None = None
+        budget_tokens: PositiveInt | None = None
+        runs: PositiveInt | None = None
+        reuse_runs: PositiveInt = 8
+
+        def check(self) -> None:
+            if self.folds is not None and self.folds < 2:
+                raise InvalidSetting("folds", "must be at least 2 (or null: leave one out)", self.folds)
+
+    def compute(self, domains: DomainSet, params: Params, proxy: ProxyRecipe | None = None) -> MethodResult:
+        from chameleon_assets.core.methods import regmix
+
+        empty = [d for d, n in zip(domains.names, domains.train_tokens) if n <= 0]
+        if empty:
+            raise ValueError(f"olmix: domain(s) {', '.join(empty)} have no training tokens")
+        runs = params.runs or held_out_runs_needed(domains.k, params.folds)
+        prior = baselines.natural(domains.train_tokens)
+        swarm = regmix.RegMix.Params(runs=runs, model=proxy.model, train=proxy.train)
+        done = [regmix.train_run(domains, regmix.swarm_mixture(prior, r, proxy.seed, swarm), proxy, swarm, r)
+                for r in range(runs)]
+        return fit_and_propose(np.array([r.mixture for r in done]),
+                               np.array([[r.val_nll[d] for d in domains.names] for r in done]), domains.names,
+                               domains.train_tokens, params, sum((r.cost for r in done), Cost()), proxy.seed)

@@ -55,7 +55,7 @@ import numpy as np
 
 from chameleon_assets.core import baselines
 from chameleon_assets.core.cost import Cost, forward_flops_per_token
-from chameleon_assets.core.methods import DomainSet, MethodResult, ProxyRecipe, register
+from chameleon_assets.core.methods import DomainSet, MethodResult, ProxyRecipe, out_of_fold_predictions, register
 from chameleon_assets.core.config import ModelConfig, TrainConfig
 from chameleon_assets.core.schema import InvalidSetting, NonEmptyStr, PositiveFloat, PositiveInt, UnitInterval, settings
 
@@ -281,11 +281,7 @@ def held_out_rank_correlation(mixtures: np.ndarray, targets: np.ndarray, folds: 
     folds = n if folds is None else folds
     if not 2 <= folds <= n:
         raise ValueError(f"held-out rank correlation needs 2 <= folds <= runs ({n}), got {folds}")
-    fold = np.arange(n) % folds
-    predicted = np.empty(n)
-    for f in range(folds):
-        out = fold == f
-        predicted[out] = fit(W[~out], y[~out]).predict(W[out])
+    predicted = out_of_fold_predictions(W, y, folds, fit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a constant input: rho is undefined, NaN says so
         return float(spearmanr(predicted, y).statistic)

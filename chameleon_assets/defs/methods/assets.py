@@ -4,6 +4,10 @@
     domain_corpus[*] -> doge_weights       a proxy reweighted by gradient alignment (core.methods.doge)
     domain_corpus[*] -> regmix_run[run]    RegMix's swarm: small models on Dirichlet mixtures, one partition each
     regmix_run[*]    -> regmix_weights     regression mixture -> validation loss, and its minimiser
+    regmix_run[*]    -> olmix_weights      Olmix's log-linear law per domain on the same runs, KL-penalised minimiser
+    domain_corpus[*] -> olmix_reuse_run[run] -> olmix_reuse_weights
+                                           after domains change: the last olmix proposal's ratios frozen
+                                           among the unaffected domains, a small swarm over the affected
 
     mixture_weights (closed form) + every method's weights -> mixture_table -> base_model[m|s]
 
@@ -16,6 +20,8 @@ the UI's Materialize button. Each records what it cost (FLOPs and wall time) and
 weight trajectory, in its metadata and in MLflow.
 """
 
+from typing import Callable
+
 import dagster as dg
 
 from chameleon_assets import paths
@@ -23,7 +29,7 @@ from chameleon_assets.core.artifacts import atomic_dir, point_current, prune_ver
 from chameleon_assets.defs import launch, plots, policy
 from chameleon_assets.defs.io import one_writer, stored_value, versions_text
 from chameleon_assets.defs.mixing.weights import cost_markdown, cost_metrics
-from chameleon_assets.defs.partitions import regmix_run_partitions
+from chameleon_assets.defs.partitions import olmix_reuse_run_partitions, regmix_run_partitions
 from chameleon_assets.defs.resources import ChameleonConfig
 from chameleon_assets.defs.sources import config_deps, domain_registry
 from chameleon_assets.defs.tracking import MLflowTracking
@@ -31,11 +37,13 @@ from chameleon_assets.defs.values import MethodWeights, MixtureTable, SwarmRun
 
 METHODS_CODE_VERSION = "methods-v1"
 REGMIX_RUN_CODE_VERSION = "regmix-run-v1"
+OLMIX_REUSE_RUN_CODE_VERSION = "olmix-reuse-run-v1"
 TABLE_CODE_VERSION = "mixture-table-v1"
 # Methods whose work is split into several assets (RegMix: a partitioned swarm, then the
-# fit): those that declare settings only their fit reads (``fit_fields``, core.methods).
+# fit; Olmix: a fit on RegMix's swarm, and reuse's own swarm and fit): those that declare
+# settings only their fit reads (``fit_fields``) or another's swarm (``swarm``, core.methods).
 # Their assets are below; every other method that trains gets ``_method_weights_asset``.
-SWARM_METHODS = ("regmix",)
+SWARM_METHODS = ("regmix", "olmix")
 ALL_CORPORA = dg.AssetIn("domain_corpus", partition_mapping=dg.AllPartitionMapping(), metadata={"as_dict": True})
 
 
@@ -169,6 +177,8 @@ def method_output(value: MethodWeights) -> dg.Output[MethodWeights]:
         "details": dg.MetadataValue.json({k: v for k, v in value.details.items()
                                           if isinstance(v, (int, float, str, list, dict))}),
         "domains": len(value.domains),
+        **{k: float(value.details[k]) for k in ("held_out_mae", "rank_correlation")
+           if isinstance(value.details.get(k), (int, float))},
         "mlflow_run_id": value.mlflow_run_id,
         "path": dg.MetadataValue.path(str(out)),
     }
@@ -258,18 +268,8 @@ def regmix_weights(context: dg.AssetExecutionContext, chameleon: ChameleonConfig
     params = method_params(profile, "regmix")
     domains, versions = _domain_set(corpus, profile, with_tokens=False)
     section = chameleon.section_version("regmix_run")
-    current, left_out = [], {}
-    for key, run in sorted(runs.items(), key=lambda kv: int(kv[0])):
-        if int(key) >= params.runs:
-            left_out[key] = f"beyond methods.regmix.runs ({params.runs})"
-        elif run.data_version != regmix_run_version(section, int(key), versions):
-            left_out[key] = "computed on other domain data or settings (stale)"
-        else:
-            current.append(run)
-    if len(current) < params.runs:
-        missing = sorted(set(range(params.runs)) - {r.run for r in current})
-        raise ValueError(f"regmix_weights: {len(current)} of {params.runs} swarm runs are current; materialise "
-                         f"regmix_run {missing} first (`chameleon run --mixtures regmix`)")
+    current, left_out = current_runs("regmix_weights", runs, params.runs, "methods.regmix.runs",
+                                     lambda r: regmix_run_version(section, r, versions), "regmix_run", "regmix")
     version = sha256_text(METHODS_CODE_VERSION, "regmix", chameleon.section_version("regmix"),
                           versions_text({str(r.run): r.data_version for r in current}))[:24]
     value = stored_value("regmix_weights", None, version)
@@ -283,18 +283,222 @@ def regmix_weights(context: dg.AssetExecutionContext, chameleon: ChameleonConfig
     return method_output(value)
 
 
+def current_runs(asset: str, runs: dict, wanted: int, setting: str, version_of: Callable[[int], str],
+                 run_asset: str, mixture: str) -> tuple[list, dict[str, str]]:
+    """The swarm runs 0 .. ``wanted`` - 1 whose data version is ``version_of(run)`` (computed on
+    the current domain data and settings), and why each other stored run is left out; a
+    ValueError naming ``asset`` and the runs to materialise when one is missing."""
+    current, left_out = [], {}
+    for key, run in sorted(runs.items(), key=lambda kv: int(kv[0])):
+        if int(key) >= wanted:
+            left_out[key] = f"beyond {setting} ({wanted})"
+        elif run.data_version != version_of(int(key)):
+            left_out[key] = "computed on other domain data or settings (stale)"
+        else:
+            current.append(run)
+    if len(current) < wanted:
+        missing = sorted(set(range(wanted)) - {r.run for r in current})
+        raise ValueError(f"{asset}: {len(current)} of {wanted} swarm runs are current; materialise "
+                         f"{run_asset} {missing} first (`chameleon run --mixtures {mixture}`)")
+    return current, left_out
+
+
+def _runs_arrays(runs: list, names: list[str]):  # noqa: ANN202
+    """(mixtures (n, k), losses (n, k)) of stored swarm runs, both in the order of ``names``."""
+    import numpy as np
+
+    mixtures = np.array([[dict(zip(r.domains, r.mixture))[d] for d in names] for r in runs], dtype=np.float64)
+    losses = np.array([[r.val_nll[d] for d in names] for r in runs], dtype=np.float64)
+    return mixtures, losses
+
+
+def _swarm_cost(runs: list):  # noqa: ANN202
+    from chameleon_assets.core.cost import Cost
+
+    return sum((Cost.from_dict(r.cost) for r in runs), Cost())
+
+
+@dg.asset(
+    ins={"runs": dg.AssetIn("regmix_run", partition_mapping=dg.AllPartitionMapping(),
+                            metadata={"as_dict": True, "existing_only": True}),
+         "corpus": ALL_CORPORA},
+    deps=[*config_deps("olmix_weights"), domain_registry],
+    group_name="methods",
+    code_version=METHODS_CODE_VERSION,
+    kinds={"mlflow"},
+)
+@one_writer
+def olmix_weights(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, mlflow_tracking: MLflowTracking,
+                  runs: dict, corpus: dict) -> dg.Output[MethodWeights]:
+    """Olmix (AllenAI, 2025): a log-linear law L_i(r) = c_i + k_i exp(sum_j t_ij r_j) per
+    domain, fitted with a Huber loss to RegMix's swarm runs (the same `regmix_run`
+    partitions: no run of its own), and the mixture minimising the mean predicted loss plus
+    lam KL(r || natural), no domain repeated more than `max_repetition` times over the base
+    models' budget. Settings: `methods.olmix` (refitting retrains no run). Metadata: the
+    law's held-out fit quality (out-of-fold mean absolute error, rank correlation) and the
+    cost, the whole swarm's."""
+    from chameleon_assets.core.methods import olmix
+    from chameleon_assets.settings import fit_params
+
+    profile = chameleon.profile()
+    params = fit_params(profile, "olmix")
+    domains, versions = _domain_set(corpus, profile, with_tokens=False)
+    section = chameleon.section_version("regmix_run")
+    current, left_out = current_runs("olmix_weights", runs, params.runs, "methods.olmix.runs",
+                                     lambda r: regmix_run_version(section, r, versions), "regmix_run", "olmix")
+    version = sha256_text(METHODS_CODE_VERSION, "olmix", chameleon.section_version("olmix"),
+                          versions_text({str(r.run): r.data_version for r in current}))[:24]
+    value = stored_value("olmix_weights", None, version)
+    if value is None:
+        mixtures, losses = _runs_arrays(current, domains.names)
+        result = olmix.fit_and_propose(mixtures, losses, domains.names, domains.train_tokens, params,
+                                       _swarm_cost(current), profile.seed)
+        result.details["left_out"] = left_out
+        value = store_method_weights(context, mlflow_tracking, "olmix", version, domains, versions, result)
+    return method_output(value)
+
+
+def previous_olmix(instance: dg.DagsterInstance) -> MethodWeights:
+    """The latest olmix proposal (``olmix_weights``' latest materialisation, on whatever domains it was computed)."""
+    from chameleon_assets.defs.io import load_value
+
+    try:
+        return load_value(instance, "olmix_weights")
+    except FileNotFoundError:
+        raise ValueError("olmix_reuse needs a previous olmix proposal: materialise olmix_weights first "
+                         "(`chameleon run --mixtures olmix`)") from None
+
+
+def reuse_plan(previous: MethodWeights, names: list[str], versions: dict):  # noqa: ANN201 - olmix.ReusePlan
+    """Olmix reuse's plan against ``previous``: a domain is affected when it is new or its
+    corpus version differs from the one the previous proposal read; and the removed domains."""
+    from chameleon_assets.core.methods import olmix
+
+    affected = [d for d in names if previous.corpus_versions.get(d) != versions[d]]
+    removed = [d for d in previous.domains if d not in names]
+    return olmix.plan_reuse(dict(zip(previous.domains, previous.weights)), names, affected), removed
+
+
+def olmix_reuse_run_version(section_version: str, run: int, previous: str, corpus_versions: dict) -> str:
+    """hash(code, `config_regmix_run`, the run's index, the previous olmix version, every domain's corpus version)."""
+    return sha256_text(OLMIX_REUSE_RUN_CODE_VERSION, section_version, f"run={run}", f"previous={previous}",
+                       versions_text(corpus_versions))[:24]
+
+
+@dg.asset(
+    partitions_def=olmix_reuse_run_partitions,
+    ins={"corpus": ALL_CORPORA},
+    deps=[*config_deps("olmix_reuse_run"), domain_registry],
+    group_name="methods",
+    code_version=OLMIX_REUSE_RUN_CODE_VERSION,
+    kinds={"pytorch"},
+    pool=launch.GPU_POOL,
+)
+@one_writer
+def olmix_reuse_run(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, corpus: dict) -> dg.Output[SwarmRun]:
+    """One run of Olmix reuse's reduced swarm (partition = run index): after domains were added
+    or edited since the latest olmix proposal (read from `olmix_weights`' latest
+    materialisation, stale or not: reuse is for exactly that case), the unaffected domains'
+    ratios are frozen at that proposal's and they act as one domain; the run trains one of
+    RegMix's small models (`methods.regmix`) on a Dirichlet(1) draw over (unaffected,
+    affected...) and scores every domain. With no affected domain (only removals) it trains
+    nothing. Runs: `methods.olmix.reuse_runs`."""
+    import numpy as np
+
+    from chameleon_assets.core.cost import Cost
+    from chameleon_assets.core.methods import olmix, regmix
+    from chameleon_assets.settings import method_params
+
+    profile = chameleon.profile()
+    run = int(context.partition_key)
+    domains, versions = _domain_set(corpus, profile)
+    previous = previous_olmix(context.instance)
+    plan, _ = reuse_plan(previous, domains.names, versions)
+    version = olmix_reuse_run_version(chameleon.section_version("regmix_run"), run, previous.data_version, versions)
+    value = stored_value("olmix_reuse_run", context.partition_key, version)
+    out = paths.olmix_reuse_run_dir(run, version)
+    if value is None:
+        if plan.affected:
+            mixture = plan.expand(olmix.reduced_mixture(len(plan.reduced_names), run, profile.seed))
+            result = regmix.train_run(domains, mixture, _recipe(profile), method_params(profile, "regmix"), run)
+            val_nll, cost = {d: float(v) for d, v in result.val_nll.items()}, result.cost
+        else:
+            mixture, val_nll, cost = plan.expand(np.array([1.0])), {}, Cost()
+        value = SwarmRun(version, run, str(out), list(domains.names), [float(x) for x in mixture], val_nll,
+                         cost.as_dict(), dict(versions))
+        with atomic_dir(out) as tmp:
+            write_json(tmp / "run.json", value.__dict__)
+    point_current(out)
+    prune_versions(out.parent)
+    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
+        "affected": ", ".join(plan.affected) or "none (nothing to train)",
+        "mixture": dg.MetadataValue.json({d: round(w, 4) for d, w in zip(value.domains, value.mixture)}),
+        "val_nll": dg.MetadataValue.json({d: round(v, 4) for d, v in value.val_nll.items()}),
+        "cost_flops": float(value.cost["flops"]),
+        "cost_wall_s": float(value.cost["wall_s"]),
+        "path": dg.MetadataValue.path(str(out)),
+    })
+
+
+@dg.asset(
+    ins={"runs": dg.AssetIn("olmix_reuse_run", partition_mapping=dg.AllPartitionMapping(),
+                            metadata={"as_dict": True, "existing_only": True}),
+         "corpus": ALL_CORPORA},
+    deps=[*config_deps("olmix_reuse_weights"), domain_registry],
+    group_name="methods",
+    code_version=METHODS_CODE_VERSION,
+    kinds={"mlflow"},
+)
+@one_writer
+def olmix_reuse_weights(context: dg.AssetExecutionContext, chameleon: ChameleonConfig,
+                        mlflow_tracking: MLflowTracking, runs: dict, corpus: dict) -> dg.Output[MethodWeights]:
+    """Olmix's mixture reuse: the latest olmix proposal's ratios among the unaffected domains
+    kept exactly, and the share of the unaffected block and of each added or edited domain
+    from the log-linear law fitted to the reduced swarm (`olmix_reuse_run`). Removing a
+    domain needs no run: the previous ratios over the remaining domains. Its cost is the
+    reduced swarm's (the previous proposal's is in the details)."""
+    from chameleon_assets.core.methods import olmix
+    from chameleon_assets.settings import fit_params
+
+    profile = chameleon.profile()
+    params = fit_params(profile, "olmix")
+    domains, versions = _domain_set(corpus, profile, with_tokens=False)
+    previous = previous_olmix(context.instance)
+    plan, removed = reuse_plan(previous, domains.names, versions)
+    current, left_out = [], {}
+    if plan.affected:
+        section = chameleon.section_version("regmix_run")
+        current, left_out = current_runs(
+            "olmix_reuse_weights", runs, params.reuse_runs, "methods.olmix.reuse_runs",
+            lambda r: olmix_reuse_run_version(section, r, previous.data_version, versions), "olmix_reuse_run",
+            "olmix_reuse")
+    version = sha256_text(METHODS_CODE_VERSION, "olmix_reuse", chameleon.section_version("olmix"),
+                          f"previous={previous.data_version}", versions_text(versions),
+                          versions_text({str(r.run): r.data_version for r in current}))[:24]
+    value = stored_value("olmix_reuse_weights", None, version)
+    if value is None:
+        mixtures, losses = _runs_arrays(current, domains.names)
+        reduced = [plan.reduce(m) for m in mixtures]
+        result = olmix.reuse_result(plan, reduced, losses, domains.train_tokens, params, _swarm_cost(current),
+                                    profile.seed, removed)
+        result.details.update(previous=previous.data_version, previous_cost_flops=float(previous.cost["flops"]),
+                              left_out=left_out)
+        value = store_method_weights(context, mlflow_tracking, "olmix_reuse", version, domains, versions, result)
+    return method_output(value)
+
+
 def _trained_assets() -> list[dg.AssetsDefinition]:
     from chameleon_assets.core.methods import get, trained_methods
 
-    swarms = [m for m in trained_methods() if get(m).fit_fields]
+    swarms = [m for m in trained_methods() if get(m).fit_fields or get(m).swarm]
     if sorted(swarms) != sorted(SWARM_METHODS):
         raise ValueError(f"mixing methods {', '.join(sorted(set(swarms) - set(SWARM_METHODS)))} declare fit_fields "
-                         "(a swarm and a fit): only RegMix's swarm assets exist (defs/methods.py)")
+                         "or a swarm: only RegMix's and Olmix's swarm assets exist (defs/methods/assets.py)")
     return [_method_weights_asset(m) for m in trained_methods() if m not in SWARM_METHODS]
 
 
-METHOD_WEIGHTS = [*_trained_assets(), regmix_weights]
-METHOD_ASSETS = [*METHOD_WEIGHTS, regmix_run]
+METHOD_WEIGHTS = [*_trained_assets(), regmix_weights, olmix_weights, olmix_reuse_weights]
+METHOD_ASSETS = [*METHOD_WEIGHTS, regmix_run, olmix_reuse_run]
 # The asset that gives each computed mixture its weights.
 WEIGHTS_OF = {a.key.to_user_string().removesuffix("_weights"): a.key.to_user_string() for a in METHOD_WEIGHTS}
 
