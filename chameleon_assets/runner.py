@@ -50,6 +50,12 @@ MAX_WAVES = 200
 STALENESS_PARTITION_LIMIT = 100
 
 
+# The embedded instance's settings: no telemetry, and no first-visit "Join the Dagster
+# community" dialog (``nux``), so a first visit to the UI lands on the lineage.
+INSTANCE_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+_OLD_INSTANCE_YAML = "telemetry:\n  enabled: false\n"  # what homes made before the nux setting hold
+
+
 def get_instance() -> dg.DagsterInstance:
     """The persistent instance under ``$DAGSTER_HOME`` (default ``data/dagster_home``).
 
@@ -66,8 +72,8 @@ def get_instance() -> dg.DagsterInstance:
             raise FileNotFoundError(f"CHAMELEON_INSTANCE={chosen}: no such instance configuration file")
         if not (home / "dagster.yaml").exists() or (home / "dagster.yaml").read_text() != source.read_text():
             (home / "dagster.yaml").write_text(source.read_text())
-    elif not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    elif not (home / "dagster.yaml").exists() or (home / "dagster.yaml").read_text() == _OLD_INSTANCE_YAML:
+        (home / "dagster.yaml").write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 

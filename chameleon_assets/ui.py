@@ -156,8 +156,12 @@ def serve(dagster_port: int, mlflow_port: int) -> int:
     tracking_uri = paths.mlflow_tracking_uri()
     remote = tracking_uri.startswith(("http://", "https://"))
     require_ui_packages(mlflow_server=not remote)
+    from chameleon_assets.runner import get_instance
+
+    # The instance's dagster.yaml (written on first use) is what the webserver reads: with it
+    # a first visit opens on the lineage, not on Dagster's community dialog.
+    get_instance().dispose()
     env = {**os.environ, "DAGSTER_HOME": str(paths.dagster_home())}
-    paths.dagster_home().mkdir(parents=True, exist_ok=True)
     bindir = os.path.dirname(sys.executable)
     servers: list[tuple[str, subprocess.Popen]] = []
     stopping: list[int] = []

@@ -1,5 +1,6 @@
 """The whole graph on three small domains: weights -> models -> evaluation -> MLflow -> comparison."""
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -48,6 +49,14 @@ def test_run_everything_trains_evaluates_logs_and_compares(project: Path, capsys
     assert [m.step for m in history] == list(range(1, 33))
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run["run_id"])}
     assert {"weights.csv", "affinity_heatmap.png", "README.md"} <= artifacts
+    # The runs table's Dataset column: each domain's train split as trained on, its held-out
+    # split as evaluated on, named by domain, digested by the corpus version the model tags carry.
+    inputs = mlflow.tracking.MlflowClient().get_run(run["run_id"]).inputs.dataset_inputs
+    seen = {(i.dataset.name, i.dataset.digest, str(Path(json.loads(i.dataset.source)["uri"]).resolve()),
+             {t.key: t.value for t in i.tags}["mlflow.data.context"]) for i in inputs}
+    assert seen == {(name.format(d), run[f"tags.data_version.{d}"], str(current(project, "corpus", d) / split), context)
+                    for d in ("alpha", "beta", "gamma")
+                    for name, split, context in (("{}", "train.bin", "training"), ("{}/val", "val.bin", "evaluation"))}
 
     # Re-materialising an unchanged partition reuses its version: no retraining, no new run.
     result = materialize(load_defs(), get_instance(), [base_model], partition_key="uniform|0")
@@ -99,3 +108,29 @@ def test_mlflow_artifacts_stay_under_the_data_directory(project: Path, monkeypat
     probes = list((project / "data/mlflow/artifacts").rglob("probe.txt"))
     assert any(probes), "probe.txt is not under data/mlflow/artifacts"
     assert [p.read_text() for p in probes] == ["hello"]
+
+
+def test_a_models_domains_are_its_mlflow_dataset_inputs_once_per_context(project: Path) -> None:
+    from chameleon_assets.core.corpus import CorpusShards
+    from chameleon_assets.defs.tracking import log_domain_inputs
+
+    shards = [CorpusShards(domain=d, directory=str(project / "corpus" / d / version), dtype="uint16", vocab_size=8192,
+                           train_tokens=100, val_tokens=10, train_documents=9, val_documents=1, text_bytes=400,
+                           val_text_bytes=40, data_version=version)
+              for d, version in (("alpha", "a" * 24), ("beta", "b" * 24))]
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        log_domain_inputs(shards, "training")
+    with mlflow.start_run(run_id=run.info.run_id):  # the evaluation reopens the model's run
+        log_domain_inputs(shards, "evaluation")
+        log_domain_inputs(shards[:1], "training")  # logged again: still listed once
+    inputs = mlflow.tracking.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    seen = sorted((i.dataset.name, i.dataset.digest, json.loads(i.dataset.source)["uri"], i.dataset.source_type,
+                   [(t.key, t.value) for t in i.tags]) for i in inputs)
+    root = project / "corpus"
+    assert seen == [
+        ("alpha", "a" * 24, f"{root}/alpha/{'a' * 24}/train.bin", "local", [("mlflow.data.context", "training")]),
+        ("alpha/val", "a" * 24, f"{root}/alpha/{'a' * 24}/val.bin", "local", [("mlflow.data.context", "evaluation")]),
+        ("beta", "b" * 24, f"{root}/beta/{'b' * 24}/train.bin", "local", [("mlflow.data.context", "training")]),
+        ("beta/val", "b" * 24, f"{root}/beta/{'b' * 24}/val.bin", "local", [("mlflow.data.context", "evaluation")]),
+    ]

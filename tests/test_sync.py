@@ -217,3 +217,23 @@ def test_the_sensor_reads_no_unchanged_raw_bytes(synced, monkeypatch: pytest.Mon
     write_domain(project / "raw", "beta", text="Edited.")
     domain_registry_sensor(dg.build_sensor_context(instance=instance, resources=dict(defs.resources)))
     assert read == ["beta"]
+
+
+def test_the_instance_turns_off_dagsters_first_visit_dialog(project: Path) -> None:
+    import yaml
+
+    from chameleon_assets.runner import get_instance
+
+    settings = project / "dagster_home" / "dagster.yaml"
+    instance = get_instance()
+    assert yaml.safe_load(settings.read_text()) == {"telemetry": {"enabled": False}, "nux": {"enabled": False}}
+    assert instance.nux_enabled is False
+    instance.dispose()
+    # A home made before the setting (telemetry only) is given it; a dagster.yaml of one's own is left alone.
+    settings.write_text("telemetry:\n  enabled: false\n")
+    get_instance().dispose()
+    assert yaml.safe_load(settings.read_text())["nux"] == {"enabled": False}
+    settings.write_text("telemetry:\n  enabled: false\n# mine\n")
+    instance = get_instance()
+    assert instance.nux_enabled is True and settings.read_text().endswith("# mine\n")
+    instance.dispose()

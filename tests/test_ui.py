@@ -6,6 +6,7 @@ Screenshots go to ``tests/output/ui/`` (``$CHAMELEON_TEST_OUTPUT``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -54,10 +55,6 @@ def _project(root: Path, materialise: bool) -> dict:
            "DAGSTER_HOME": str(root / "dagster_home"), "CHAMELEON_PROFILE": "tiny",
            "CHAMELEON_REGISTRY": str(conf / "domains.yaml"), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    (root / "dagster_home" / ".nux").mkdir(parents=True)
-    # Dagster's first-visit "Join the community" dialog, already seen: it would cover what
-    # the tests click (it shows a second after the page loads, so dismissing it races).
-    (root / "dagster_home" / ".nux" / "nux.yaml").write_text("seen: 1\n")
     if materialise:
         done = subprocess.run([sys.executable, "-m", "chameleon_assets.cli", "run", "--mixtures", *MIXTURES],
                               env=env, capture_output=True, text=True, timeout=900)
@@ -78,6 +75,11 @@ def test_ui_prints_working_urls_and_stops_everything_it_started(tmp_path: Path, 
         for url in (ui.dagster_url, f"{ui.mlflow}/health"):
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200
+        # What the webserver itself says its first visitor sees: no community dialog.
+        request = urllib.request.Request(f"{ui.dagster}/graphql", data=b'{"query": "{ shouldShowNux }"}',
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.load(response) == {"data": {"shouldShowNux": False}}
         assert len(ui.servers) == 2
         assert len(ui.leftovers()) >= 5  # MLflow and its workers, dagster dev, webserver, daemon, code server
     finally:
@@ -131,7 +133,7 @@ def _shot(pg, name: str) -> None:  # noqa: ANN001
 
 
 def _open(pg, url: str) -> None:  # noqa: ANN001
-    """Open a Dagster page (the community dialog is marked seen by ``_project``)."""
+    """Open a Dagster page (the instance turns the first-visit community dialog off)."""
     pg.goto(url)
 
 

@@ -22,8 +22,10 @@ matched. JSON lines whose text cannot hold an accepted value are skipped before 
 parsed (``Filter.literals``): with seven domains filtered out of one dataset each
 domain parses only its own lines.
 
-Errors are one line naming the domain and the file (and the line or the field): a
-corrupt shard, a field the records lack, a filter that matches nothing.
+Errors are one line naming the domain and the file (and the line or the field): a file
+that is not what its name says (``not a gzip file``, ``not a readable Parquet file``), a
+cut or corrupt one, a line that is not JSON or not UTF-8, a damaged file of a saved
+dataset, a field the records lack, a filter that matches nothing.
 """
 
 from __future__ import annotations
@@ -230,6 +232,8 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
 # What reading a damaged compressed stream raises: gzip (BadGzipFile is an OSError, a cut
 # file an EOFError, a bad block zlib.error) and pyarrow's zstd codec (OSError).
 _CORRUPT = (OSError, EOFError, zlib.error)
+# How a compressed stream's first bytes read: a file that does not start so is not one.
+_MAGIC = {".gz": ("gzip", b"\x1f\x8b"), ".zst": ("zstd", b"\x28\xb5\x2f\xfd")}
 
 
 def _jsonl(spec: DomainSpec, path: Path, scan: Scan) -> Iterator[str]:
@@ -261,9 +265,14 @@ def _jsonl(spec: DomainSpec, path: Path, scan: Scan) -> Iterator[str]:
                 scan.matched += 1
                 yield _text_of(record, spec, f"file {path} line {lineno}")
     except _CORRUPT as exc:
-        kind = "gzip " if path.name.lower().endswith(".gz") else "zstd " if path.name.lower().endswith(".zst") else ""
-        raise RegistryError(f"{where}: file {path}: corrupt or truncated {kind}data after line {lineno} "
-                            f"({_first_line(exc)})") from exc
+        kind, magic = next((v for suffix, v in _MAGIC.items() if path.name.lower().endswith(suffix)), ("", b""))
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if kind and not head.startswith(magic):
+            raise RegistryError(f"{where}: file {path}: not a {kind} file (it starts with {head!r}: "
+                                f"{_first_line(exc)})") from exc
+        raise RegistryError(f"{where}: file {path}: corrupt or truncated {kind + ' ' if kind else ''}data after "
+                            f"line {lineno} ({_first_line(exc)})") from exc
 
 
 def _parquet_file(spec: DomainSpec, path: Path):  # noqa: ANN202 (a pyarrow.parquet.ParquetFile)
@@ -345,20 +354,55 @@ def _parquet_mask(spec: DomainSpec, pf, row_group: int, scan: Scan, where: str) 
 def _hf_disk(spec: DomainSpec, scan: Scan) -> Iterator[str]:
     import datasets
 
-    ds = datasets.load_from_disk(str(spec.source))
-    if isinstance(ds, datasets.DatasetDict):
-        if spec.split not in ds:
-            raise RegistryError(f"domain '{spec.name}': field 'split': {spec.split!r} not in {sorted(ds)}")
-        ds = ds[spec.split]
-    if spec.text_field not in ds.column_names:
-        raise RegistryError(
-            f"domain '{spec.name}': field 'text_field': column {spec.text_field!r} not in dataset "
-            f"{spec.source} (columns: {ds.column_names})"
-        )
-    for i, value in enumerate(ds[spec.text_field]):
+    try:
+        ds = datasets.load_from_disk(str(spec.source))
+        if isinstance(ds, datasets.DatasetDict):
+            if spec.split not in ds:
+                raise RegistryError(f"domain '{spec.name}': field 'split': {spec.split!r} not in {sorted(ds)}")
+            ds = ds[spec.split]
+        if spec.text_field not in ds.column_names:
+            raise RegistryError(
+                f"domain '{spec.name}': field 'text_field': column {spec.text_field!r} not in dataset "
+                f"{spec.source} (columns: {ds.column_names})"
+            )
+        texts = ds[spec.text_field]
+    except RegistryError:
+        raise
+    # What a damaged or foreign folder makes ``datasets`` raise: a missing file (OSError), bad
+    # JSON or Arrow bytes (ValueError, pyarrow's errors are ValueErrors or OSErrors), a
+    # state.json lacking its keys (KeyError, TypeError).
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"domain '{spec.name}': {_hf_disk_damage(spec.source, exc)}") from exc
+    for i, value in enumerate(texts):
         scan.records += 1
         scan.matched += 1
         yield _text_of({spec.text_field: value}, spec, f"dataset {spec.source} row {i}")
+
+
+def _hf_disk_damage(folder: Path, exc: BaseException) -> str:
+    """Which file of a ``save_to_disk`` folder ``load_from_disk`` failed on, and why: the first
+    JSON file that does not parse or Arrow file that does not read, else the folder itself."""
+    import pyarrow as pa
+
+    if not any((folder / name).is_file() for name in ("state.json", "dataset_dict.json")):
+        return (f"folder {folder}: not a dataset saved with save_to_disk (it has neither state.json nor "
+                f"dataset_dict.json)")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    for f in files:
+        if f.suffix == ".json":
+            try:
+                json.loads(f.read_bytes())
+            except ValueError as bad:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                return f"file {f}: invalid JSON ({_first_line(bad)})"
+    for f in files:
+        if f.suffix == ".arrow":
+            try:
+                with pa.memory_map(str(f)) as source:
+                    for _ in pa.ipc.open_stream(source):
+                        pass
+            except (pa.ArrowException, OSError) as bad:
+                return f"file {f}: not a readable Arrow file ({_first_line(bad)})"
+    return f"folder {folder}: not a readable dataset saved with save_to_disk ({_first_line(exc)})"
 
 
 def _text_of(record: Any, spec: DomainSpec, where: str) -> str:

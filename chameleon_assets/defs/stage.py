@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import dagster as dg
 
@@ -26,8 +26,11 @@ from chameleon_assets.core.artifacts import atomic_dir, atomic_file, remove_tree
 from chameleon_assets.defs import launch, plots
 from chameleon_assets.defs.io import stored_value
 from chameleon_assets.defs.partitions import split_model_key
-from chameleon_assets.defs.tracking import MLflowTracking
+from chameleon_assets.defs.tracking import MLflowTracking, log_domain_inputs
 from chameleon_assets.defs.values import ComparisonTable, MixtureTable
+
+if TYPE_CHECKING:
+    from chameleon_assets.core.corpus import CorpusShards
 
 
 # --- Training ----------------------------------------------------------------------------
@@ -119,6 +122,7 @@ def train_stage_model(context: dg.AssetExecutionContext, profile, tracking: MLfl
         mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss, **spec.metrics,
                             **launch.mlflow_metrics(result)})
         mlflow.set_tags(launch.mlflow_tags(result))
+        log_domain_inputs([spec.shards[d] for d in spec.weights], "training")
         for path in [f"{spec.table.path}/weights.csv", *spec.artifacts]:
             mlflow.log_artifact(path)
         run_id = run.info.run_id
@@ -198,9 +202,10 @@ def score_windows(model, windows: dict, batch_size: int, device, tok) -> dict:  
 
 
 def store_evaluation(context: dg.AssetExecutionContext, tracking: MLflowTracking, result, mlflow_run_id: str,  # noqa: ANN001
-                     metrics: dict) -> None:
+                     metrics: dict, scored: list[CorpusShards]) -> None:
     """Write an evaluation's ``evaluation.json`` (atomically, to ``result.path``) and log its
-    metrics on its model's MLflow run, tagged with the evaluating Dagster run and version."""
+    metrics on its model's MLflow run, tagged with the evaluating Dagster run and version,
+    with the held-out splits of ``scored`` (the domains' ``CorpusShards``) as its evaluation inputs."""
     with atomic_dir(Path(result.path)) as tmp:
         write_json(tmp / "evaluation.json", {**result.__dict__, "mlflow_run_id": mlflow_run_id})
     with tracking.start_run(run_id=mlflow_run_id):
@@ -209,6 +214,7 @@ def store_evaluation(context: dg.AssetExecutionContext, tracking: MLflowTracking
         mlflow.log_metrics(metrics)
         mlflow.set_tag("evaluated_by_dagster_run", context.run_id)
         mlflow.set_tag("evaluation_version", result.data_version)
+        log_domain_inputs(scored, "evaluation")
 
 
 def score_metrics(result) -> dict[str, float]:  # noqa: ANN001 (an evaluation value)

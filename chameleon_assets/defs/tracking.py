@@ -20,17 +20,48 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Iterator
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import dagster as dg
 
 from chameleon_assets import paths
+
+if TYPE_CHECKING:
+    from chameleon_assets.core.corpus import CorpusShards
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 # MLflow's HTTP settings applied when the user has not set them (the timeout is timeout_s).
 BOUNDED_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 _set_here: dict[str, str] = {}  # the values this module wrote, told apart from the user's own
+
+
+# The split of a domain's corpus each context reads, and how its dataset is named. MLflow
+# keeps one dataset per (name, digest) and a run lists a dataset once, under the context it
+# was first logged with, so the held-out split needs a name of its own to be listed too.
+DATASET_SPLITS = {"training": ("train.bin", "{domain}"), "evaluation": ("val.bin", "{domain}/val")}
+
+
+def log_domain_inputs(shards: Iterable["CorpusShards"], context: str) -> None:
+    """Log each domain's corpus split on the active MLflow run as a dataset input: named
+    for the domain, its digest the corpus data version, its source the split's file, under
+    ``context`` ("training" or "evaluation"); the runs table's Dataset column lists them."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    split, name = DATASET_SPLITS[context]
+    datasets = []
+    for s in shards:
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class twice and warns that a path is ambiguous.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            source = resolve_dataset_source(str(Path(s.directory) / split))
+        datasets.append(MetaDataset(source, name=name.format(domain=s.domain), digest=s.data_version))
+    if datasets:
+        mlflow.log_inputs(datasets=datasets, contexts=[context] * len(datasets), tags_list=[None] * len(datasets))
 
 
 class TrackingUnreachable(RuntimeError):

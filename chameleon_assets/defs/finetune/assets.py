@@ -321,7 +321,8 @@ def _evaluate(context, chameleon, tracking, model: FinetunedModel, version: str,
         "pretrain_bpb_avg": float(np.mean(list(result.pretrain_bits_per_byte.values()))),
         "forgetting_bpb": result.forgetting,
     }
-    store_evaluation(context, tracking, result, model.mlflow_run_id, metrics)
+    store_evaluation(context, tracking, result, model.mlflow_run_id, metrics,
+                     [s for group in groups.values() for s in group.values()])
     return result
 
 

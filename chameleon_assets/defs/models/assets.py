@@ -206,7 +206,8 @@ def _evaluate(context, chameleon, tracking, base_model: BaseModel, shards: dict,
         **{f"{m}.{t}": v for t, scores in tasks.items() for m, v in scores.items()
            if isinstance(v, (int, float)) and m in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr")},
     }
-    store_evaluation(context, tracking, result, base_model.mlflow_run_id, metrics)
+    store_evaluation(context, tracking, result, base_model.mlflow_run_id, metrics,
+                     [shards[d] for d in base_model.weights])
     return result
 
 
