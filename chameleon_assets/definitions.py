@@ -18,7 +18,7 @@ from chameleon_assets.defs.mixing.proxy import proxy_model
 from chameleon_assets.defs.mixing.weights import finetune_weights, mixture_weights
 from chameleon_assets.defs.models.assets import base_model, evaluation, mixture_comparison
 from chameleon_assets.defs.resources import ChameleonConfig
-from chameleon_assets.defs.sensors import chameleon_automation, domain_registry_sensor
+from chameleon_assets.defs.sensors import chameleon_automation, domain_registry_sensor, lost_run_worker_sensor
 from chameleon_assets.defs.sources import (
     CONFIG_SOURCES,
     domain_registry,
@@ -70,6 +70,6 @@ RESOURCES = {
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    sensors=[domain_registry_sensor, chameleon_automation],
+    sensors=[domain_registry_sensor, chameleon_automation, lost_run_worker_sensor],
     resources=RESOURCES,
 )
