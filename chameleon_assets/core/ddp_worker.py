@@ -67,9 +67,15 @@ def run(job_dir: Path) -> None:
             sampler = WeightedDomainSampler({d: s.train() for d, s in shards.items()}, job["weights"],
                                             job["seq_len"], job["seed"])
             checkpoints = Path(job["checkpoint_dir"]) if job.get("checkpoint_dir") else None
+            mixing = None
+            if job.get("online"):  # every rank follows the same online mixture (core.train)
+                from chameleon_assets.core.methods import online_mixing
+
+                mixing = online_mixing(job["online"]["method"], job["online"]["params"], job["weights"],
+                                       {d: s.val() for d, s in shards.items()}, job["seq_len"])
             result = train_causal_lm(model, sampler, TrainConfig(**job["train"]), device, checkpoint_dir=checkpoints,
                                      run_key=job["run_key"], progress=False, desc=job["desc"],
-                                     log=log if rank == 0 else None)
+                                     log=log if rank == 0 else None, mixing=mixing)
             if rank == 0:
                 with atomic_dir(job_dir / "out") as tmp:
                     model.save_pretrained(tmp)

@@ -293,14 +293,21 @@ class AioliMixing:
         """Tokens scored by the held-out passes so far: passes x sum over domains of windows x length."""
         return self.passes * sum(int(w.shape[0]) * (int(w.shape[1]) - 1) for w in self.held_out.values())
 
-    def cost(self, forward_flops_per_token: float, wall_s: float = 0.0) -> Cost:
-        """The compute Aioli adds to training: forward FLOPs x the tokens its held-out passes scored
-        (its probe steps are steps of the training budget, not extra)."""
-        tokens = self.eval_tokens()
-        return Cost.of("aioli_heldout_passes", forward_flops_per_token * tokens, wall_s, tokens)
-
     def summary(self) -> dict:
         return {"kind": "aioli", "names": list(self.controller.names),
                 "trajectory": [list(t) for t in self.controller.trajectory],
                 "update_steps": [0, *self.update_steps], "rounds": self.controller.round,
                 "heldout_passes": self.passes, "heldout_tokens": self.eval_tokens()}
+
+
+def heldout_cost(summary: dict, train_flops_per_token: float) -> Cost:
+    """The compute an online mixture adds to training (``summary``: ``TrainResult.extra["mixing"]``):
+    its held-out passes, forward only, over the tokens they scored,
+
+        FLOPs = forward per token x heldout_tokens = (train_flops_per_token / 3) x heldout_tokens
+
+    (``core.cost``: training = 3 x forward). Probe steps are steps of the training budget,
+    not extra. A schedule scores nothing and costs nothing."""
+    tokens = int(summary.get("heldout_tokens", 0))
+    return Cost.of(f"{summary.get('kind', 'online')}_heldout_passes", train_flops_per_token / 3.0 * tokens,
+                   float(summary.get("heldout_s", 0.0)), tokens)

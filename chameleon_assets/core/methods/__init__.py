@@ -29,6 +29,12 @@ what they are part of, so that the application needs no list of methods:
   small runs and a fit over them (RegMix), the settings only the fit reads; they form a
   section of their own, so changing them retrains no run.
 
+* **online** methods (``online``) are closed-form as far as the weights table goes: their
+  row is the mixture the base model starts from. Their ``Params`` also drive the base
+  model's sampler while it trains: ``mixing(params, weights, val, seq_len)`` returns the
+  ``core.online.OnlineMixing`` that ``core.train`` follows, and the settings are part of
+  those base models' data version alone.
+
 No Dagster here: callable from a notebook.
 """
 
@@ -159,6 +165,7 @@ class MixingMethod(Protocol):
     stages: ClassVar[frozenset[str]]  # closed-form: the weights it serves (default both)
     proxy_recipe: ClassVar[bool]  # trained: its section holds the profile's proxy recipe (default true)
     fit_fields: ClassVar[tuple[str, ...]]  # trained swarm: the Params fields only its fit reads (default none)
+    online: ClassVar[bool]  # closed-form start of a mixture that moves during base training (default false)
 
     def compute(self, domains: DomainSet, params: Any, proxy: ProxyRecipe | None = None) -> MethodResult: ...
 
@@ -176,7 +183,7 @@ def _settings_under_methods(self: Any, mixtures: Mapping[str, Any], budget_token
 
 def register(cls: type) -> type:
     """Class decorator: register one instance of a method under its ``name``."""
-    defaults = {"stages": STAGES, "proxy_recipe": True, "fit_fields": (),
+    defaults = {"stages": STAGES, "proxy_recipe": True, "fit_fields": (), "online": False,
                 "mixture_settings": _settings_under_methods}
     for attribute, value in defaults.items():
         if not hasattr(cls, attribute):
@@ -208,6 +215,23 @@ def get(name: str) -> MixingMethod:
     if name not in methods:
         raise ValueError(f"unknown mixing method '{name}'; known: {', '.join(sorted(methods))}")
     return methods[name]
+
+
+def online_methods() -> list[str]:
+    """Names of the methods whose mixture changes during base training (``online``): their
+    weights are where the base model starts, their ``Params`` drive it while it trains."""
+    return sorted(n for n, m in registered().items() if m.online)
+
+
+def online_mixing(name: str, params: Mapping[str, Any], weights: Mapping[str, float],
+                  val: Mapping[str, np.ndarray], seq_len: int):  # noqa: ANN201 - a core.online.OnlineMixing
+    """The ``OnlineMixing`` that online method ``name`` drives a base model's sampler with:
+    ``params`` its settings as plain data (validated by its ``Params``), ``weights`` its row
+    of the weights table (the start), ``val`` each domain's held-out tokens."""
+    method = get(name)
+    if not method.online:
+        raise ValueError(f"method '{name}' does not change its mixture during training")
+    return method.mixing(method.Params(**params), dict(weights), dict(val), seq_len)
 
 
 def trained_methods() -> list[str]:
