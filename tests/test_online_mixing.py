@@ -150,3 +150,10 @@ def test_aioli_refuses_a_round_too_short_for_its_probes() -> None:
     with pytest.raises(ValueError, match="raise interval to at least 6"):
         AioliMixing(AioliController(NAMES, np.ones(3)), interval=5, probe_steps=2,
                     held_out={d: np.zeros((1, 9), dtype=np.int64) for d in NAMES})
+
+
+def test_a_checkpoint_of_other_aioli_settings_is_not_resumed(tmp_path) -> None:  # noqa: ANN001
+    with pytest.raises(_Interrupt):
+        _loop_run(_aioli(eta=1.0), _PLANTED, tmp_path / "ckpt", stop_at=7, steps=10)
+    resumed = _loop_run(_aioli(eta=0.5), _PLANTED, tmp_path / "ckpt", steps=10)
+    assert resumed.resumed_from == 0
