@@ -110,11 +110,13 @@ _PLANTED = {"a": np.random.default_rng(0).integers(1, 100, size=4000),
 
 
 def _aioli(tokens: dict = _PLANTED, eta: float = 1.0):  # noqa: ANN202
-    from chameleon_assets.core.online import AioliMixing, held_out_windows
+    """Aioli over ``tokens`` measuring on 4 windows of 9 tokens from each domain's last 400
+    (the loop's sampler trains on all of them: these tests pin the dynamics, not the split)."""
+    from chameleon_assets.core.online import AioliMixing
 
     names = sorted(tokens)
     controller = AioliController(names, np.ones(len(names)), eta=eta, delta=0.5)
-    held = {d: held_out_windows(tokens[d][-400:], 4, 8) for d in names}
+    held = {d: np.stack([tokens[d][-400 + 100 * i : -400 + 100 * i + 9] for i in range(4)]) for d in names}
     return AioliMixing(controller, interval=6, probe_steps=2, held_out=held)
 
 
@@ -157,3 +159,18 @@ def test_a_checkpoint_of_other_aioli_settings_is_not_resumed(tmp_path) -> None: 
         _loop_run(_aioli(eta=1.0), _PLANTED, tmp_path / "ckpt", stop_at=7, steps=10)
     resumed = _loop_run(_aioli(eta=0.5), _PLANTED, tmp_path / "ckpt", steps=10)
     assert resumed.resumed_from == 0
+
+
+def test_aioli_measures_on_training_tokens_it_reserves_from_the_sampler() -> None:
+    from chameleon_assets.core.methods import online_mixing
+    from chameleon_assets.core.online import trainable
+
+    train = {"a": np.arange(100), "b": np.arange(1000, 1040)}
+    params = {"interval": 4, "probe_steps": 1, "eta": 0.1, "delta": 0.5, "eval_windows": 2, "prior": "uniform"}
+    mixing = online_mixing("aioli", params, {"a": 0.5, "b": 0.5}, train, seq_len=9)
+    # 2 windows of 9 + 1 tokens: the last 20 of each domain, taken out of what the sampler reads.
+    assert mixing.held_out["a"].tolist() == [list(range(80, 90)), list(range(90, 100))]
+    assert mixing.reserved == {"a": 20, "b": 20}
+    assert [len(t) for t in trainable(train, mixing).values()] == [80, 20]
+    with pytest.raises(ValueError, match="domain 'b' has 40 training tokens; its held-out windows take 40"):
+        online_mixing("aioli", {**params, "eval_windows": 4}, {"a": 0.5, "b": 0.5}, train, seq_len=9)

@@ -26,7 +26,8 @@ them off the schedule at the fraction of the budget trained; ``AioliMixing`` run
 rounds: every ``interval`` steps a round opens with k probe phases of ``probe_steps``
 steps each (phase j trains on p^(j)), the held-out loss of every domain measured before
 the first and after each phase (k + 1 passes over ``eval_windows`` fixed held-out windows
-per domain), the k loss drops feed ``AioliController.update``, and the round's remaining
+per domain, cut from the end of the domain's training split and never trained on:
+``reserved``), the k loss drops feed ``AioliController.update``, and the round's remaining
 steps train on the new p. Its state (the controller, the drops of a round under way, the
 weights being followed, the passes spent) is plain JSON in every checkpoint, so a killed
 run resumes on the same weight trajectory.
@@ -138,9 +139,14 @@ HeldOutLosses = Callable[[dict[str, np.ndarray]], dict[str, float]]
 
 
 class OnlineMixing(Protocol):
-    """A mixture that changes during training, as ``core.train.train_causal_lm`` follows it."""
+    """A mixture that changes during training, as ``core.train.train_causal_lm`` follows it.
+
+    ``reserved``: tokens at the end of each domain's training split that the mixture keeps
+    for its own measurements; the sampler must be given the splits without them
+    (``trainable``)."""
 
     domains: list[str]
+    reserved: dict[str, int]
 
     def settings(self) -> dict:
         """What makes two runs' mixtures differ (part of a checkpoint's resume key)."""
@@ -166,6 +172,7 @@ class ScheduledMixing:
 
     schedule: WeightSchedule
     domains: list[str] = field(init=False)
+    reserved: dict[str, int] = field(default_factory=dict)  # it measures nothing
 
     def __post_init__(self) -> None:
         self.domains = sorted({d for _, w in self.schedule.phases for d in w})
@@ -186,21 +193,25 @@ class ScheduledMixing:
         return {"kind": "schedule", **self.settings()}
 
 
-def held_out_windows(tokens: np.ndarray, count: int, length: int) -> np.ndarray:
-    """``count`` windows of ``length + 1`` tokens from the END of a held-out split, evenly
-    spaced over its last half (count x (length + 1)); a split shorter than one window is
-    repeated to fill it. Taken from the end because evaluation's perplexity windows start
-    at its beginning (``core.evaluate.validation_windows``): on a split long enough for both
-    the controller never reads the text the model is scored on."""
-    arr = np.asarray(tokens, dtype=np.int64)
-    span = length + 1
-    if len(arr) < 2:
-        raise ValueError("aioli: a domain has fewer than two held-out tokens")
-    if len(arr) <= span:
-        return np.stack([np.resize(arr, span)] * count)
-    first = len(arr) // 2 if len(arr) - len(arr) // 2 >= span else 0
-    starts = np.linspace(first, len(arr) - span, num=count).astype(np.int64)
-    return np.stack([arr[s : s + span] for s in starts])
+def reserve_windows(domain: str, train: np.ndarray, count: int, length: int) -> np.ndarray:
+    """The last ``count x (length + 1)`` tokens of a domain's training split as ``count``
+    disjoint windows of ``length + 1`` tokens (count x (length + 1)). The sampler is then
+    given the split without them (``trainable``): the controller measures on text the
+    model never trains on, and evaluation scores the validation split, so the mixture is
+    never tuned on the text the models are scored on. At least as many tokens must remain
+    to train on."""
+    n = count * (length + 1)
+    if len(train) < 2 * n:
+        raise ValueError(f"aioli: domain '{domain}' has {len(train)} training tokens; its held-out windows take "
+                         f"{n} (eval_windows {count} x (context {length} + 1)) and at least as many must remain to "
+                         "train on: lower eval_windows or give the domain more text")
+    return np.asarray(train[len(train) - n :], dtype=np.int64).reshape(count, length + 1)
+
+
+def trainable(train: dict[str, np.ndarray], mixing: OnlineMixing | None) -> dict[str, np.ndarray]:
+    """Each domain's training split without the tokens ``mixing`` reserved at its end."""
+    reserved = mixing.reserved if mixing is not None else {}
+    return {d: t[: len(t) - reserved.get(d, 0)] for d, t in train.items()}
 
 
 @dataclass
@@ -215,6 +226,7 @@ class AioliMixing:
     interval: int
     probe_steps: int
     held_out: dict[str, np.ndarray]
+    reserved: dict[str, int] = field(default_factory=dict)  # training tokens the windows were cut from
     drops: list[list[float]] = field(default_factory=list)
     last: list[float] | None = None
     current: list[float] | None = None

@@ -52,13 +52,14 @@ class TrainJob:
     online: dict | None = None
 
     def mixing(self):  # noqa: ANN201 - a core.online.OnlineMixing or None
-        """The online mixture the sampler follows, probed on each domain's held-out split."""
+        """The online mixture the sampler follows (it may reserve training tokens to measure on:
+        the sampler gets ``core.online.trainable``)."""
         if not self.online:
             return None
         from chameleon_assets.core.methods import online_mixing
 
         return online_mixing(self.online["method"], self.online["params"], self.weights,
-                             {d: s.val() for d, s in self.shards.items()}, self.seq_len)
+                             {d: s.train() for d, s in self.shards.items()}, self.seq_len)
 
 
 def torchrun_command(nproc: int, job_dir: Path) -> list[str]:
@@ -72,17 +73,19 @@ def train(context: dg.AssetExecutionContext | dg.OpExecutionContext, profile: Pr
     """Train ``model`` in place on ``job`` as the profile's ``training`` section says; return
     the ``TrainResult``. Adds how it ran (processes, tokens/s, MFU) to the output's metadata."""
     from chameleon_assets.core.model import resolve_device
+    from chameleon_assets.core.online import trainable
     from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
 
     context.add_output_metadata(device_assignment())
     if profile.training.distributed:
         result = _torchrun(context, profile, model, job)
     else:
-        sampler = WeightedDomainSampler({d: s.train() for d, s in job.shards.items()}, job.weights, job.seq_len,
-                                        job.seed)
+        mixing = job.mixing()
+        sampler = WeightedDomainSampler(trainable({d: s.train() for d, s in job.shards.items()}, mixing),
+                                        job.weights, job.seq_len, job.seed)
         result = train_causal_lm(model, sampler, job.train, resolve_device(profile.device),
                                  checkpoint_dir=job.checkpoint_dir, run_key=job.run_key, desc=job.desc,
-                                 log=context.log.info, mixing=job.mixing())
+                                 log=context.log.info, mixing=mixing)
         context.add_output_metadata(training_metadata(result.extra, result.tokens_per_s))
     return result
 

@@ -31,7 +31,7 @@ what they are part of, so that the application needs no list of methods:
 
 * **online** methods (``online``) are closed-form as far as the weights table goes: their
   row is the mixture the base model starts from. Their ``Params`` also drive the base
-  model's sampler while it trains: ``mixing(params, weights, val, seq_len)`` returns the
+  model's sampler while it trains: ``mixing(params, weights, train, seq_len)`` returns the
   ``core.online.OnlineMixing`` that ``core.train`` follows, and the settings are part of
   those base models' data version alone.
 
@@ -224,14 +224,15 @@ def online_methods() -> list[str]:
 
 
 def online_mixing(name: str, params: Mapping[str, Any], weights: Mapping[str, float],
-                  val: Mapping[str, np.ndarray], seq_len: int):  # noqa: ANN201 - a core.online.OnlineMixing
+                  train: Mapping[str, np.ndarray], seq_len: int):  # noqa: ANN201 - a core.online.OnlineMixing
     """The ``OnlineMixing`` that online method ``name`` drives a base model's sampler with:
     ``params`` its settings as plain data (validated by its ``Params``), ``weights`` its row
-    of the weights table (the start), ``val`` each domain's held-out tokens."""
+    of the weights table (the start), ``train`` each domain's training tokens (the mixture
+    may reserve some for its measurements: train the sampler on ``core.online.trainable``)."""
     method = get(name)
     if not method.online:
         raise ValueError(f"method '{name}' does not change its mixture during training")
-    return method.mixing(method.Params(**params), dict(weights), dict(val), seq_len)
+    return method.mixing(method.Params(**params), dict(weights), dict(train), seq_len)
 
 
 def trained_methods() -> list[str]:

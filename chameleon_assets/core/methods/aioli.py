@@ -5,7 +5,8 @@ Its row in the weights table is the mixture it starts from (``prior``: uniform o
 natural); the base model then follows ``core.online.AioliMixing``: every ``interval``
 optimiser steps a round trains k probe mixtures p^(j) = (1 - delta) p + delta e_j for
 ``probe_steps`` steps each, measures each domain's held-out loss before and after every
-probe (on ``eval_windows`` fixed windows per domain), fits the linear mixing law
+probe (on ``eval_windows`` fixed windows per domain, cut from the end of its training
+split and never trained on), fits the linear mixing law
 
     L_i(t + 1) = L_i(t) - sum_j A_ij p_j        A = argmin sum_j || dL^(j) - A p^(j) ||^2
 
@@ -25,7 +26,7 @@ import numpy as np
 from chameleon_assets.core import baselines
 from chameleon_assets.core.cost import Cost
 from chameleon_assets.core.methods import DomainSet, MethodResult, register
-from chameleon_assets.core.online import AioliController, AioliMixing, held_out_windows
+from chameleon_assets.core.online import AioliController, AioliMixing, reserve_windows
 from chameleon_assets.core.schema import Check, PositiveFloat, PositiveInt, settings
 
 
@@ -53,19 +54,17 @@ class Aioli:
         eval_windows: PositiveInt = 8
         prior: Literal["uniform", "natural"] = "uniform"
 
-    def mixing(self, params: Params, weights: dict[str, float], val: dict[str, np.ndarray],
+    def mixing(self, params: Params, weights: dict[str, float], train: dict[str, np.ndarray],
                seq_len: int) -> AioliMixing:
         """The base model's online mixture: a controller from ``weights`` (this method's row of
-        the table) over its domains, probed on ``eval_windows`` windows of ``seq_len`` tokens
-        from the end of each domain's held-out split ``val``."""
+        the table) over its domains, measuring on ``eval_windows`` windows of ``seq_len + 1``
+        tokens cut from the end of each domain's training split ``train`` and reserved from
+        training (``core.online.reserve_windows``)."""
         names = sorted(weights)
-        empty = [d for d in names if len(val[d]) < 2]
-        if empty:
-            raise ValueError(f"aioli: domain '{empty[0]}' has no held-out tokens to measure its loss on; give it "
-                             "more documents or raise val_fraction in the profile")
+        held = {d: reserve_windows(d, train[d], params.eval_windows, seq_len) for d in names}
         controller = AioliController(names, np.array([weights[d] for d in names]), eta=params.eta, delta=params.delta)
-        return AioliMixing(controller, params.interval, params.probe_steps,
-                           {d: held_out_windows(val[d], params.eval_windows, seq_len) for d in names})
+        return AioliMixing(controller, params.interval, params.probe_steps, held,
+                           reserved={d: int(w.size) for d, w in held.items()})
 
     def compute(self, domains: DomainSet, params: Params, proxy: Any = None) -> MethodResult:
         t0 = time.perf_counter()
