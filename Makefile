@@ -101,8 +101,9 @@ sync: $(STAMP)
 # module fixture) stays on one worker; each worker gets its share of the cores
 # (tests/conftest.py). TEST_WORKERS=0 runs everything in this process. The costliest groups
 # are handed out first in the order tests/conftest.py gives them (HEAVY_FIRST), not by test count.
+# The 30 slowest tests are listed at the end, so a CI log says where the time went.
 TEST_WORKERS ?= 2
-PYTEST = $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+PYTEST = $(PY) -m pytest -q --durations=30 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 test: $(STAMP)
 	$(PYTEST)

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from chameleon_assets import paths
 from chameleon_assets.core.config import EmbeddingConfig, ModelConfig, TrainConfig
 from chameleon_assets.core.methods.chameleon import KRLSParams
+from chameleon_assets.core.methods.closed_form import Temperature, UniMax
 from chameleon_assets.core.schema import (HalfOpenUnitInterval, InvalidSetting, NonEmptyStr, NonNegativeFloat,
                                           NonNegativeInt, PositiveFloat, PositiveInt, StrictStr)
 
@@ -112,7 +113,7 @@ class FinetuneConfig:
 @dataclass(config=SCHEMA)
 class TrainingLaunch:
     """How training runs: in the Dagster step's process, or as ``nproc_per_node`` DDP
-    processes under ``torchrun``, launched through Dagster Pipes (README, "Scaling out").
+    processes under ``torchrun``, launched through Dagster Pipes (docs/pages/scaling.md).
 
     Like ``device``, this is in no configuration section: how a model is trained does not
     change what it is (the global batch, schedule and sample stream are the same for any
@@ -219,8 +220,9 @@ class MixturesConfig:
     finetune_mixtures: list[NonEmptyStr] = field(
         default_factory=lambda: ["uniform", "natural", "chameleon_finetune"])
     chameleon: KRLSParams = field(default_factory=KRLSParams)
-    temperature: PositiveFloat = 3.0
-    unimax_max_epochs: PositiveFloat = 1.0
+    # The built-in methods' settings keep their historical keys; their defaults are the methods' own.
+    temperature: PositiveFloat = Temperature.Params.t
+    unimax_max_epochs: PositiveFloat = UniMax.Params.max_epochs
     unimax_budget_tokens: PositiveInt | None = None
     presets: dict[NonEmptyStr, dict[NonEmptyStr, NonNegativeFloat]] = field(default_factory=dict)
     methods: dict[NonEmptyStr, dict[NonEmptyStr, Any]] = field(default_factory=dict)

@@ -119,10 +119,12 @@ GENERATORS = {
     "train-step": results.train_step,
     "train-step-pairs": results.train_step_pairs,
     "add-domain": results.add_domain,
+    "corpus-read": results.corpus_read,
     "provenance": results.provenance,
     "methods-cost": results.methods_cost,
     "methods-add-domain": results.methods_add_domain,
     "gpu": results.gpu,
+    "gpu-smoke": results.gpu_smoke,
     "results-index": results.results_index,
     "value": results.value,
 }

@@ -293,6 +293,23 @@ def add_domain() -> str:
         f"{r['setup_s_including_proxy_training']} s. Recorded {r.get('date', '')}, {_machine(r)}.")
 
 
+def corpus_read() -> str:
+    """Reading domains out of one sharded dataset (``bench/bench_corpus_read.py``): MB of
+    kept text per second, per format, task and number of workers."""
+    r = load("corpus_read.json")
+    d = r["dataset"]
+    what = {"read": f"read one domain (`{d['filtered_domain']}`, {d['filtered_text_mb']} MB) out of the dataset",
+            "build": "build that domain's shards (read, filter, tokenise, pack)",
+            "build_all": f"build the whole dataset's shards ({d['text_mb']} MB), unfiltered"}
+    body = [(f"`{row['format']}`", what[row["what"]], str(row["workers"]), seconds(row["seconds"]),
+             f"{row['text_mb_per_s']:.2f}", f"{row['source_mb_per_s']:.2f}") for row in r["rows"]]
+    formats = "; ".join(f"{k}: {v}" for k, v in d["formats"].items())
+    return table(["format", "task", "workers", "s", "text MB/s", "source MB/s"], body,
+                 ["l", "l", "r", "r", "r", "r"]) + (
+        f"\n\nThe dataset: {thousands(d['documents'])} documents of the default corpus in "
+        f"{d['shards']} shards ({formats}); tokenizer `{r['tokenizer']}`; {_machine(r)}.")
+
+
 def provenance() -> str:
     """Loading the code location and a run with nothing to do, against ``import dagster``."""
     r = load("provenance.json")
@@ -377,6 +394,32 @@ def gpu() -> str:
             out.append(table(["embedder precision", "speed vs reference", "largest difference", "smallest cosine"],
                              emb_rows, ["l", "r", "r", "r"]))
     return "\n\n".join(out) or "`bench/results/gpu.json` holds no run."
+
+
+def gpu_smoke() -> str:
+    """``bench/results/gpu_smoke.json`` (``bench/gpu_smoke.sh``) when a GPU run is recorded;
+    otherwise says that none is."""
+    if not (results_dir() / "gpu_smoke.json").is_file():
+        return ("**Not run on a GPU yet.** `bench/results/gpu_smoke.json` does not exist: the script has only been "
+                "rehearsed on the CPU (in `make test`). The first run on a GPU node writes it, and the next build "
+                "of these pages shows it here.")
+    r = load("gpu_smoke.json")
+    env = r.get("environment", {})
+    head = (f"Profile `{r.get('profile', '')}`: the whole graph in **{seconds(r.get('run_s'))} s** (target "
+            f"{r.get('target_s', '')} s, {'met' if r.get('within_target') else 'not met'})"
+            + (f", install {seconds(r['install_s'])} s" if r.get("install_s") else "")
+            + (f"; {env['device']}" if env.get("device") else "") + ".")
+    steps = [(f"`{asset}`", seconds(s)) for asset, s in r.get("steps_by_asset_s", {}).items()]
+    training = [(f"`{asset}`" + ("" if name == asset else f" `{name}`"),
+                 thousands(m["tokens_per_s"]) if m.get("tokens_per_s") else "",
+                 f"{100 * m['mfu']:.1f}%" if m.get("mfu") is not None else "", str(m.get("training_device", "")))
+                for asset, runs in r.get("training", {}).items() for name, m in runs.items()]
+    out = [head]
+    if steps:
+        out.append(table(["asset (all its steps)", "s"], steps, ["l", "r"]))
+    if training:
+        out.append(table(["training", "tokens/s", "MFU", "device"], training, ["l", "r", "r", "l"]))
+    return "\n\n".join(out)
 
 
 # --- The files themselves ----------------------------------------------------------------
