@@ -44,7 +44,7 @@ def test_the_registry_holds_chameleon_the_baselines_and_the_computed_competitors
                                          "aioli"}
     assert methods.trained_methods() == ["doge", "doremi", "regmix"]
     assert methods.online_methods() == ["aioli"]
-    with pytest.raises(ValueError, match="unknown mixing method 'dorami'; known: chameleon_finetune"):
+    with pytest.raises(ValueError, match="unknown mixing method 'dorami'; known: aioli, chameleon_finetune"):
         methods.get("dorami")
 
 
