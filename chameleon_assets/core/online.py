@@ -168,7 +168,9 @@ class OnlineMixing(Protocol):
 @dataclass
 class ScheduledMixing:
     """Follow a ``WeightSchedule``: at step s of S the phase of fraction s / S (every step
-    trains the same number of tokens, so this is the fraction of the training tokens)."""
+    trains the same number of tokens, so this is the fraction of the training tokens).
+    The sampler must be made with a positive weight on every domain some phase weighs
+    (it draws only from the domains it was made with; the first step sets its weights)."""
 
     schedule: WeightSchedule
     domains: list[str] = field(init=False)
