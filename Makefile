@@ -17,8 +17,8 @@ DAGSTER_RANGE   ?= 1.13.0 1.13.28
 MIXTURES    ?=
 # `make run PARALLEL=4` materialises up to 4 partitions of an asset at once (docs/pages/scaling.md).
 PARALLEL    ?= 1
-# What `make run-methods` trains: the default three and the computed competitors.
-METHOD_MIXTURES := uniform natural chameleon_pretrain doremi doge regmix olmix olmix_reuse
+# What `make run-methods` trains: the default three, the computed competitors and aioli.
+METHOD_MIXTURES := uniform natural chameleon_pretrain doremi doge regmix olmix olmix_reuse aioli
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false

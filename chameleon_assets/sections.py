@@ -98,7 +98,9 @@ def _embedding(profile: Profile, mixtures: MixturesConfig | None) -> dict:
 
 @section("mixing", "conf/mixtures.yaml: the mixtures, lambda and its ridge, temperatures, UniMax, presets and the "
                    "settings of other closed-form methods listed (UniMax's budget resolved when it defaults to the "
-                   "base models' token budget).", ("mixture_weights",))
+                   "base models' token budget). An online method's settings (aioli's interval, step size, probes, "
+                   "held-out windows) travel in the weights table to its base models, whose data version covers "
+                   "them: changing them retrains that mixture's models only.", ("mixture_weights",))
 def _mixing(profile: Profile, mixtures: MixturesConfig | None) -> dict:
     mixtures = mixtures or load_mixtures()
     data = _without(dataclasses.asdict(mixtures), "finetune_mixtures")  # finetune_mixing's

@@ -33,13 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 # Added since: the computed methods' sections (doremi, doge, regmix_run, regmix); listing
 # doremi, doge and regmix in conf/mixtures.yaml left "mixing" unchanged (mixture_weights
 # does not compute them); then olmix (its fit on RegMix's runs, resolved runs and budget),
-# with olmix and olmix_reuse listed in conf/mixtures.yaml ("mixing" unchanged again).
+# with olmix and olmix_reuse listed in conf/mixtures.yaml ("mixing" unchanged again). Listing
+# aioli (and its `methods: aioli` settings) did change cpu and gpu "mixing": mixture_weights
+# computes aioli's starting row; the other mixtures' weights, and so their base models'
+# versions, stay the same.
 PINNED_SECTION_VERSIONS = {
     "cpu": {
         "corpus": "9c963d450a4322fb2af2c43c",
         "proxy": "e02e9d1a65a87c62b3a198c4",
         "embedding": "3e6aa07a25e2708cb53dd1ae",
-        "mixing": "1e5f6505f01604be41cef123",
+        "mixing": "716522784d5a294afdc08034",
         "base_model": "f6dd484c1b9a13409cfe9814",
         "evaluation": "63966d646918466ad0a75f44",
         "finetune_mixing": "bebea581ce35b112f94cede5",
@@ -54,7 +57,7 @@ PINNED_SECTION_VERSIONS = {
         "corpus": "7f4b4092e87253dce321cc33",
         "proxy": "fb1facb308a61b34564b1452",
         "embedding": "67f8f297ce47cbe0e0dc48ac",
-        "mixing": "d0af1259a867081b16df0fb9",
+        "mixing": "7b54f3aa50871adaeda0c7d8",
         "base_model": "e8ca19a9eaaa40bae1c56c66",
         "evaluation": "4509f5c021f4bfe4bda8524d",
         "finetune_mixing": "bebea581ce35b112f94cede5",

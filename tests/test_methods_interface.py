@@ -40,9 +40,11 @@ RECIPE = methods.ProxyRecipe(model=TINY, train=TrainConfig(tokens=512, batch_siz
 
 def test_the_registry_holds_chameleon_the_baselines_and_the_computed_competitors() -> None:
     assert set(methods.registered()) == {"uniform", "natural", "temperature", "unimax", "preset",
-                                         "chameleon_pretrain", "chameleon_finetune", "doremi", "doge", "regmix", "olmix"}
+                                         "chameleon_pretrain", "chameleon_finetune", "doremi", "doge", "regmix", "olmix",
+                                         "aioli"}
     assert methods.trained_methods() == ["doge", "doremi", "olmix", "regmix"]
-    with pytest.raises(ValueError, match="unknown mixing method 'dorami'; known: chameleon_finetune"):
+    assert methods.online_methods() == ["aioli"]
+    with pytest.raises(ValueError, match="unknown mixing method 'dorami'; known: aioli, chameleon_finetune"):
         methods.get("dorami")
 
 

@@ -50,6 +50,7 @@ def run(job_dir: Path) -> None:
     from chameleon_assets.core.artifacts import atomic_dir, read_json, write_json
     from chameleon_assets.core.corpus import CorpusShards
     from chameleon_assets.core.model import load_model
+    from chameleon_assets.core.online import trainable
     from chameleon_assets.core.train import TrainConfig, WeightedDomainSampler, train_causal_lm
 
     job = read_json(job_dir / "job.json")
@@ -64,12 +65,18 @@ def run(job_dir: Path) -> None:
             log = pipes.log.info if pipes is not None else (lambda m: print(m, flush=True))
             model = load_model(job_dir / "init")
             shards = {d: CorpusShards(**s) for d, s in job["shards"].items()}
-            sampler = WeightedDomainSampler({d: s.train() for d, s in shards.items()}, job["weights"],
-                                            job["seq_len"], job["seed"])
+            train = {d: s.train() for d, s in shards.items()}
+            mixing = None
+            if job.get("online"):  # every rank follows the same online mixture (core.train)
+                from chameleon_assets.core.methods import online_mixing
+
+                mixing = online_mixing(job["online"]["method"], job["online"]["params"], job["weights"], train,
+                                       job["seq_len"])
+            sampler = WeightedDomainSampler(trainable(train, mixing), job["weights"], job["seq_len"], job["seed"])
             checkpoints = Path(job["checkpoint_dir"]) if job.get("checkpoint_dir") else None
             result = train_causal_lm(model, sampler, TrainConfig(**job["train"]), device, checkpoint_dir=checkpoints,
                                      run_key=job["run_key"], progress=False, desc=job["desc"],
-                                     log=log if rank == 0 else None)
+                                     log=log if rank == 0 else None, mixing=mixing)
             if rank == 0:
                 with atomic_dir(job_dir / "out") as tmp:
                     model.save_pretrained(tmp)

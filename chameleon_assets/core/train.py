@@ -4,7 +4,12 @@ The sampler draws each training sequence's domain with probability equal to the
 mixture weight, then takes the next contiguous window of that domain's memory-mapped
 train tokens; a domain read past its end wraps to its start and counts an epoch.
 
-Checkpoints (model, optimiser, scheduler, sampler and RNG state) are written every
+A mixture may change during training (``mixing``, ``core.online``: a weight schedule or
+Aioli's online controller): before every optimiser step the loop asks it for the
+sampler's weights, giving it a function that measures the model's held-out loss per
+domain, and its state goes into every checkpoint beside the sampler's.
+
+Checkpoints (model, optimiser, scheduler, sampler, mixing and RNG state) are written every
 ``checkpoint_every`` steps; a killed run restarted with the same settings resumes at
 the last checkpoint and follows the same trajectory as an uninterrupted run.
 
@@ -49,6 +54,7 @@ from chameleon_assets.core.config import TrainConfig
 from chameleon_assets.core.cost import device_peak, model_train_flops_per_token
 from chameleon_assets.core.loss import causal_lm_loss, resolve_loss
 from chameleon_assets.core.model import native_bf16, register_cpu_bf16_attention, training_precision
+from chameleon_assets.core.online import OnlineMixing
 
 
 class WeightedDomainSampler:
@@ -81,6 +87,17 @@ class WeightedDomainSampler:
         c = self.cursors[d]
         self.cursors[d] = c + self.seq_len
         return np.asarray(arr[c : c + n])
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Draw from now on with probability proportional to ``weights`` (a domain left out: 0).
+        Only domains the sampler was made with can be drawn."""
+        extra = [d for d, v in weights.items() if v > 0 and d not in self.tokens]
+        if extra:
+            raise ValueError(f"domain '{extra[0]}' gets weight but had none when the sampler was made")
+        w = np.array([max(float(weights.get(d, 0.0)), 0.0) for d in self.domains], dtype=np.float64)
+        if not w.sum() > 0:
+            raise ValueError(f"no domain has a positive weight in {weights}")
+        self.probs = w / w.sum()
 
     def draw_domains(self, count: int) -> list[str]:
         idx = self.rng.choice(len(self.domains), size=count, p=self.probs)
@@ -129,6 +146,7 @@ class WeightedDomainSampler:
             "cursors": dict(self.cursors),
             "epochs": dict(self.epochs),
             "draws": dict(self.draws),
+            "probs": self.probs.tolist(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -136,6 +154,8 @@ class WeightedDomainSampler:
         self.cursors.update(state["cursors"])
         self.epochs.update(state["epochs"])
         self.draws.update(state["draws"])
+        if "probs" in state:  # absent from checkpoints written before weights could change
+            self.probs = np.array(state["probs"], dtype=np.float64)
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -337,6 +357,7 @@ def train_causal_lm(
     progress: bool = True,
     desc: str = "train",
     log: Callable[[str], None] | None = None,
+    mixing: OnlineMixing | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``total_steps(cfg)`` steps; return the loss trajectory.
 
@@ -347,6 +368,11 @@ def train_causal_lm(
     checkpoint is written). ``log`` receives a progress line about ten times per run.
     Under ``torch.distributed`` the model is wrapped in DistributedDataParallel and the
     losses reported are the mean over all ranks (see the module docstring).
+    ``mixing``: a mixture that changes during training (module docstring); its settings
+    are part of the resume key, its state of the checkpoint, its ``summary()`` and the
+    seconds its held-out passes took of ``TrainResult.extra["mixing"]``. With it, batches
+    are drawn in the loop (no prefetching thread: the next batch's weights are not known
+    before the step).
     """
     dist = Distributed.current()
     if cfg.batch_size % dist.world_size:
@@ -358,7 +384,7 @@ def train_causal_lm(
     opt = make_optimizer(model, cfg, fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg, steps) / cfg.lr)
     step, losses = 0, []
-    key = sha256_text(run_key, repr(cfg))[:16]
+    key = sha256_text(run_key, repr(cfg), *([repr(mixing.settings())] if mixing is not None else []))[:16]
     # A checkpoint is resumed only if it is intact (its manifest matches) and of this run.
     if checkpoint_dir is not None and (checkpoint_dir / "state.json").exists() and verify_dir(checkpoint_dir) is None:
         meta = read_json(checkpoint_dir / "state.json")
@@ -371,6 +397,8 @@ def train_causal_lm(
             sampler.load_state_dict(state["sampler"])
             torch.set_rng_state(state["torch_rng"])
             step, losses = meta["step"], list(meta["losses"])
+            if mixing is not None:
+                mixing.load_state_dict(meta["mixing"])
     resumed_from = step
     precision = training_precision(cfg.precision, device)
     use_bf16 = precision == "bfloat16"
@@ -419,8 +447,38 @@ def train_causal_lm(
             for i, value in enumerate(new):
                 on_step(first + i, value, tok_rate)
 
+    mixing_s = 0.0
+
+    def held_out(windows: dict[str, np.ndarray]) -> dict[str, float]:
+        """Mean next-token NLL of the model as it is now on each domain's windows (under DDP
+        averaged over ranks, so every rank's mixture sees the same numbers)."""
+        nonlocal mixing_s
+        t0 = time.perf_counter()
+        model.eval()
+        values = []
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            for w in windows.values():
+                total = torch.zeros((), device=device)
+                for i in range(0, len(w), cfg.batch_size):
+                    b = torch.from_numpy(np.asarray(w[i : i + cfg.batch_size], dtype=np.int64)).to(device)
+                    total += eval_net(b[:, :-1], b[:, 1:]).float() * len(b)
+                values.append(total / len(w))
+        stacked = torch.stack(values)
+        if dist.world_size > 1:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(stacked, op=tdist.ReduceOp.SUM)
+            stacked = stacked / dist.world_size
+        model.train()
+        out = dict(zip(windows, stacked.cpu().tolist()))
+        seconds = time.perf_counter() - t0
+        mixing_s += seconds
+        clock.exclude(seconds)  # tokens/s is the training steps' rate
+        return out
+
+    eval_net = causal_lm_loss(model, cfg.loss, device) if mixing is not None else None
     prefetch = (BatchPrefetcher(sampler, cfg.batch_size, dist, pin=device.type == "cuda")
-                if device.type in PREFETCH_DEVICES and step < steps else None)
+                if device.type in PREFETCH_DEVICES and step < steps and mixing is None else None)
     next_batch = prefetch.next if prefetch else (lambda: sampler.next_batch_shard(cfg.batch_size, dist.rank,
                                                                                    dist.world_size))
     attention = model.config._attn_implementation
@@ -431,6 +489,10 @@ def train_causal_lm(
         torch.set_float32_matmul_precision("high")
     try:
         while step < steps:
+            if mixing is not None:
+                weights = mixing.weights_for_step(step, steps, held_out)
+                if weights is not None:
+                    sampler.set_weights(weights)
             opt.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=device)
             for micro in range(cfg.grad_accum):
@@ -459,7 +521,8 @@ def train_causal_lm(
             if checkpoint_due and dist.rank == 0:
                 t_save = time.perf_counter()
                 _save_checkpoint(checkpoint_dir, model, opt, sched, prefetch.state if prefetch else
-                                 sampler.state_dict(), step, losses, key)
+                                 sampler.state_dict(), step, losses, key,
+                                 mixing.state_dict() if mixing is not None else None)
                 clock.exclude(time.perf_counter() - t_save)
         flush()
         bar.close()
@@ -495,12 +558,15 @@ def train_causal_lm(
             "peak_flops": peak.flops,
             "peak_source": peak.source,
             **timing,
+            **({"mixing": {**mixing.summary(), "heldout_s": mixing_s}} if mixing is not None else {}),
         },
     )
 
 
 def _save_checkpoint(directory: Path, model, opt, sched, sampler_state: dict, step: int, losses: list[float],
-                     key: str) -> None:
+                     key: str, mixing_state: dict | None = None) -> None:
+    """Everything a resumed run needs, atomically. The mixing state is plain JSON in
+    ``state.json`` (floats written as their shortest exact repr, so they read back bit-exact)."""
     with atomic_dir(directory) as tmp:
         torch.save(
             {
@@ -512,4 +578,5 @@ def _save_checkpoint(directory: Path, model, opt, sched, sampler_state: dict, st
             },
             tmp / "state.pt",
         )
-        write_json(tmp / "state.json", {"key": key, "step": step, "losses": losses})
+        meta = {"key": key, "step": step, "losses": losses}
+        write_json(tmp / "state.json", meta if mixing_state is None else {**meta, "mixing": mixing_state})

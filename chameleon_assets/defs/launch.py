@@ -47,6 +47,19 @@ class TrainJob:
     checkpoint_dir: Path | None
     run_key: str  # a checkpoint is resumed only under the same key
     desc: str  # how progress lines name the run
+    # A mixture that changes during training: {"method": <online method>, "params": {...}}
+    # (core.methods.online_mixing); None: the weights hold throughout.
+    online: dict | None = None
+
+    def mixing(self):  # noqa: ANN201 - a core.online.OnlineMixing or None
+        """The online mixture the sampler follows (it may reserve training tokens to measure on:
+        the sampler gets ``core.online.trainable``)."""
+        if not self.online:
+            return None
+        from chameleon_assets.core.methods import online_mixing
+
+        return online_mixing(self.online["method"], self.online["params"], self.weights,
+                             {d: s.train() for d, s in self.shards.items()}, self.seq_len)
 
 
 def torchrun_command(nproc: int, job_dir: Path) -> list[str]:
@@ -60,17 +73,19 @@ def train(context: dg.AssetExecutionContext | dg.OpExecutionContext, profile: Pr
     """Train ``model`` in place on ``job`` as the profile's ``training`` section says; return
     the ``TrainResult``. Adds how it ran (processes, tokens/s, MFU) to the output's metadata."""
     from chameleon_assets.core.model import resolve_device
+    from chameleon_assets.core.online import trainable
     from chameleon_assets.core.train import WeightedDomainSampler, train_causal_lm
 
     context.add_output_metadata(device_assignment())
     if profile.training.distributed:
         result = _torchrun(context, profile, model, job)
     else:
-        sampler = WeightedDomainSampler({d: s.train() for d, s in job.shards.items()}, job.weights, job.seq_len,
-                                        job.seed)
+        mixing = job.mixing()
+        sampler = WeightedDomainSampler(trainable({d: s.train() for d, s in job.shards.items()}, mixing),
+                                        job.weights, job.seq_len, job.seed)
         result = train_causal_lm(model, sampler, job.train, resolve_device(profile.device),
                                  checkpoint_dir=job.checkpoint_dir, run_key=job.run_key, desc=job.desc,
-                                 log=context.log.info)
+                                 log=context.log.info, mixing=mixing)
         context.add_output_metadata(training_metadata(result.extra, result.tokens_per_s))
     return result
 
@@ -125,7 +140,7 @@ def _torchrun(context, profile: Profile, model, job: TrainJob):  # noqa: ANN001,
             "weights": job.weights, "seq_len": job.seq_len, "seed": job.seed,
             "train": dataclasses.asdict(job.train),
             "checkpoint_dir": str(job.checkpoint_dir) if job.checkpoint_dir is not None else None,
-            "run_key": job.run_key, "desc": job.desc, "device": profile.device,
+            "run_key": job.run_key, "desc": job.desc, "device": profile.device, "online": job.online,
         })
         context.log.info(f"{job.desc}: {nproc} DDP processes under torchrun (job {job_dir})")
         invocation = dg.PipesSubprocessClient().run(

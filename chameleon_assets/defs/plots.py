@@ -109,6 +109,25 @@ def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, titl
     return _save(fig, path)
 
 
+def weight_trajectory(steps: Sequence[int], trajectory: Sequence[Sequence[float]], names: Sequence[str],
+                      total_steps: int, title: str, path: Path) -> str:
+    """One line per domain: its weight from each update step on (``trajectory[i]`` holds from
+    ``steps[i]`` to the next), drawn as steps up to ``total_steps``; returns the PNG as base64."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    w = np.asarray(trajectory, dtype=np.float64)
+    x = [*steps, total_steps]
+    for j, name in enumerate(names):
+        ax.step(x, [*w[:, j], w[-1, j]], where="post", label=name)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("domain weight")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def weights_over(
     x: Sequence[float],
     panels: dict[str, "np.ndarray"],

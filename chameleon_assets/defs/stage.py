@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import dagster as dg
 
 from chameleon_assets.core.artifacts import atomic_dir, atomic_file, remove_tree, sha256_text, write_json
+from chameleon_assets.core.online import heldout_cost
 from chameleon_assets.defs import launch, plots
 from chameleon_assets.defs.io import stored_value
 from chameleon_assets.defs.partitions import split_model_key
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 
 # --- Training ----------------------------------------------------------------------------
+
+ONLINE_PLOT = "weight_trajectory.png"  # in a model's folder when its mixture changed during training
 
 @dataclass
 class StageModel:
@@ -62,6 +65,9 @@ class StageModel:
     record: dict = field(default_factory=dict)  # training.json's, beside the shared fields
     card_footer: str = "Load with `AutoModelForCausalLM.from_pretrained(<this folder>)`."
     plot_title: str = ""
+    # A mixture that changes during training ({"method", "params"}, defs.launch.TrainJob.online):
+    # its trajectory, the cost of its held-out passes and their plot go with the model.
+    online: dict | None = None
 
 
 @dataclass
@@ -97,12 +103,15 @@ def train_stage_model(context: dg.AssetExecutionContext, profile, tracking: MLfl
     from chameleon_assets.core.model import count_parameters
 
     job = launch.TrainJob({d: spec.shards[d] for d in spec.weights}, spec.weights, spec.context_length, spec.seed,
-                          spec.train, spec.checkpoints, spec.version, f"{spec.stage}[{spec.mixture}|{spec.seed}]")
+                          spec.train, spec.checkpoints, spec.version, f"{spec.stage}[{spec.mixture}|{spec.seed}]",
+                          online=spec.online)
     result = launch.train(context, profile, model, job)
     if result.resumed_from:
         context.log.info(f"resumed from checkpoint at step {result.resumed_from}")
     corpus_versions = {d: spec.shards[d].data_version for d in spec.weights}
     final_loss = float(np.mean(result.losses[-5:]))
+    online = result.extra.get("mixing")
+    online_cost = heldout_cost(online, result.extra["flops_per_token"]) if online else None
     shared = {"mixture": spec.mixture, "stage": spec.stage, "mixture_version": spec.family,
               "weights_version": spec.table.data_version, "weights_source": spec.table.sources.get(spec.mixture, "")}
     parent = tracking.parent_run(spec.parent_name or spec.mixture, f"{spec.stage}-{spec.family}",
@@ -120,13 +129,18 @@ def train_stage_model(context: dg.AssetExecutionContext, profile, tracking: MLfl
             **{f"train.{k}": v for k, v in asdict(spec.train).items()},
         })
         mlflow.log_metrics({"tokens_per_s": result.tokens_per_s, "final_loss": final_loss, **spec.metrics,
-                            **launch.mlflow_metrics(result)})
+                            **launch.mlflow_metrics(result),
+                            **({"online_cost_flops": online_cost.flops, "online_cost_wall_s": online_cost.wall_s,
+                                "online_heldout_passes": float(online["heldout_passes"])} if online else {})})
         mlflow.set_tags(launch.mlflow_tags(result))
         log_domain_inputs([spec.shards[d] for d in spec.weights], "training")
         for path in [f"{spec.table.path}/weights.csv", *spec.artifacts]:
             mlflow.log_artifact(path)
         run_id = run.info.run_id
     tracking.log_series(run_id, "train_loss", result.losses)
+    if online and "trajectory" in online:
+        tracking.log_trajectory(run_id, "online_weight", online["names"], online["update_steps"],
+                                online["trajectory"])
     with atomic_dir(spec.out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -135,6 +149,7 @@ def train_stage_model(context: dg.AssetExecutionContext, profile, tracking: MLfl
             "losses": result.losses, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
             "epochs": result.epochs, "draws": result.draws, "data_versions": corpus_versions,
             "mlflow_run_id": run_id, "mlflow_parent_run_id": parent, "data_version": spec.version,
+            **({"online": {**online, "settings": spec.online, "cost": online_cost.as_dict()}} if online else {}),
         })
         rows = "\n".join(f"| {d} | {w:.4f} | {result.epochs.get(d, 0.0):.3f} |" for d, w in spec.weights.items())
         (tmp / "README.md").write_text(
@@ -143,6 +158,9 @@ def train_stage_model(context: dg.AssetExecutionContext, profile, tracking: MLfl
             f"| domain | weight | epochs |\n|---|---|---|\n{rows}\n\n{spec.card_footer}\n")
         plots.line_plot({f"{spec.mixture}, seed {spec.seed}": result.losses}, "step", "train loss",
                         spec.plot_title or name, tmp / "loss.png")
+        if online and "trajectory" in online:
+            plots.weight_trajectory(online["update_steps"], online["trajectory"], online["names"], result.steps,
+                                    f"{name}: weights during training", tmp / ONLINE_PLOT)
     with tracking.start_run(run_id=run_id):
         import mlflow
 
@@ -154,10 +172,22 @@ def train_stage_model(context: dg.AssetExecutionContext, profile, tracking: MLfl
 def model_output(model, weights: dict[str, float], reused: bool, loss_caption: str,  # noqa: ANN001
                  extra: dict | None = None) -> dg.Output:
     """A trained model's output: its data version and what a person checks first
-    (``extra`` first: what the stage adds, e.g. the start model)."""
+    (``extra`` first: what the stage adds, e.g. the start model; then, for a mixture that
+    changed during training, its final weights, the cost of its held-out passes and the
+    plot of its trajectory, read from the model's folder)."""
+    from chameleon_assets.core.artifacts import read_json
     from chameleon_assets.core.epochs import MAX_EPOCHS, over_repeated
 
     out = Path(model.path)
+    online = read_json(out / "training.json").get("online") if (out / ONLINE_PLOT).exists() else None
+    if online:
+        extra = {**(extra or {}),
+                 "final_weights": dg.MetadataValue.json(
+                     {d: round(w, 4) for d, w in zip(online["names"], online["trajectory"][-1])}),
+                 "online_rounds": online["rounds"],
+                 "online_cost": dg.MetadataValue.json(online["cost"]),
+                 "weight_trajectory": dg.MetadataValue.md(plots.markdown_image(
+                     plots.file_b64(out / ONLINE_PLOT), "domain weights during training"))}
     repeated = over_repeated(model.epochs)
     if repeated:  # shown first: the budget outgrew the corpus (core.epochs)
         extra = {f"repeated_over_{MAX_EPOCHS:g}_epochs": dg.MetadataValue.json(

@@ -216,6 +216,19 @@ class MLflowTracking(dg.ConfigurableResource):
         batch = [Metric(k, float(v), stamp, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
         client.log_batch(run_id, metrics=batch, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
+    def log_trajectory(self, run_id: str, prefix: str, names: list[str], steps: list[int],
+                       trajectory: list[list[float]]) -> None:
+        """Mixture weights over training as metrics ``<prefix>.<domain>``, each logged at the
+        optimiser step from which it held (``trajectory[i]`` from ``steps[i]``)."""
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self._ready_uri())
+        metrics = [Metric(f"{prefix}.{d}", float(w[j]), 0, int(s))
+                   for s, w in zip(steps, trajectory) for j, d in enumerate(names)]
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+
     def log_series(self, run_id: str, key: str, values: list[float]) -> None:
         """Log ``values`` as one metric with steps 1..n, in batches."""
         from mlflow.entities import Metric

@@ -74,6 +74,10 @@ class MixtureTable:
     affinity_version: str = ""  # the affinity_matrix data version computed from ("" before it was recorded)
     costs: dict = field(default_factory=dict)  # mixture -> core.cost.Cost.as_dict(): what its weights cost
     sources: dict = field(default_factory=dict)  # mixture -> "<asset> <data version>" it was computed by
+    # mixture -> the settings of its online method (core.methods.online_methods): the row is
+    # where its base models start, these drive their sampler while they train. Read with
+    # getattr(table, "online", {}): tables stored before the field existed lack it.
+    online: dict = field(default_factory=dict)
 
     def frame(self):
         import pandas as pd
@@ -150,6 +154,9 @@ class BaseModel:
     seed: int = 0
     mlflow_parent_run_id: str = ""  # the mixture's parent run (aggregates over seeds)
     config_version: str = ""  # the `config_base_model` data version it was trained with
+    # Its online method's settings when its mixture changed during training (MixtureTable.online);
+    # read with getattr(model, "online", {}): models stored before the field existed lack it.
+    online: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

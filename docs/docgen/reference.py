@@ -533,7 +533,8 @@ def methods_summary() -> str:
     for name, method in methods.registered().items():
         trains = "proxy" in method.needs
         rows.append((f"[`{name}`](reference.md#method-{name})",
-                     "trains proxies" if trains else "closed form",
+                     "trains proxies" if trains else "online: moves during base training" if method.online
+                     else "closed form",
                      "pretrain" if trains else ", ".join(_stages(method.stages)) or "none by itself",
                      ", ".join(f"`{n}`" for n in sorted(method.needs)) or "nothing",
                      " ".join(docstring(type(method)).split("\n\n")[0].split())))

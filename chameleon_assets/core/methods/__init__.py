@@ -32,6 +32,12 @@ what they are part of, so that the application needs no list of methods:
   RegMix's runs) names it; its whole section is its fit's. ``also_serves``: further
   mixtures its assets compute (Olmix's ``olmix_reuse``), valid in conf/mixtures.yaml too.
 
+* **online** methods (``online``) are closed-form as far as the weights table goes: their
+  row is the mixture the base model starts from. Their ``Params`` also drive the base
+  model's sampler while it trains: ``mixing(params, weights, train, seq_len)`` returns the
+  ``core.online.OnlineMixing`` that ``core.train`` follows, and the settings are part of
+  those base models' data version alone.
+
 No Dagster here: callable from a notebook.
 """
 
@@ -164,6 +170,7 @@ class MixingMethod(Protocol):
     fit_fields: ClassVar[tuple[str, ...]]  # trained swarm: the Params fields only its fit reads (default none)
     swarm: ClassVar[str | None]  # trained: the swarm method whose runs its fit reads (default none)
     also_serves: ClassVar[tuple[str, ...]]  # trained: further mixtures its assets compute (default none)
+    online: ClassVar[bool]  # closed-form start of a mixture that moves during base training (default false)
 
     def compute(self, domains: DomainSet, params: Any, proxy: ProxyRecipe | None = None) -> MethodResult: ...
 
@@ -182,6 +189,7 @@ def _settings_under_methods(self: Any, mixtures: Mapping[str, Any], budget_token
 def register(cls: type) -> type:
     """Class decorator: register one instance of a method under its ``name``."""
     defaults = {"stages": STAGES, "proxy_recipe": True, "fit_fields": (), "swarm": None, "also_serves": (),
+                "online": False,
                 "mixture_settings": _settings_under_methods}
     for attribute, value in defaults.items():
         if not hasattr(cls, attribute):
@@ -213,6 +221,24 @@ def get(name: str) -> MixingMethod:
     if name not in methods:
         raise ValueError(f"unknown mixing method '{name}'; known: {', '.join(sorted(methods))}")
     return methods[name]
+
+
+def online_methods() -> list[str]:
+    """Names of the methods whose mixture changes during base training (``online``): their
+    weights are where the base model starts, their ``Params`` drive it while it trains."""
+    return sorted(n for n, m in registered().items() if m.online)
+
+
+def online_mixing(name: str, params: Mapping[str, Any], weights: Mapping[str, float],
+                  train: Mapping[str, np.ndarray], seq_len: int):  # noqa: ANN201 - a core.online.OnlineMixing
+    """The ``OnlineMixing`` that online method ``name`` drives a base model's sampler with:
+    ``params`` its settings as plain data (validated by its ``Params``), ``weights`` its row
+    of the weights table (the start), ``train`` each domain's training tokens (the mixture
+    may reserve some for its measurements: train the sampler on ``core.online.trainable``)."""
+    method = get(name)
+    if not method.online:
+        raise ValueError(f"method '{name}' does not change its mixture during training")
+    return method.mixing(method.Params(**params), dict(weights), dict(train), seq_len)
 
 
 def trained_methods() -> list[str]:

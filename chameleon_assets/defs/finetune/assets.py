@@ -75,7 +75,8 @@ def start_model(instance: dg.DagsterInstance, chameleon: ChameleonConfig, seed: 
     except FileNotFoundError as exc:  # never materialised, or its files are damaged (ArtefactDamaged)
         raise ValueError(f"finetune.base: the start model base_model[{key}] is not available ({exc}); "
                          f"`chameleon run --mixtures {ft.base}` trains it") from exc
-    family = mixture_version(base.config_version, base.weights, base.corpus_versions) if base.config_version else (
+    family = mixture_version(base.config_version, base.weights, base.corpus_versions,
+                             getattr(base, "online", None)) if base.config_version else (
         base.mlflow_parent_run_id or base.data_version)
     return Start(f"base_model[{key}]", base.data_version, family, base.path, base.mlflow_run_id,
                  dict(base.corpus_versions))

@@ -141,6 +141,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     joins them. Each mixture's cost is its method's own, plus for CHAMELEON the proxy
     training and the embedding passes it reads (``_chameleon_inputs_cost``).
     """
+    import dataclasses
     import shutil
 
     import numpy as np
@@ -188,6 +189,8 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
     if "unimax" in weights:
         unimax = mixture_method_params(mix, "unimax", budget)
         params_out.update({"unimax_budget": unimax.budget_tokens, "unimax_max_epochs": unimax.max_epochs})
+    online = {name: dataclasses.asdict(mixture_method_params(mix, name, budget))
+              for name in weights if name in methods.online_methods()}
     out = paths.weights_dir(version, stage)
     asset = "mixture_weights" if stage == "pretrain" else "finetune_weights"
     table = MixtureTable(
@@ -207,6 +210,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
         affinity_version=affinity.data_version,
         costs=costs,
         sources={name: f"{asset} {version}" for name in weights},
+        online=online,
     )
     frame = table.frame()
     with atomic_dir(out) as tmp:
@@ -307,6 +311,7 @@ def write_weights(table: MixtureTable, out) -> None:  # noqa: ANN001
         "krls_raw": table.krls_raw, "params": table.params, "skipped": table.skipped, "notes": table.notes,
         "train_tokens": table.train_tokens, "corpus_versions": table.corpus_versions,
         "proxy_versions": table.proxy_versions, "costs": table.costs, "sources": table.sources,
+        **({"online": table.online} if getattr(table, "online", None) else {}),
     })
     with atomic_file(out / "weights.csv") as fh:
         frame = table.frame()

@@ -22,17 +22,22 @@ EVAL_CODE_VERSION = "eval-v3"
 COMPARISON_CODE_VERSION = "comparison-v4"
 
 
-def mixture_version(section_version: str, weights: dict[str, float], corpus_versions: dict[str, str]) -> str:
-    """hash(code, `config_base_model`, the mixture's weights, the data versions of its domains).
+def mixture_version(section_version: str, weights: dict[str, float], corpus_versions: dict[str, str],
+                    online: dict | None = None) -> str:
+    """hash(code, `config_base_model`, the mixture's weights, the data versions of its domains
+    [, the settings of its online method]).
 
     What every seed of a mixture shares (its MLflow parent run is keyed by it). Only this
     mixture's own weights count: a new lambda changes CHAMELEON's weights, not uniform's,
     so the uniform models' versions (and folders) stay the same. Every domain of the
-    mixture counts, also at weight 0: its evaluation scores them all.
+    mixture counts, also at weight 0: its evaluation scores them all. ``online``: the
+    settings of a mixture that changes during training (Aioli's interval, step size, ...),
+    hashed for that mixture alone: changing them retrains its models and no other's.
     """
     w = json.dumps({d: round(x, 12) for d, x in sorted(weights.items())})
     v = versions_text({d: corpus_versions[d] for d in weights})
-    return sha256_text(BASE_CODE_VERSION, section_version, w, v)[:24]
+    extra = [json.dumps(online, sort_keys=True)] if online else []
+    return sha256_text(BASE_CODE_VERSION, section_version, w, v, *extra)[:24]
 
 
 def base_model_version(mixture_version_: str, seed: int) -> str:
@@ -65,7 +70,8 @@ def base_model(
     """
     mixture, seed = split_model_key(context.partition_key)
     weights, corpus_versions = mixture_of(mixture_table, mixture, "conf/mixtures.yaml")
-    family = mixture_version(chameleon.section_version("base_model"), weights, corpus_versions)
+    online = getattr(mixture_table, "online", {}).get(mixture)  # a table stored before `online` has none
+    family = mixture_version(chameleon.section_version("base_model"), weights, corpus_versions, online)
     version = base_model_version(family, seed)
     model = stored_value("base_model", context.partition_key, version)
     reused = model is not None
@@ -73,7 +79,7 @@ def base_model(
         # The corpus versions the weights were computed over, exactly.
         shards = {d: load_version("domain_corpus", d, v) for d, v in corpus_versions.items()}
         model = _train_base_model(context, chameleon, mlflow_tracking, mixture, seed, weights, shards, version,
-                                  family, mixture_table)
+                                  family, mixture_table, online)
     out = paths.base_model_dir(mixture, seed, version)
     point_current(out)
     prune_versions(out.parent)
@@ -81,7 +87,7 @@ def base_model(
 
 
 def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shards, version, family,  # noqa: ANN001
-                      table) -> BaseModel:
+                      table, online: dict | None = None) -> BaseModel:
     from dataclasses import asdict
 
     from chameleon_assets.core.model import build_model
@@ -107,12 +113,14 @@ def _train_base_model(context, chameleon, tracking, mixture, seed, weights, shar
         artifacts=[table.heatmap_path],
         card_footer="Load with `AutoModelForCausalLM.from_pretrained(<this folder>)`; evaluate with `lm_eval "
                     "--model hf --model_args pretrained=<this folder>`.",
+        online={"method": mixture, "params": online} if online else None,
     )
     t = train_stage_model(context, profile, tracking, spec, model, tok)
     r = t.result
     return BaseModel(version, mixture, str(spec.out), weights, t.corpus_versions, r.tokens, r.steps, t.final_loss,
                      r.tokens_per_s, r.epochs, t.mlflow_run_id, r.resumed_from, seed=seed,
-                     mlflow_parent_run_id=t.mlflow_parent_run_id, config_version=chameleon.section_version("base_model"))
+                     mlflow_parent_run_id=t.mlflow_parent_run_id, config_version=chameleon.section_version("base_model"),
+                     online=online or {})
 
 
 @dg.asset(
