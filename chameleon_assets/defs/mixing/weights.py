@@ -176,7 +176,7 @@ def _compute_weights(chameleon: ChameleonConfig, affinity: AffinityMatrix, versi
             continue
         if name in names:
             results[name] = result
-    computed = set(methods.trained_methods())  # their own assets compute them; mixture_table joins them
+    computed = set(methods.computed_mixtures())  # their own assets compute them; mixture_table joins them
     for name in names:
         if name not in results and name not in skipped and name not in computed:
             skipped[name] = "not computed"
