@@ -119,7 +119,9 @@ def test_a_models_domains_are_its_mlflow_dataset_inputs_once_per_context(project
                            val_text_bytes=40, data_version=version)
               for d, version in (("alpha", "a" * 24), ("beta", "b" * 24))]
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    with mlflow.start_run() as run:
+    # An experiment of this store's own: the process may hold another test's active experiment.
+    experiment = mlflow.create_experiment("inputs")
+    with mlflow.start_run(experiment_id=experiment) as run:
         log_domain_inputs(shards, "training")
     with mlflow.start_run(run_id=run.info.run_id):  # the evaluation reopens the model's run
         log_domain_inputs(shards, "evaluation")
