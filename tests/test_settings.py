@@ -47,7 +47,7 @@ def test_missing_profile_and_unknown_mixture_are_refused(project: Path) -> None:
     bad = project / "conf" / "mixtures.yaml"
     bad.write_text("mixtures: [uniform, doremix]\n")
     with pytest.raises(ConfigError, match=r"mixtures.yaml: mixtures\[1\]: must be built in \(.*\), computed \(doge, doremi, "
-                       r"regmix\) or a preset .* \(got 'doremix'\)"):
+                       r"olmix, regmix, olmix_reuse\) or a preset .* \(got 'doremix'\)"):
         load_mixtures(bad)
     bad.write_text("chameleon: {lam: 0}\n")
     with pytest.raises(ConfigError, match=r"mixtures.yaml: chameleon.lam: must be greater than 0 \(got 0\)"):
