@@ -228,17 +228,8 @@ def regmix_run(context: dg.AssetExecutionContext, chameleon: ChameleonConfig, co
         result = regmix.train_run(domains, mixture, _recipe(profile), params, run)
         value = SwarmRun(version, run, str(out), list(domains.names), [float(x) for x in np.asarray(result.mixture)],
                          {d: float(v) for d, v in result.val_nll.items()}, result.cost.as_dict(), dict(versions))
-        with atomic_dir(out) as tmp:
-            write_json(tmp / "run.json", value.__dict__)
-    point_current(out)
-    prune_versions(out.parent)
-    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
-        "mixture": dg.MetadataValue.json({d: round(w, 4) for d, w in zip(value.domains, value.mixture)}),
-        "val_nll": dg.MetadataValue.json({d: round(v, 4) for d, v in value.val_nll.items()}),
-        "cost_flops": float(value.cost["flops"]),
-        "cost_wall_s": float(value.cost["wall_s"]),
-        "path": dg.MetadataValue.path(str(out)),
-    })
+        _write_run(out, value)
+    return _swarm_run_output(value, version, out)
 
 
 @dg.asset(
@@ -426,18 +417,9 @@ def olmix_reuse_run(context: dg.AssetExecutionContext, chameleon: ChameleonConfi
             mixture, val_nll, cost = plan.expand(np.array([1.0])), {}, Cost()
         value = SwarmRun(version, run, str(out), list(domains.names), [float(x) for x in mixture], val_nll,
                          cost.as_dict(), dict(versions))
-        with atomic_dir(out) as tmp:
-            write_json(tmp / "run.json", value.__dict__)
-    point_current(out)
-    prune_versions(out.parent)
-    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
-        "affected": ", ".join(plan.affected) or "none (nothing to train)",
-        "mixture": dg.MetadataValue.json({d: round(w, 4) for d, w in zip(value.domains, value.mixture)}),
-        "val_nll": dg.MetadataValue.json({d: round(v, 4) for d, v in value.val_nll.items()}),
-        "cost_flops": float(value.cost["flops"]),
-        "cost_wall_s": float(value.cost["wall_s"]),
-        "path": dg.MetadataValue.path(str(out)),
-    })
+        _write_run(out, value)
+    return _swarm_run_output(value, version, out,
+                             {"affected": ", ".join(plan.affected) or "none (nothing to train)"})
 
 
 @dg.asset(
@@ -567,4 +549,25 @@ def mixture_table(context: dg.AssetExecutionContext, mixture_weights: MixtureTab
         "mixtures": ", ".join(table.weights),
         "max_weight": float(np.max(frame.to_numpy())) if len(frame) else 0.0,
         "csv": dg.MetadataValue.path(str(out / "weights.csv")),
+    })
+
+
+def _write_run(out, value: SwarmRun) -> None:  # noqa: ANN001 - a Path
+    """Write one swarm run's record atomically into its version folder ``out``."""
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "run.json", value.__dict__)
+
+
+def _swarm_run_output(value: SwarmRun, version: str, out, extra: dict | None = None) -> dg.Output:  # noqa: ANN001
+    """Point ``current`` at the run's folder, prune old versions, and return the run with its
+    mixture, validation losses, cost and path as metadata (``extra`` first)."""
+    point_current(out)
+    prune_versions(out.parent)
+    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
+        **(extra or {}),
+        "mixture": dg.MetadataValue.json({d: round(w, 4) for d, w in zip(value.domains, value.mixture)}),
+        "val_nll": dg.MetadataValue.json({d: round(v, 4) for d, v in value.val_nll.items()}),
+        "cost_flops": float(value.cost["flops"]),
+        "cost_wall_s": float(value.cost["wall_s"]),
+        "path": dg.MetadataValue.path(str(out)),
     })
